@@ -1,0 +1,396 @@
+"""The measurement core: one (trial, repeat) of an asset on this machine -> result rows. No Ray here.
+
+`run_trial(spec)` is a plain function of a TrialSpec, so Ray Tune, the local runner and a GPU box
+with only torch all call the same code. Its phases: resolve the asset (a bad spec raises), set up
+(device, dtype, threads, seeds, data, model), warm up, measure (LoadGen scenarios for `infer`, the
+training loop for `train`), and turn each measurement into a row with exactly the columns of
+benchmarks/schema.py. A failure inside the asset or the model becomes rows with status "failed"
+and the error, so that a sweep goes on.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks import loadgen_harness as lgh
+from benchmarks.assets import get_asset
+from benchmarks.assets.base import AssetData, config_dtype, config_int
+from benchmarks.environment import static_environment, window_environment
+from benchmarks.schema import BY_NAME, COLUMN_NAMES, CONFIG_PREFIX
+from benchmarks.sensors import MeasurementWindow, WindowStats, utc_now_iso, visible_gpu_indices
+from benchmarks.spec import SCENARIOS, TrialSpec
+from benchmarks.training import TrainResult, train_model
+from cluster.probe import cpu_count
+
+Progress = Callable[[dict[str, Any]], None]
+TASKS = ("train", "infer")
+
+
+class TrialError(RuntimeError):
+    """The trial cannot run as configured on this machine (e.g. a GPU asked for, none present)."""
+
+
+@dataclass
+class TrialContext:
+    """What set-up produced and every measurement phase uses."""
+
+    spec: TrialSpec
+    asset: Any
+    device: torch.device
+    dtype: torch.dtype
+    num_threads: int
+    gpu_indices: list[int]
+    sync: Callable[[], None] | None
+    data: AssetData
+    model: nn.Module
+    env: dict[str, Any]
+    parameters: int
+    flops_per_sample: float | None
+
+    @property
+    def batch_size(self) -> int:
+        return config_int(self.spec.config, "batch_size", 1 if self.spec.task == "infer" else 64)
+
+    def log_dir(self, part: str) -> Path:
+        s = self.spec
+        return Path(s.log_dir) / s.sweep_id / f"{s.trial_id}-r{s.repeat}" / part
+
+
+# ------------------------------------------------------------------------------------------ public
+
+
+def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Measure one (trial, repeat) and return its rows (one per scenario; one `train` row).
+
+    Raises ValueError for a spec that can never run (unknown asset, task or scenario); every other
+    failure is returned as rows with status "failed".
+    """
+    t0 = time.perf_counter_ns()
+    asset = get_asset(spec.asset)
+    _validate(spec, asset)
+    scenarios = list(spec.loadgen.scenarios) if spec.task == "infer" else ["train"]
+    emit = _safe(progress)
+    prev_threads = torch.get_num_threads()
+    try:
+        emit({"phase": "setup", "asset": spec.asset, "task": spec.task, "hardware": spec.hardware.name})
+        try:
+            ctx = _set_up(spec, asset)
+        except Exception as exc:
+            rows = [_failed_row(spec, sc, exc, None) for sc in scenarios]
+            _write_error(spec, exc)
+        else:
+            rows = _measure_infer(ctx, emit) if spec.task == "infer" else [_measure_train(ctx, emit)]
+    finally:
+        torch.set_num_threads(prev_threads)
+    duration = (time.perf_counter_ns() - t0) / 1e9
+    for row in rows:
+        row["duration_s"] = duration
+    emit({"phase": "done", "status": "ok" if all(r["status"] == "ok" for r in rows) else "failed",
+          "duration_s": duration, "rows": len(rows)})
+    return rows
+
+
+def resolve_threads(spec: TrialSpec) -> int:
+    """cfg threads if given (as asked, even above the core count), else the granted or nominal CPUs,
+    capped at the CPUs this process can use so that an emulated profile never oversubscribes."""
+    if "threads" in spec.config:
+        return config_int(spec.config, "threads", 1)
+    return max(1, min(spec.num_cpus or spec.hardware.cpu_cores, cpu_count()))
+
+
+def resolve_device(spec: TrialSpec) -> torch.device:
+    hw = spec.hardware
+    if hw.device_count <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrialError(
+            f"hardware {hw.name!r} asks for {hw.device_count} x {hw.accelerator_type} GPU, but torch on "
+            f"{socket.gethostname()} sees no CUDA device (torch.cuda.is_available() is False, torch {torch.__version__})"
+        )
+    return torch.device("cuda", torch.cuda.current_device())
+
+
+def resolve_dtype(spec: TrialSpec, device: torch.device) -> torch.dtype:
+    dtype = config_dtype(spec.config)
+    if dtype == torch.float16 and device.type == "cpu":
+        raise TrialError(
+            "dtype float16 is not benchmarked on CPU: torch runs many float16 CPU kernels by converting to "
+            "float32 and back, so the figure would describe that fallback rather than the hardware; use bfloat16 "
+            "or float32 on CPU, float16 on a GPU"
+        )
+    if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise TrialError(f"dtype bfloat16 is not supported by {torch.cuda.get_device_name(device)}")
+    return dtype
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+
+def _validate(spec: TrialSpec, asset: Any) -> None:
+    if spec.task not in TASKS:
+        raise ValueError(f"task {spec.task!r} is not one of {list(TASKS)}")
+    if spec.task not in asset.tasks:
+        raise ValueError(f"asset {spec.asset!r} supports tasks {list(asset.tasks)}, not {spec.task!r}")
+    unknown = [s for s in spec.loadgen.scenarios if s not in SCENARIOS]
+    if spec.task == "infer" and (unknown or not spec.loadgen.scenarios):
+        raise ValueError(f"loadgen.scenarios {list(spec.loadgen.scenarios)} must be non-empty, from {list(SCENARIOS)}")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+def _set_up(spec: TrialSpec, asset: Any) -> TrialContext:
+    num_threads = resolve_threads(spec)
+    device = resolve_device(spec)
+    dtype = resolve_dtype(spec, device)
+    torch.set_num_threads(num_threads)
+    seed_everything(spec.seed)
+    gpu_indices = visible_gpu_indices(1) if device.type == "cuda" else []
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    data = asset.load_data(dict(spec.config), spec.seed)
+    model = asset.build(dict(spec.config))
+    if spec.task == "infer":
+        prepare = getattr(asset, "prepare_for_inference", None)
+        if prepare is not None:
+            model = prepare(model, data, dict(spec.config))
+        model = model.to(device=device, dtype=dtype).eval()
+    else:
+        model = model.to(device)  # float32 master weights; `dtype` is the autocast compute type
+    return TrialContext(
+        spec=spec, asset=asset, device=device, dtype=dtype, num_threads=num_threads, gpu_indices=gpu_indices,
+        sync=sync, data=data, model=model, env=static_environment(gpu_indices),
+        parameters=sum(p.numel() for p in model.parameters()),
+        # Training keeps float32 weights (autocast computes in `dtype`), so count with float32 inputs.
+        flops_per_sample=count_flops_per_sample(
+            asset, model, data.x_test[:1], device, dtype if spec.task == "infer" else torch.float32
+        ),
+    )
+
+
+def count_flops_per_sample(asset: Any, model: nn.Module, one: torch.Tensor, device: torch.device, dtype: torch.dtype) -> float | None:
+    """Forward FLOPs of one sample (FlopCounterMode); None when it counts nothing (unknown ops)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+            asset.run_batch(model, one.to(device=device, dtype=dtype))
+        total = counter.get_total_flops()
+    except Exception:
+        total = 0
+    finally:
+        model.train(was_training)
+    return float(total) if total > 0 else None
+
+
+# ------------------------------------------------------------------------------------------ infer
+
+
+def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
+    spec, scenarios = ctx.spec, list(ctx.spec.loadgen.scenarios)
+    try:
+        samples = ctx.data.x_test.to(dtype=ctx.dtype)
+        if ctx.device.type == "cuda":
+            samples = samples.pin_memory()
+        labels = ctx.data.y_test.cpu().numpy() if ctx.data.has_labels else None
+        qsl = lgh.QuerySampleLibrary(samples, labels)
+        asset, model = ctx.asset, ctx.model
+        predict = lgh.torch_predictor(lambda x: asset.postprocess(asset.run_batch(model, x)), ctx.device, ctx.sync)
+        calib = lgh.warm_up(predict, qsl, ctx.batch_size)
+        emit({"phase": "warmup", "single_latency_ms": calib.single_latency_s * 1e3,
+              "batch_latency_ms": calib.batch_latency_s * 1e3, "batch_size": ctx.batch_size})
+        accuracy = None
+        if labels is not None:
+            accuracy = lgh.run_accuracy(
+                lgh.SystemUnderTest(predict, qsl, ctx.batch_size), qsl, spec.loadgen, calib,
+                ctx.log_dir("accuracy"), seed=spec.seed,
+            )
+            emit({"phase": "accuracy", "accuracy": accuracy})
+    except Exception as exc:
+        _write_error(spec, exc)
+        return [_failed_row(spec, sc, exc, ctx.num_threads, ctx) for sc in scenarios]
+
+    rows = []
+    for scenario in scenarios:
+        try:
+            sut_cls = lgh.ServerSUT if scenario == "Server" else lgh.SystemUnderTest
+            sut = sut_cls(predict, qsl, ctx.batch_size)
+            if ctx.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(ctx.device)
+            with MeasurementWindow(ctx.gpu_indices, ctx.sync) as window:
+                run = lgh.run_scenario(scenario, sut, qsl, spec.loadgen, calib, ctx.log_dir(scenario), seed=spec.seed)
+            row = _infer_row(ctx, run, window.stats, accuracy)
+            emit({"phase": "infer", "scenario": scenario, "throughput_samples_per_s": row["throughput_samples_per_s"],
+                  "latency_p99_ms": row["latency_p99_ms"], "loadgen_result": row["loadgen_result"]})
+        except Exception as exc:
+            _write_error(spec, exc, scenario)
+            row = _failed_row(spec, scenario, exc, ctx.num_threads, ctx)
+        rows.append(row)
+    return rows
+
+
+def _infer_row(ctx: TrialContext, run: lgh.LoadGenRun, stats: WindowStats, accuracy: float | None) -> dict[str, Any]:
+    row = _base_row(ctx.spec, run.scenario, ctx.num_threads, ctx)
+    row.update(_window_columns(ctx, stats, run.samples))
+    row.update({
+        "latency_p50_ms": run.latency_ms("p50"),
+        "latency_p90_ms": run.latency_ms("p90"),
+        "latency_p95_ms": run.latency_ms("p95"),
+        "latency_p99_ms": run.latency_ms("p99"),
+        "latency_p999_ms": run.latency_ms("p999"),
+        "latency_mean_ms": run.latency_ms("mean"),
+        "throughput_samples_per_s": run.throughput_samples_per_s,
+        "samples": run.samples,
+        "samples_per_query": run.samples_per_query,
+        "accuracy": accuracy,
+        "loadgen_result": run.validity,
+        "loadgen_log_dir": run.log_dir,
+        "target_qps": run.target_qps,
+    })
+    return row
+
+
+# ------------------------------------------------------------------------------------------ train
+
+
+def _measure_train(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
+    spec = ctx.spec
+    holder: dict[str, MeasurementWindow] = {}
+
+    def window() -> MeasurementWindow:
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        holder["w"] = MeasurementWindow(ctx.gpu_indices, ctx.sync)
+        return holder["w"]
+
+    try:
+        result = train_model(
+            ctx.asset, ctx.model, ctx.data, dict(spec.config), spec.train, ctx.device, ctx.dtype, spec.seed,
+            sync=ctx.sync, progress=emit, window=window,
+        )
+    except Exception as exc:
+        _write_error(spec, exc)
+        return _failed_row(spec, "train", exc, ctx.num_threads, ctx)
+    return _train_row(ctx, result, holder["w"].stats)
+
+
+def _train_row(ctx: TrialContext, result: TrainResult, stats: WindowStats) -> dict[str, Any]:
+    spec = ctx.spec
+    price = spec.hardware.price_per_hour_usd
+    row = _base_row(spec, "train", ctx.num_threads, ctx)
+    row.update(_window_columns(ctx, stats, result.samples))
+    steps_ms = np.asarray(result.step_times_ns, dtype=np.float64) / 1e6
+    if len(steps_ms):
+        p50, p90, p95, p99, p999 = np.percentile(steps_ms, [50, 90, 95, 99, 99.9])
+        row.update({"latency_p50_ms": p50, "latency_p90_ms": p90, "latency_p95_ms": p95, "latency_p99_ms": p99,
+                    "latency_p999_ms": p999, "latency_mean_ms": float(steps_ms.mean())})
+    tta = result.time_to_accuracy_s
+    row.update({
+        "throughput_samples_per_s": result.samples / result.train_time_s if result.train_time_s > 0 else None,
+        "samples": result.samples,
+        "accuracy": result.accuracy,
+        "train_time_s": result.train_time_s,
+        "epochs": result.epochs,
+        "quality_target": spec.train.quality_target,
+        "time_to_accuracy_s": tta,
+        "cost_to_accuracy_usd": tta / 3600 * price if tta is not None and price is not None else None,
+    })
+    return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
+
+
+# ------------------------------------------------------------------------------------------ rows
+
+
+def _base_row(spec: TrialSpec, scenario: str, num_threads: int | None,
+              ctx: TrialContext | None = None) -> dict[str, Any]:
+    """Every schema column (strings empty, numbers None) with the ids, hardware, config and environment."""
+    row: dict[str, Any] = {name: ("" if BY_NAME[name].dtype == "str" else None) for name in COLUMN_NAMES}
+    hw = spec.hardware
+    row.update({
+        "sweep_id": spec.sweep_id, "trial_id": spec.trial_id, "repeat": int(spec.repeat), "scenario": scenario,
+        "asset": spec.asset, "task": spec.task, "status": "ok", "error": "",
+        "hardware": hw.name, "accelerator_type": hw.accelerator_type,
+        "device_count": 1 if ctx is not None and ctx.device.type == "cuda" else 0,
+        "num_threads": int(num_threads) if num_threads is not None else None,
+        "price_per_hour_usd": hw.price_per_hour_usd,
+        "energy_source": "none",
+        "seed": int(spec.seed),
+    })
+    for key, value in spec.config.items():
+        row[f"{CONFIG_PREFIX}{key}"] = value
+    env = ctx.env if ctx is not None else static_environment()
+    row.update(env)
+    if ctx is not None:
+        row["parameters"] = ctx.parameters
+        row["flops_per_sample"] = ctx.flops_per_sample
+    return row
+
+
+def _window_columns(ctx: TrialContext, stats: WindowStats, samples: int | None) -> dict[str, Any]:
+    price = ctx.spec.hardware.price_per_hour_usd
+    peak = stats.peak_memory_mb
+    if ctx.device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated(ctx.device) / 2**20
+    energy = stats.energy_j
+    return {
+        "start_time": stats.start_time,
+        "cpu_util_pct": stats.cpu_util_pct,
+        "gpu_util_pct": stats.gpu_util_pct,
+        "peak_memory_mb": peak,
+        "energy_j": energy,
+        "energy_per_sample_j": energy / samples if energy is not None and samples else None,
+        "avg_power_w": stats.avg_power_w,
+        "energy_source": stats.energy_source,
+        "cost_usd": stats.wall_s / 3600 * price if price is not None else None,
+        **window_environment(stats, ctx.gpu_indices),
+    }
+
+
+def _failed_row(spec: TrialSpec, scenario: str, exc: BaseException, num_threads: int | None,
+                ctx: TrialContext | None = None) -> dict[str, Any]:
+    row = _base_row(spec, scenario, num_threads, ctx)
+    row.update({"status": "failed", "error": f"{type(exc).__name__}: {exc}", "start_time": utc_now_iso()})
+    return row
+
+
+def _write_error(spec: TrialSpec, exc: BaseException, scenario: str = "") -> None:
+    """The traceback beside the LoadGen logs, so that a failed row can be explained later."""
+    try:
+        folder = Path(spec.log_dir) / spec.sweep_id / f"{spec.trial_id}-r{spec.repeat}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"error-{scenario}.txt" if scenario else "error.txt"
+        (folder / name).write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        pass
+
+
+def _safe(progress: Progress | None) -> Progress:
+    """A progress callback that can never break the measurement."""
+    def emit(event: dict[str, Any]) -> None:
+        if progress is None:
+            return
+        try:
+            progress(event)
+        except Exception as exc:  # a broken dashboard must not fail the trial
+            print(f"benchmatch: progress callback failed ({exc}); continuing", flush=True)
+
+    return emit
+
+
+__all__ = ["TrialContext", "TrialError", "count_flops_per_sample", "resolve_device", "resolve_dtype",
+           "resolve_threads", "run_trial", "seed_everything"]

@@ -1,0 +1,88 @@
+"""Live trial metrics through `ray.util.metrics`, scraped by Prometheus from Ray's metrics agents.
+
+Ray prefixes every name with `ray_`, so `benchmatch_trial_latency_p99_seconds` is queried as
+`ray_benchmatch_trial_latency_p99_seconds`. Names carry their unit (Prometheus conventions);
+counters end in `_total`. Imported only inside Ray workers: the measurement core never needs it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+TRIAL_TAGS = ("sweep", "trial", "asset", "hardware", "accelerator")
+SCENARIO_TAGS = TRIAL_TAGS + ("scenario",)
+COUNT_TAGS = ("sweep", "asset", "hardware", "accelerator", "status")
+
+# name -> (kind, description, tag keys). docs/metrics.md lists the same table.
+METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "benchmatch_trial_latency_p50_seconds": ("gauge", "Median query latency of the scenario", SCENARIO_TAGS),
+    "benchmatch_trial_latency_p99_seconds": ("gauge", "p99 query latency of the scenario", SCENARIO_TAGS),
+    "benchmatch_trial_throughput_samples_per_second": ("gauge", "Samples per second of the scenario", SCENARIO_TAGS),
+    "benchmatch_trial_peak_memory_bytes": ("gauge", "Peak memory of the trial process", SCENARIO_TAGS),
+    "benchmatch_trial_energy_joules": ("gauge", "Sensor energy over the window (absent without a sensor)", SCENARIO_TAGS),
+    "benchmatch_trial_accuracy_ratio": ("gauge", "Model accuracy measured in the trial", SCENARIO_TAGS),
+    "benchmatch_trial_train_loss": ("gauge", "Training loss after the latest epoch", TRIAL_TAGS),
+    "benchmatch_trial_progress_ratio": ("gauge", "Progress of the running trial, 0..1", TRIAL_TAGS),
+    "benchmatch_sweep_trials": ("gauge", "Trials (x repeats) planned in the sweep", ("sweep",)),
+    "benchmatch_trials_started_total": ("counter", "Trial repeats started", COUNT_TAGS[:-1]),
+    "benchmatch_trials_completed_total": ("counter", "Trial repeats finished, by status (ok|failed)", COUNT_TAGS),
+    "benchmatch_trial_duration_seconds": ("histogram", "Wall time of one trial repeat", COUNT_TAGS[:-1]),
+}
+DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]
+
+# result-row column -> (gauge, scale to the gauge's unit)
+ROW_GAUGES = {
+    "latency_p50_ms": ("benchmatch_trial_latency_p50_seconds", 1e-3),
+    "latency_p99_ms": ("benchmatch_trial_latency_p99_seconds", 1e-3),
+    "throughput_samples_per_s": ("benchmatch_trial_throughput_samples_per_second", 1.0),
+    "peak_memory_mb": ("benchmatch_trial_peak_memory_bytes", 1024.0 * 1024.0),
+    "energy_j": ("benchmatch_trial_energy_joules", 1.0),
+    "accuracy": ("benchmatch_trial_accuracy_ratio", 1.0),
+}
+
+
+class TrialMetrics:
+    """Publishes one trial's live metrics. Created inside the Ray worker that runs the trial."""
+
+    def __init__(self, sweep: str, trial: str, asset: str, hardware: str, accelerator: str):
+        from ray.util import metrics as rm  # only inside Ray workers
+
+        self.tags = {"sweep": sweep, "trial": trial, "asset": asset, "hardware": hardware, "accelerator": accelerator}
+        self._m: dict[str, Any] = {}
+        for name, (kind, desc, keys) in METRICS.items():
+            if kind == "gauge":
+                self._m[name] = rm.Gauge(name, description=desc, tag_keys=keys)
+            elif kind == "counter":
+                self._m[name] = rm.Counter(name, description=desc, tag_keys=keys)
+            else:
+                self._m[name] = rm.Histogram(name, description=desc, boundaries=DURATION_BUCKETS, tag_keys=keys)
+
+    def _count_tags(self) -> dict[str, str]:
+        return {k: self.tags[k] for k in ("sweep", "asset", "hardware", "accelerator")}
+
+    def started(self, planned: int) -> None:
+        self._m["benchmatch_sweep_trials"].set(planned, tags={"sweep": self.tags["sweep"]})
+        self._m["benchmatch_trials_started_total"].inc(1, tags=self._count_tags())
+        self._m["benchmatch_trial_progress_ratio"].set(0.0, tags=self.tags)
+
+    def progress(self, event: dict[str, Any]) -> None:
+        """Forward a progress event of the measurement core (see benchmarks.core)."""
+        if "loss" in event and event["loss"] is not None:
+            self._m["benchmatch_trial_train_loss"].set(float(event["loss"]), tags=self.tags)
+        if "fraction" in event and event["fraction"] is not None:
+            self._m["benchmatch_trial_progress_ratio"].set(float(event["fraction"]), tags=self.tags)
+        if event.get("scenario"):
+            self.row(event)
+
+    def row(self, row: dict[str, Any]) -> None:
+        tags = {**self.tags, "scenario": str(row.get("scenario") or "")}
+        for column, (gauge, scale) in ROW_GAUGES.items():
+            value = row.get(column)
+            if value is None or value != value:  # missing stays absent, never exported as 0
+                continue
+            self._m[gauge].set(float(value) * scale, tags=tags)
+
+    def finished(self, status: str, duration_s: float) -> None:
+        self._m["benchmatch_trial_progress_ratio"].set(1.0, tags=self.tags)
+        self._m["benchmatch_trials_completed_total"].inc(1, tags={**self._count_tags(), "status": status})
+        self._m["benchmatch_trial_duration_seconds"].observe(duration_s, tags=self._count_tags())

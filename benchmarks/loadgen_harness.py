@@ -1,0 +1,557 @@
+"""MLPerf LoadGen around a torch model: Query Sample Library, System Under Test, scenarios, log parsing.
+
+The split follows LoadGen's own: the `QuerySampleLibrary` holds the samples and is told by LoadGen
+which to load; the `SystemUnderTest` runs the model on the samples LoadGen issues and reports each
+one complete with its prediction; LoadGen alone decides when to send what and times every query.
+Results are read back from LoadGen's logs (`mlperf_log_detail.txt`, falling back to
+`mlperf_log_summary.txt`), never re-timed here.
+
+Scenario mapping (see docs/measurement.md):
+- SingleStream: one sample per query, the next issued when the last completes; metric p90 latency.
+- MultiStream: one query = `batch_size` samples = one forward pass; metric p99 latency.
+- Offline: one query of all samples; the SUT runs them in batches of `batch_size`; metric samples/s.
+- Server: Poisson arrivals at a target QPS; a worker thread batches whatever has queued (up to
+  `batch_size`); metric completed samples/s, VALID only if p99 latency stays within the bound.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.spec import LoadGenSettings
+
+PERCENTILES = {"p50": "50.00", "p90": "90.00", "p95": "95.00", "p99": "99.00", "p999": "99.90"}
+SCENARIO_METRIC = {"SingleStream": "latency_p90_ms", "MultiStream": "latency_p99_ms",
+                   "Server": "throughput_samples_per_s", "Offline": "throughput_samples_per_s"}
+
+Predict = Callable[[torch.Tensor], np.ndarray]
+
+
+def _lg() -> Any:
+    import mlperf_loadgen
+
+    return mlperf_loadgen
+
+
+# ---------------------------------------------------------------------------------------------- QSL
+
+
+class QuerySampleLibrary:
+    """The samples LoadGen may issue, held in host memory (pinned for a GPU: copies are async).
+
+    Copying a batch to the device is the SUT's job and is inside the measured latency, as it is for
+    a server that receives requests in host memory.
+    """
+
+    def __init__(self, samples: torch.Tensor, labels: np.ndarray | None = None, performance_count: int | None = None):
+        self.samples = samples.contiguous()
+        # One view per sample: a SingleStream query then costs a list lookup, not a tensor slice.
+        self._views = list(self.samples.split(1))
+        # Batches are gathered by numpy (a few µs, a third of torch's fancy indexing); dtypes numpy
+        # lacks (bfloat16) are gathered as same-width integers and viewed back.
+        self._np, self._view_as = _numpy_storage(self.samples)
+        self.labels = labels
+        self.total_count = len(samples)
+        self.performance_count = min(performance_count or self.total_count, self.total_count)
+        self.loaded: set[int] = set()
+
+    def load(self, indices: Sequence[int]) -> None:
+        self.loaded.update(indices)  # already resident: LoadGen's load is bookkeeping here
+
+    def unload(self, indices: Sequence[int]) -> None:
+        self.loaded.difference_update(indices)
+
+    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+        if len(indices) == 1:
+            return self._views[indices[0]]
+        if self._np is None:
+            return self.samples.index_select(0, torch.tensor(indices))
+        batch = torch.from_numpy(self._np.take(np.array(indices, dtype=np.intp), axis=0))
+        return batch if self._view_as is None else batch.view(self._view_as)
+
+    def construct(self) -> Any:
+        return _lg().ConstructQSL(self.total_count, self.performance_count, self.load, self.unload)
+
+
+def _numpy_storage(samples: torch.Tensor) -> tuple[np.ndarray | None, torch.dtype | None]:
+    if samples.device.type != "cpu" or samples.dim() == 0:
+        return None, None
+    try:
+        return samples.numpy(), None
+    except TypeError:
+        ints = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}.get(samples.element_size())
+        if ints is None:
+            return None, None
+        return samples.view(ints).numpy(), samples.dtype
+
+
+# ---------------------------------------------------------------------------------------------- SUT
+
+
+def torch_predictor(
+    run: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    sync: Callable[[], None] | None = None,
+) -> Predict:
+    """Wrap `run(batch) -> predictions` into host batch -> int64 numpy predictions, GPU synchronised.
+
+    Inference mode is entered once around the whole LoadGen run (see run_loadgen) rather than per
+    query; the check here only covers a caller outside it.
+    """
+    on_cpu = device.type == "cpu"
+
+    def _predict(batch: torch.Tensor) -> np.ndarray:
+        out = run(batch if on_cpu else batch.to(device, non_blocking=True))
+        if sync is not None:
+            sync()
+        if not on_cpu or out.dtype != torch.int64:
+            out = out.to("cpu", torch.int64)
+        return out.reshape(-1).numpy()
+
+    def predict(batch: torch.Tensor) -> np.ndarray:
+        if torch.is_inference_mode_enabled():
+            return _predict(batch)
+        with torch.inference_mode():
+            return _predict(batch)
+
+    return predict
+
+
+class SystemUnderTest:
+    """Runs each issued query inline, in batches of at most `batch_size`, and completes its samples.
+
+    An exception in the model must not escape into LoadGen's thread (it would abort the process) nor
+    leave samples incomplete (LoadGen would wait forever): it is kept in `error`, the samples are
+    completed empty, and `raise_if_failed()` re-raises it after the test.
+    """
+
+    name = "benchmatch-sut"
+
+    def __init__(self, predict: Predict, qsl: QuerySampleLibrary, batch_size: int):
+        self.predict = predict
+        self.qsl = qsl
+        self.batch_size = max(int(batch_size), 1)
+        self.error: BaseException | None = None
+        self.completed = 0
+        # Predictions are handed to LoadGen only when it logs them (AccuracyOnly): in performance
+        # mode LoadGen ignores response data, and pointer bookkeeping would only add overhead.
+        self.return_data = False
+
+    def run_samples(self, samples: Sequence[Any]) -> None:
+        lg = _lg()
+        for start in range(0, len(samples), self.batch_size):
+            chunk = samples[start : start + self.batch_size]
+            if self.error is None:
+                try:
+                    preds = self.predict(self.qsl.gather([s.index for s in chunk]))
+                    if len(preds) != len(chunk):
+                        raise RuntimeError(f"model returned {len(preds)} predictions for {len(chunk)} samples")
+                    if self.return_data:
+                        preds = np.ascontiguousarray(preds, dtype=np.int64)
+                        base = preds.ctypes.data
+                        responses = [lg.QuerySampleResponse(s.id, base + 8 * i, 8) for i, s in enumerate(chunk)]
+                    else:
+                        responses = [lg.QuerySampleResponse(s.id, 0, 0) for s in chunk]
+                    lg.QuerySamplesComplete(responses)
+                    self.completed += len(chunk)
+                    continue
+                except BaseException as exc:  # noqa: BLE001 - kept and re-raised after the test
+                    self.error = exc
+            lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in chunk])
+
+    def issue_queries(self, samples: list[Any]) -> None:
+        self.run_samples(samples)
+
+    def flush_queries(self) -> None:
+        pass
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def construct(self) -> Any:
+        return _lg().ConstructSUT(self.issue_queries, self.flush_queries)
+
+    def raise_if_failed(self) -> None:
+        if self.error is not None:
+            raise RuntimeError(f"the model failed during the LoadGen run: {self.error}") from self.error
+
+
+class ServerSUT(SystemUnderTest):
+    """Server scenario: LoadGen's issue thread only enqueues; a worker batches what has arrived.
+
+    Dynamic batching (take everything queued, up to batch_size) is what inference servers do, and
+    keeps LoadGen's Poisson schedule from being blocked by the model.
+    """
+
+    def __init__(self, predict: Predict, qsl: QuerySampleLibrary, batch_size: int):
+        super().__init__(predict, qsl, batch_size)
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def issue_queries(self, samples: list[Any]) -> None:
+        for s in samples:
+            self._queue.put(s)
+
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._serve, name="benchmatch-server-sut", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join()
+
+    def _serve(self) -> None:
+        with torch.inference_mode():
+            self._serve_loop()
+
+    def _serve_loop(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < self.batch_size:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            self.run_samples(batch)
+            if stop:
+                return
+
+
+# ------------------------------------------------------------------------------------ warm-up / calibration
+
+
+@dataclass
+class Calibration:
+    """Warm-up timings: they tell LoadGen what to expect (query counts, Offline sample count)."""
+
+    single_latency_s: float
+    batch_latency_s: float
+    batch_size: int
+
+    @property
+    def batch_throughput(self) -> float:
+        return self.batch_size / self.batch_latency_s
+
+    @property
+    def single_throughput(self) -> float:
+        return 1.0 / self.single_latency_s
+
+
+def warm_up(
+    predict: Predict,
+    qsl: QuerySampleLibrary,
+    batch_size: int,
+    min_iters: int = 10,
+    min_time_s: float = 0.1,
+    max_iters: int = 2000,
+) -> Calibration:
+    """Run batch-1 and batch-`batch_size` queries until warm; median of the later half.
+
+    Each timed step is what the SUT does per batch (gather from the QSL, predict, build LoadGen's
+    responses) so that the Offline sample count and expected latencies LoadGen derives from it
+    are right even where per-sample bookkeeping outweighs a tiny model.
+    """
+    lg = _lg()
+
+    def median_time(n: int) -> float:
+        idx = [i % qsl.total_count for i in range(n)]
+        times: list[int] = []
+        t_end = time.perf_counter() + min_time_s
+        while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() < t_end):
+            t0 = time.perf_counter_ns()
+            predict(qsl.gather(idx))
+            [lg.QuerySampleResponse(i, 0, 0) for i in idx]
+            times.append(time.perf_counter_ns() - t0)
+        later = sorted(times[len(times) // 2 :])
+        return max(later[len(later) // 2], 1) / 1e9
+
+    return Calibration(single_latency_s=median_time(1), batch_latency_s=median_time(batch_size), batch_size=batch_size)
+
+
+# ------------------------------------------------------------------------------------------- run
+
+
+@dataclass
+class LoadGenRun:
+    """One LoadGen test, as LoadGen reported it. Latencies in ns; None where LoadGen gives none."""
+
+    scenario: str
+    mode: str
+    validity: str
+    latency_ns: dict[str, float | None]
+    throughput_samples_per_s: float | None
+    samples: int | None
+    samples_per_query: int | None
+    query_count: int | None
+    target_qps: float | None
+    log_dir: str
+    accuracy: float | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def latency_ms(self, key: str) -> float | None:
+        v = self.latency_ns.get(key)
+        return v / 1e6 if v is not None else None
+
+
+def build_settings(
+    scenario: str,
+    settings: LoadGenSettings,
+    calib: Calibration,
+    *,
+    accuracy: bool = False,
+    seed: int = 0,
+) -> tuple[Any, float | None]:
+    """LoadGen TestSettings for a scenario, and the target QPS given to it (Server / Offline)."""
+    lg = _lg()
+    ts = lg.TestSettings()
+    ts.scenario = getattr(lg.TestScenario, scenario)
+    ts.mode = lg.TestMode.AccuracyOnly if accuracy else lg.TestMode.PerformanceOnly
+    ts.min_duration_ms = int(settings.min_duration_ms)
+    ts.min_query_count = int(settings.min_query_count)
+    # The repeat's seed drives which samples are issued and the Poisson schedule, so repeats differ.
+    ts.qsl_rng_seed = ts.sample_index_rng_seed = ts.schedule_rng_seed = int(seed) & 0xFFFFFFFF
+    target_qps: float | None = None
+    if scenario == "SingleStream":
+        ts.single_stream_expected_latency_ns = max(int(calib.single_latency_s * 1e9), 1)
+    elif scenario == "MultiStream":
+        ts.multi_stream_samples_per_query = calib.batch_size
+        ts.multi_stream_expected_latency_ns = max(int(calib.batch_latency_s * 1e9), 1)
+    elif scenario == "Offline":
+        target_qps = calib.batch_throughput
+        ts.offline_expected_qps = target_qps
+        # In Offline LoadGen issues max(min_query_count, 1.1 x min_duration x expected_qps) samples.
+        ts.min_query_count = int(settings.offline_samples)
+    elif scenario == "Server":
+        # Without a configured target, offer half of what one sample at a time can sustain.
+        target_qps = settings.server_target_qps or 0.5 * calib.single_throughput
+        ts.server_target_qps = float(target_qps)
+        if settings.server_latency_bound_ms:
+            ts.server_target_latency_ns = int(settings.server_latency_bound_ms * 1e6)
+    else:
+        raise ValueError(f"unknown LoadGen scenario {scenario!r}; known: {list(SCENARIO_METRIC)}")
+    return ts, target_qps
+
+
+def run_loadgen(
+    sut: SystemUnderTest,
+    qsl: QuerySampleLibrary,
+    test_settings: Any,
+    log_dir: str | Path,
+) -> None:
+    """StartTestWithLogSettings with logs in `log_dir`; the SUT's error, if any, re-raised after."""
+    lg = _lg()
+    out = Path(log_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    log_out = lg.LogOutputSettings()
+    log_out.outdir = str(out)
+    log_out.copy_summary_to_stdout = False
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_out
+    log_settings.enable_trace = False
+    sut_handle, qsl_handle = sut.construct(), qsl.construct()
+    sut.return_data = test_settings.mode == lg.TestMode.AccuracyOnly
+    sut.start()
+    try:
+        # Non-Server scenarios call the SUT on this thread: one inference-mode context for the run.
+        with torch.inference_mode():
+            lg.StartTestWithLogSettings(sut_handle, qsl_handle, test_settings, log_settings)
+    finally:
+        sut.stop()
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroySUT(sut_handle)
+    trace = out / "mlperf_log_trace.json"
+    if trace.exists() and trace.stat().st_size == 0:
+        trace.unlink()
+    sut.raise_if_failed()
+
+
+def run_scenario(
+    scenario: str,
+    sut: SystemUnderTest,
+    qsl: QuerySampleLibrary,
+    settings: LoadGenSettings,
+    calib: Calibration,
+    log_dir: str | Path,
+    *,
+    seed: int = 0,
+) -> LoadGenRun:
+    """A PerformanceOnly run of one scenario, parsed from LoadGen's logs."""
+    ts, target_qps = build_settings(scenario, settings, calib, seed=seed)
+    run_loadgen(sut, qsl, ts, log_dir)
+    run = parse_logs(log_dir)
+    run.target_qps = target_qps
+    return run
+
+
+def run_accuracy(
+    sut: SystemUnderTest,
+    qsl: QuerySampleLibrary,
+    settings: LoadGenSettings,
+    calib: Calibration,
+    log_dir: str | Path,
+    *,
+    seed: int = 0,
+) -> float | None:
+    """AccuracyOnly (Offline): every sample once through the same SUT; top-1 from LoadGen's accuracy log."""
+    if qsl.labels is None:
+        return None
+    ts, _ = build_settings("Offline", settings, calib, accuracy=True, seed=seed)
+    run_loadgen(sut, qsl, ts, log_dir)
+    return accuracy_from_log(Path(log_dir) / "mlperf_log_accuracy.json", qsl.labels)
+
+
+# ----------------------------------------------------------------------------------------- parsing
+
+
+def read_detail_log(path: str | Path) -> dict[str, tuple[Any, float]]:
+    """`:::MLLOG {json}` lines of mlperf_log_detail.txt as key -> (value, time_ms); last one wins,
+    except repeated keys (generic_message) which keep every value under key#n."""
+    out: dict[str, tuple[Any, float]] = {}
+    counts: dict[str, int] = {}
+    for line in Path(path).read_text(errors="replace").splitlines():
+        if not line.startswith(":::MLLOG"):
+            continue
+        try:
+            rec = json.loads(line[len(":::MLLOG") :])
+        except json.JSONDecodeError:
+            continue
+        key = rec.get("key")
+        if not key:
+            continue
+        n = counts.get(key, 0)
+        counts[key] = n + 1
+        out[f"{key}#{n}"] = (rec.get("value"), float(rec.get("time_ms") or 0.0))
+        out[key] = out[f"{key}#{n}"]
+    return out
+
+
+_SUMMARY_NUM = re.compile(r"^\s*(?P<key>[^:]+?)\s*:\s*(?P<val>-?[0-9.]+(?:e[+-]?\d+)?)\s*$", re.IGNORECASE)
+
+
+def parse_summary(text: str) -> dict[str, Any]:
+    """mlperf_log_summary.txt as a dict of its 'name : value' lines (numbers as floats)."""
+    out: dict[str, Any] = {}
+    for line in text.splitlines():
+        m = _SUMMARY_NUM.match(line)
+        if m:
+            out[m.group("key").strip()] = float(m.group("val"))
+        elif ":" in line:
+            key, _, val = line.partition(":")
+            out.setdefault(key.strip(), val.strip())
+    return out
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def parse_logs(log_dir: str | Path) -> LoadGenRun:
+    """A LoadGenRun from the detail log, with the summary as fallback for each figure."""
+    log_dir = Path(log_dir)
+    detail_path, summary_path = log_dir / "mlperf_log_detail.txt", log_dir / "mlperf_log_summary.txt"
+    d = read_detail_log(detail_path) if detail_path.exists() else {}
+    s = parse_summary(summary_path.read_text()) if summary_path.exists() else {}
+    if not d and not s:
+        raise RuntimeError(f"LoadGen wrote no logs in {log_dir}")
+
+    def dv(key: str) -> Any:
+        return d[key][0] if key in d else None
+
+    scenario = str(dv("effective_scenario") or s.get("Scenario") or "")
+    mode = str(dv("effective_test_mode") or s.get("Mode") or "")
+    validity = str(dv("result_validity") or s.get("Result is") or "UNKNOWN").strip()
+    latency: dict[str, float | None] = {}
+    for key, pct in PERCENTILES.items():
+        latency[key] = _num(dv(f"result_{pct}_percentile_latency_ns")) or _num(s.get(f"{pct} percentile latency (ns)"))
+    latency["mean"] = _num(dv("result_mean_latency_ns")) or _num(s.get("Mean latency (ns)"))
+    spq = _num(dv("effective_samples_per_query")) or _num(s.get("samples_per_query"))
+    queries = _num(dv("result_query_count"))
+
+    throughput: float | None = None
+    if scenario == "Offline":
+        throughput = _num(dv("result_samples_per_second")) or _num(s.get("Samples per second"))
+    elif scenario == "Server":
+        throughput = _num(dv("result_completed_samples_per_sec")) or _num(s.get("Completed samples per second"))
+    elif scenario == "SingleStream":
+        throughput = _num(dv("result_qps_with_loadgen_overhead")) or _num(s.get("QPS w/ loadgen overhead"))
+    elif scenario == "MultiStream" and queries and spq:
+        # LoadGen reports no rate for MultiStream: samples over the issuing window, the same
+        # definition as SingleStream's "QPS w/ loadgen overhead" (checked against it in the tests).
+        window_ms = _issue_window_ms(d)
+        if window_ms:
+            throughput = queries * spq / (window_ms / 1e3)
+        elif latency["mean"]:
+            throughput = spq / (latency["mean"] / 1e9)
+    if scenario == "Offline":
+        # One query holds every sample: its "latency" is the whole run, not a per-sample latency.
+        latency = {k: None for k in latency}
+    samples = int(queries * spq) if queries is not None and spq is not None else None
+    details = {
+        k: dv(k) for k in (
+            "result_min_duration_met", "result_min_queries_met", "early_stopping_met",
+            "result_perf_constraints_met", "result_invalid_reason", "result_scheduled_samples_per_sec",
+            "effective_target_latency_ns", "result_overlatency_query_count", "num_errors",
+        ) if k in d
+    }
+    return LoadGenRun(
+        scenario=scenario, mode=mode, validity=validity, latency_ns=latency, throughput_samples_per_s=throughput,
+        samples=samples, samples_per_query=int(spq) if spq is not None else None,
+        query_count=int(queries) if queries is not None else None, target_qps=None,
+        log_dir=str(log_dir.resolve()), details=details,
+    )
+
+
+def _issue_window_ms(d: dict[str, tuple[Any, float]]) -> float | None:
+    """From the end of schedule generation (issuing starts) to LoadGen's 'Ending ...' message."""
+    start = d.get("generated_query_count")
+    end = None
+    for key, (value, t) in d.items():
+        if key.startswith("generic_message#") and isinstance(value, str) and value.startswith("Ending"):
+            end = t
+    if start is None or end is None or end <= start[1]:
+        return None
+    return end - start[1]
+
+
+def accuracy_from_log(path: str | Path, labels: np.ndarray) -> float:
+    """Top-1 accuracy from mlperf_log_accuracy.json (int64 predictions as hex, one per sample)."""
+    entries = json.loads(Path(path).read_text() or "[]")
+    if not entries:
+        raise RuntimeError(f"LoadGen's accuracy log {path} is empty")
+    correct = 0
+    seen = set()
+    for e in entries:
+        idx = int(e["qsl_idx"])
+        if idx in seen:
+            continue
+        seen.add(idx)
+        pred = int(np.frombuffer(bytes.fromhex(e["data"]), dtype=np.int64)[0])
+        correct += int(pred == int(labels[idx]))
+    return correct / len(seen)

@@ -1,0 +1,125 @@
+"""The result row: every column benchmatch writes, with its type, unit and how it is obtained.
+
+One row is one measured (trial, repeat, scenario). Hyperparameters are columns prefixed `cfg_`
+(`cfg_batch_size`), so any reader tells configuration from metrics without a list. A metric that
+could not be measured is missing (NaN/None), never 0. docs/results-schema.md is generated from
+COLUMNS (`python -m benchmarks.schema > docs/results-schema.md`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+CONFIG_PREFIX = "cfg_"
+KEY_COLUMNS = ("sweep_id", "trial_id", "repeat", "scenario")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # "str" | "int" | "float" | "bool"
+    unit: str
+    how: str
+    group: str
+
+
+def _c(group: str, name: str, dtype: str, unit: str, how: str) -> Column:
+    return Column(name, dtype, unit, how, group)
+
+
+COLUMNS: tuple[Column, ...] = (
+    _c("ids", "sweep_id", "str", "", "Name of the sweep (SweepSpec.name), stable across resumes."),
+    _c("ids", "trial_id", "str", "", "Deterministic id of (asset, task, hardware, configuration): a hash, so a resumed sweep finds the trials already done."),
+    _c("ids", "repeat", "int", "", "Repeat index 0..repeats-1; each repeat is measured afresh with seed = base seed + repeat."),
+    _c("ids", "scenario", "str", "", "LoadGen scenario (SingleStream, MultiStream, Server, Offline) for `infer`; `train` for training."),
+    _c("ids", "asset", "str", "", "Asset name (benchmarks/assets)."),
+    _c("ids", "task", "str", "", "`train` or `infer`."),
+    _c("ids", "status", "str", "", "`ok`, or `failed` (the error column says why). A failed trial still writes a row."),
+    _c("ids", "error", "str", "", "The exception text of a failed trial; empty when ok."),
+    _c("hardware", "hardware", "str", "", "HardwareSpec.name of the target the trial was scheduled on."),
+    _c("hardware", "accelerator_type", "str", "", "Ray accelerator type of the target (`cpu`, `H100`, ...)."),
+    _c("hardware", "device_count", "int", "devices", "Accelerators the trial used (0 on CPU)."),
+    _c("hardware", "num_threads", "int", "threads", "torch intra-op threads during the trial (cfg_threads if set, else the node's CPU count)."),
+    _c("hardware", "node_id", "str", "", "Ray node id the trial ran on (ray.get_runtime_context()); empty when run without Ray."),
+    _c("hardware", "node_ip", "str", "", "IP of that Ray node."),
+    _c("hardware", "hostname", "str", "", "socket.gethostname() of the process that measured."),
+    _c("latency", "latency_p50_ms", "float", "ms", "Median per-query latency reported by LoadGen for the scenario (train: per-step time)."),
+    _c("latency", "latency_p90_ms", "float", "ms", "90th percentile of the same (SingleStream's MLPerf metric)."),
+    _c("latency", "latency_p95_ms", "float", "ms", "95th percentile of the same."),
+    _c("latency", "latency_p99_ms", "float", "ms", "99th percentile of the same (MultiStream's MLPerf metric)."),
+    _c("latency", "latency_p999_ms", "float", "ms", "99.9th percentile of the same."),
+    _c("latency", "latency_mean_ms", "float", "ms", "Mean of the same."),
+    _c("throughput", "throughput_samples_per_s", "float", "samples/s", "Samples completed per second: LoadGen's result for the scenario; train: training samples processed / train time."),
+    _c("throughput", "samples", "int", "samples", "Samples processed in the measured window."),
+    _c("throughput", "samples_per_query", "int", "samples", "Samples in one LoadGen query (MultiStream: the batch size; SingleStream: 1)."),
+    _c("model", "accuracy", "float", "fraction", "Top-1 accuracy on the held-out split through the same model and dtype; missing for assets without labels."),
+    _c("model", "parameters", "int", "count", "Trainable + frozen parameters of the model."),
+    _c("model", "flops_per_sample", "float", "FLOP", "Forward FLOPs for one sample, counted by torch.utils.flop_counter.FlopCounterMode."),
+    _c("training", "train_time_s", "float", "s", "Wall time of the training loop (after warm-up), GPU synchronised."),
+    _c("training", "epochs", "int", "epochs", "Epochs run."),
+    _c("training", "quality_target", "float", "fraction", "Accuracy target for time-to-accuracy (MLPerf time-to-train)."),
+    _c("training", "time_to_accuracy_s", "float", "s", "Training time until accuracy >= quality_target was first observed; missing if never reached."),
+    _c("training", "cost_to_accuracy_usd", "float", "USD", "time_to_accuracy_s / 3600 x price_per_hour_usd (DAWNBench)."),
+    _c("resources", "peak_memory_mb", "float", "MiB", "Peak resident set size of the measuring process (CPU) or torch.cuda.max_memory_allocated (GPU)."),
+    _c("resources", "cpu_util_pct", "float", "%", "Mean CPU utilisation of the measuring process during the window (psutil), 100 = one core."),
+    _c("resources", "gpu_util_pct", "float", "%", "Mean GPU utilisation sampled through NVML; missing without a GPU."),
+    _c("energy", "energy_j", "float", "J", "Energy over the measured window from a sensor (NVML total energy counter, RAPL); missing without one."),
+    _c("energy", "energy_per_sample_j", "float", "J/sample", "energy_j / samples."),
+    _c("energy", "avg_power_w", "float", "W", "energy_j / window duration."),
+    _c("energy", "energy_source", "str", "", "`nvml`, `rapl` or `none` (no sensor: the energy columns are missing)."),
+    _c("cost", "price_per_hour_usd", "float", "USD/h", "The hardware's catalog price at the time of the trial."),
+    _c("cost", "cost_usd", "float", "USD", "duration of the measured window / 3600 x price_per_hour_usd."),
+    _c("loadgen", "loadgen_result", "str", "", "LoadGen's verdict for the run: VALID or INVALID (short runs are often INVALID for min duration / query count)."),
+    _c("loadgen", "loadgen_log_dir", "str", "", "Folder holding LoadGen's summary and detail logs for this row."),
+    _c("loadgen", "target_qps", "float", "queries/s", "Server / Offline target QPS given to LoadGen."),
+    _c("environment", "env_cpu_model", "str", "", "CPU model name (/proc/cpuinfo or platform)."),
+    _c("environment", "env_cpu_count", "int", "cores", "Logical CPUs visible to the process."),
+    _c("environment", "env_gpu_name", "str", "", "GPU name from NVML; empty without a GPU."),
+    _c("environment", "env_gpu_driver", "str", "", "NVIDIA driver version from NVML."),
+    _c("environment", "env_gpu_sm_clock_mhz", "float", "MHz", "SM clock at the end of the window (NVML)."),
+    _c("environment", "env_gpu_temperature_c", "float", "°C", "GPU temperature at the end of the window (NVML)."),
+    _c("environment", "env_gpu_throttle_reasons", "str", "", "NVML clock throttle reasons active at the end of the window, comma-separated."),
+    _c("environment", "env_torch_version", "str", "", "torch.__version__."),
+    _c("environment", "env_ray_version", "str", "", "ray.__version__ when Ray is importable, else empty."),
+    _c("environment", "env_python_version", "str", "", "platform.python_version()."),
+    _c("environment", "env_loadavg_before", "float", "", "1-minute load average just before the window."),
+    _c("environment", "env_loadavg_after", "float", "", "1-minute load average just after the window."),
+    _c("environment", "env_background_load", "bool", "", "True when other processes used more than half a core on average during the window: the row is flagged, not silently mixed in."),
+    _c("run", "seed", "int", "", "Seed given to torch, numpy and random for this repeat."),
+    _c("run", "start_time", "str", "ISO 8601 UTC", "When the measured window began."),
+    _c("run", "duration_s", "float", "s", "Wall time of the whole trial repeat (set-up, warm-up and measurement)."),
+)
+
+COLUMN_NAMES = tuple(c.name for c in COLUMNS)
+BY_NAME = {c.name: c for c in COLUMNS}
+
+
+def config_columns(names: list[str] | tuple[str, ...]) -> list[str]:
+    """The configuration (hyperparameter) columns among `names`."""
+    return [n for n in names if n.startswith(CONFIG_PREFIX)]
+
+
+def markdown() -> str:
+    """docs/results-schema.md, generated so that the docs never drift from the code."""
+    lines = [
+        "# Results schema",
+        "",
+        "Generated by `python -m benchmarks.schema` from `benchmarks/schema.py`; do not edit by hand.",
+        "",
+        "One row per measured (sweep, trial, repeat, scenario); the results store de-duplicates on that key",
+        "(the newest `start_time` wins). Every hyperparameter is a column of its own named `cfg_<name>`",
+        "(`cfg_batch_size`, `cfg_threads`, `cfg_dtype`, ...). A metric that could not be measured is",
+        "missing (null), never 0 and never estimated.",
+        "",
+    ]
+    group = None
+    for col in COLUMNS:
+        if col.group != group:
+            group = col.group
+            lines += ["", f"## {group}", "", "| column | type | unit | how it is obtained |", "|---|---|---|---|"]
+        lines.append(f"| `{col.name}` | {col.dtype} | {col.unit} | {col.how} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")

@@ -1,0 +1,151 @@
+"""SweepSpec (the YAML a user writes) and TrialSpec (one unit of measurement handed to the core).
+
+The core (`benchmarks.core.run_trial`) takes a TrialSpec and returns result rows; it never imports
+Ray, so the same call runs on a GPU box that has only torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from cluster.hardware import HardwareSpec
+
+SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
+
+
+class SpecError(ValueError):
+    """A sweep file is unusable; the message names the file, line or field."""
+
+
+class LoadGenSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scenarios: list[Literal["SingleStream", "MultiStream", "Server", "Offline"]] = ["SingleStream", "MultiStream", "Offline"]
+    min_duration_ms: int = Field(500, ge=10, description="LoadGen min_duration per scenario; MLPerf uses 600000")
+    min_query_count: int = Field(32, ge=1)
+    server_target_qps: float | None = Field(None, gt=0)
+    server_latency_bound_ms: float | None = Field(None, gt=0)
+    offline_samples: int = Field(512, ge=1, description="samples LoadGen issues in the Offline scenario")
+
+
+class TrainSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(3, ge=1)
+    quality_target: float | None = Field(0.9, gt=0, le=1)
+
+
+class SweepSpec(BaseModel):
+    """A sweep file: the asset, task, hyperparameter space, hardware targets and settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$")
+    asset: str
+    task: Literal["train", "infer"] = "infer"
+    space: dict[str, list[Any]] = Field(default_factory=dict, description="hyperparameter -> values (grid)")
+    hardware: list[str] = Field(..., min_length=1)
+    repeats: int = Field(1, ge=1, le=100)
+    seed: int = 0
+    loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    results_uri: str = "results"
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+
+    @field_validator("space")
+    @classmethod
+    def _non_empty_values(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for key, values in v.items():
+            if not isinstance(values, list) or not values:
+                raise ValueError(f"space.{key} must be a non-empty list of values")
+        return v
+
+    def configs(self) -> list[dict[str, Any]]:
+        """The hyperparameter grid, in a stable order."""
+        keys = sorted(self.space)
+        return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(self.space[k] for k in keys))]
+
+
+def load_sweep(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep YAML; errors name the file and the field (or the YAML line)."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except FileNotFoundError as exc:
+        raise SpecError(f"{path}: sweep file not found") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise SpecError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(doc, dict):
+        raise SpecError(f"{path}: expected a mapping with keys name, asset, task, space, hardware, ...")
+    try:
+        return SweepSpec.model_validate(doc)
+    except ValidationError as exc:
+        msgs = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
+        raise SpecError(f"{path}: " + "; ".join(msgs)) from exc
+
+
+def trial_id(asset: str, task: str, hardware: str, config: dict[str, Any]) -> str:
+    """Stable id of a (asset, task, hardware, config): the same trial keeps its id across resumes."""
+    blob = json.dumps([asset, task, hardware, config], sort_keys=True, default=str)
+    return f"{hardware}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
+
+
+@dataclass
+class TrialSpec:
+    """Everything the measurement core needs for one (trial, repeat). Plain data: no Ray inside."""
+
+    sweep_id: str
+    trial_id: str
+    repeat: int
+    asset: str
+    task: str
+    hardware: HardwareSpec
+    config: dict[str, Any]
+    seed: int
+    loadgen: LoadGenSettings = field(default_factory=LoadGenSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    log_dir: str = "results/logs"
+    num_cpus: int | None = None  # CPUs granted to the trial (Ray resources); caps torch threads
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["loadgen"] = self.loadgen.model_dump()
+        d["train"] = self.train.model_dump()
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialSpec:
+        d = dict(d)
+        d["hardware"] = HardwareSpec(**d["hardware"])
+        d["loadgen"] = LoadGenSettings(**d.get("loadgen", {}))
+        d["train"] = TrainSettings(**d.get("train", {}))
+        return cls(**d)
+
+
+def expand_trials(spec: SweepSpec, catalog: dict[str, HardwareSpec]) -> list[TrialSpec]:
+    """Every (hardware, config, repeat) of a sweep, with unknown hardware named in the error."""
+    unknown = [h for h in spec.hardware if h not in catalog]
+    if unknown:
+        raise SpecError(f"hardware {unknown} not in the catalog; known: {sorted(catalog)}")
+    out = []
+    for hw in spec.hardware:
+        for cfg in spec.configs():
+            tid = trial_id(spec.asset, spec.task, hw, cfg)
+            for rep in range(spec.repeats):
+                out.append(
+                    TrialSpec(
+                        sweep_id=spec.name, trial_id=tid, repeat=rep, asset=spec.asset, task=spec.task,
+                        hardware=catalog[hw], config=dict(cfg), seed=spec.seed + rep,
+                        loadgen=spec.loadgen, train=spec.train,
+                        log_dir=f"{spec.results_uri}/logs" if "://" not in spec.results_uri else "results/logs",
+                    )
+                )
+    return out

@@ -1,0 +1,5 @@
+import sys
+
+from benchmatch.cli import main
+
+sys.exit(main())

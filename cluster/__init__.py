@@ -1,0 +1,1 @@
+"""The Ray cluster: local heterogeneous cluster, hardware probe and catalog."""

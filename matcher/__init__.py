@@ -1,0 +1,50 @@
+"""Learn and match: performance models, the candidate table, the MILP, requirements.
+
+Public API (docs/matcher.md):
+    load_requirements, parse_requirements, Requirements, Constraints
+    candidates_from_csv, candidates_from_results, merge_candidates, validate_candidates
+    PerformanceModel, ModelSet, train_models, predict_candidates
+    solve, plan, diagnose, apply_relaxations, Solution, PlanSolution
+    recommend, Recommendation, recommend_from_sources
+    brute_force, greedy
+    MatcherError, RequirementsError, CandidateError, NoDataError, ModelError
+Models are imported lazily (scikit-learn is slow to import and the HTTP path may not need it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from matcher.api import build_candidates, recommend_from_sources
+from matcher.bruteforce import brute_force
+from matcher.candidates import (
+    candidates_from_csv,
+    candidates_from_results,
+    merge_candidates,
+    validate_candidates,
+)
+from matcher.errors import CandidateError, MatcherError, ModelError, NoDataError, RequirementsError
+from matcher.greedy import greedy
+from matcher.milp import Diagnosis, Option, PlanSolution, Solution, apply_relaxations, diagnose, plan, solve
+from matcher.recommend import Recommendation, recommend
+from matcher.requirements import Constraints, Requirements, load_requirements, parse_requirements
+
+_LAZY = {"PerformanceModel", "ModelSet", "train_models", "predict_candidates"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from matcher import models
+
+        return getattr(models, name)
+    raise AttributeError(f"module 'matcher' has no attribute {name!r}")
+
+
+__all__ = [
+    "CandidateError", "Constraints", "Diagnosis", "MatcherError", "ModelError", "ModelSet", "NoDataError",
+    "Option", "PerformanceModel", "PlanSolution", "Recommendation", "Requirements", "RequirementsError",
+    "Solution", "apply_relaxations", "brute_force", "build_candidates", "candidates_from_csv",
+    "candidates_from_results", "diagnose", "greedy", "load_requirements", "merge_candidates", "parse_requirements",
+    "plan", "predict_candidates", "recommend", "recommend_from_sources", "solve", "train_models",
+    "validate_candidates",
+]

@@ -1,0 +1,334 @@
+"""The candidate table: one row per (hardware, configuration) describing ONE replica.
+
+Columns (docs/matcher.md "Candidates" has the full story):
+  hardware, price_per_hour_usd, latency_p99_ms, throughput_qps, accuracy   required
+  power_w, energy_per_sample_j, inventory, devices (default 1)              optional
+  basis ("measured" | "predicted"), repeats, <metric>_point, <metric>_iqr    provenance / band
+  cfg_<name>                                                                  the configuration
+For predicted rows the metric column holds the conservative bound the MILP uses and
+`<metric>_point` the point estimate. A missing value is NaN, never 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from matcher.errors import CandidateError, NoDataError, RequirementsError
+
+CFG = "cfg_"
+REQUIRED = ("hardware", "price_per_hour_usd", "latency_p99_ms", "throughput_qps", "accuracy")
+METRICS = ("latency_p99_ms", "throughput_qps", "accuracy", "energy_per_sample_j", "power_w")
+# Which side of a band is the conservative one for each metric (used by models and answers).
+SIDE = {
+    "latency_p99_ms": "upper",
+    "throughput_qps": "lower",
+    "accuracy": "lower",
+    "energy_per_sample_j": "upper",
+    "power_w": "upper",
+}
+OPTIONAL_NUMERIC = ("power_w", "energy_per_sample_j", "inventory", "devices")
+KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
+
+
+def config_columns(df: pd.DataFrame) -> list[str]:
+    return sorted(c for c in df.columns if str(c).startswith(CFG))
+
+
+def clean_value(v: Any) -> Any:
+    """A config value as a plain Python scalar: 8.0 -> 8, NaN -> None, numpy -> builtin."""
+    if v is None:
+        return None
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float):
+        if math.isnan(v):
+            return None
+        if v.is_integer():
+            return int(v)
+    if v is pd.NA or v is pd.NaT:
+        return None
+    return v
+
+
+def config_dict(row: Mapping[str, Any], cfg_cols: Iterable[str], strip: bool = True) -> dict[str, Any]:
+    return {(c[len(CFG) :] if strip else c): clean_value(row[c]) for c in cfg_cols}
+
+
+def config_key(row: Mapping[str, Any], cfg_cols: Iterable[str]) -> str:
+    """Canonical text of a configuration, `batch_size=8,dtype=fp32`; '-' for the empty config."""
+    parts = [f"{c[len(CFG) :]}={clean_value(row[c])}" for c in sorted(cfg_cols)]
+    return ",".join(parts) or "-"
+
+
+def config_keys(df: pd.DataFrame) -> pd.Series:
+    cols = config_columns(df)
+    if not cols:
+        return pd.Series(["-"] * len(df), index=df.index, dtype=object)
+    records = df[cols].to_dict("records")
+    return pd.Series([config_key(r, cols) for r in records], index=df.index, dtype=object)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation shared by the CSV reader and programmatic frames
+# ----------------------------------------------------------------------------------------------
+
+
+def _numbers(series: pd.Series) -> pd.Series:
+    return pd.to_numeric(series, errors="coerce").astype("float64")
+
+
+def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset: int | None = None) -> pd.DataFrame:
+    """Check a candidate table and return a normalised copy (numeric dtypes, defaults filled).
+
+    `line_offset` turns positions into file line numbers (CSV: header is line 1, so offset 2);
+    without it errors name the DataFrame index label."""
+    if not isinstance(df, pd.DataFrame):
+        raise CandidateError(f"{where}: expected a DataFrame, got {type(df).__name__}")
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise CandidateError(
+            f"{where}: missing required column(s) {missing}; a candidate table needs {list(REQUIRED)}"
+        )
+    if df.empty:
+        raise CandidateError(f"{where}: no candidate rows")
+    out = df.copy()
+
+    def row_name(pos: int) -> str:
+        if line_offset is not None:
+            return f"line {pos + line_offset}"
+        label = out.index[pos]
+        return f"row {label.item() if isinstance(label, np.generic) else label!r}"
+
+    hw = out["hardware"]
+    for pos, v in enumerate(hw.tolist()):
+        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
+            raise CandidateError(f"{where}: {row_name(pos)}: column 'hardware' is empty")
+    out["hardware"] = hw.astype(str).str.strip()
+
+    def check(col: str, *, required: bool, low: float, low_ok: bool, high: float | None = None,
+              integer: bool = False) -> None:
+        raw = out[col]
+        num = _numbers(raw)
+        for pos, (r, v) in enumerate(zip(raw.tolist(), num.tolist(), strict=True)):
+            blank = r is None or (isinstance(r, float) and math.isnan(r)) or str(r).strip() == ""
+            if blank:
+                if required:
+                    raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' is empty; it is required")
+                continue
+            if math.isnan(v) or math.isinf(v):
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be a number, got {r!r}")
+            if v < low or (v == low and not low_ok):
+                rel = ">=" if low_ok else ">"
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be {rel} {low:g}, got {r!r}")
+            if high is not None and v > high:
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be <= {high:g}, got {r!r}")
+            if integer and not float(v).is_integer():
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be a whole number, got {r!r}")
+        out[col] = num
+
+    # Measured rows must have all three numbers; predicted rows may lack one (the MILP then
+    # excludes them wherever that number matters), so only the CSV path insists.
+    strict = line_offset is not None
+    check("price_per_hour_usd", required=True, low=0, low_ok=True)
+    check("latency_p99_ms", required=strict, low=0, low_ok=False)
+    check("throughput_qps", required=strict, low=0, low_ok=False)
+    check("accuracy", required=False, low=0, low_ok=True, high=1)
+    if "power_w" in out:
+        check("power_w", required=False, low=0, low_ok=True)
+    if "energy_per_sample_j" in out:
+        check("energy_per_sample_j", required=False, low=0, low_ok=True)
+    if "inventory" in out:
+        check("inventory", required=False, low=0, low_ok=True, integer=True)
+    if "devices" in out:
+        check("devices", required=False, low=1, low_ok=True, integer=True)
+        out["devices"] = out["devices"].fillna(1.0)
+    else:
+        out["devices"] = 1.0
+    if "basis" not in out:
+        out["basis"] = "measured"
+    bad = ~out["basis"].isin(["measured", "predicted"])
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        raise CandidateError(
+            f"{where}: {row_name(pos)}: column 'basis' must be 'measured' or 'predicted', got {out['basis'].iloc[pos]!r}"
+        )
+    keys = out["hardware"] + "|" + config_keys(out)
+    dup = keys.duplicated(keep="first")
+    if dup.any():
+        pos = int(np.flatnonzero(dup.to_numpy())[0])
+        first = int(np.flatnonzero((keys == keys.iloc[pos]).to_numpy())[0])
+        raise CandidateError(
+            f"{where}: {row_name(pos)} repeats the hardware and configuration of {row_name(first)}; "
+            "keep one row per (hardware, configuration)"
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Source a: a user's CSV
+# ----------------------------------------------------------------------------------------------
+
+
+def candidates_from_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read candidates from a CSV: the REQUIRED columns, optional `inventory`, `devices`,
+    `power_w`, `energy_per_sample_j`, and every other column is configuration (stored as cfg_<name>).
+    Errors name the file, the line (header = line 1) and the column."""
+    path = Path(path)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except FileNotFoundError:
+        raise CandidateError(f"{path}: candidates file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CandidateError(f"{path}: not a readable CSV ({exc})") from None
+    raw.columns = [str(c).strip() for c in raw.columns]
+    blank_names = [i + 1 for i, c in enumerate(raw.columns) if c == "" or c.startswith("Unnamed:")]
+    if blank_names:
+        raise CandidateError(f"{path}: line 1: column {blank_names[0]} has no name")
+    rename = {c: f"{CFG}{c}" for c in raw.columns if c not in KNOWN and not c.startswith(CFG)}
+    raw = raw.rename(columns=rename)
+    # Config values: numbers where the whole column is numeric, text otherwise.
+    for col in config_columns(raw):
+        values = raw[col].replace("", np.nan)
+        num = pd.to_numeric(values, errors="coerce")
+        raw[col] = num if num.notna().sum() == values.notna().sum() else values.astype(object)
+    out = validate_candidates(raw, where=str(path), line_offset=2)
+    out["basis"] = "measured"  # a user table states numbers as facts; predicted rows come from models
+    return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# Source b: result rows from the results store (benchmarks/schema.py)
+# ----------------------------------------------------------------------------------------------
+
+
+def _median(s: pd.Series) -> float:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.median()) if len(s) else math.nan
+
+
+def _iqr(s: pd.Series) -> float:
+    s = pd.to_numeric(s, errors="coerce").dropna()
+    return float(s.quantile(0.75) - s.quantile(0.25)) if len(s) >= 2 else math.nan
+
+
+def _col(df: pd.DataFrame, name: str) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series(np.nan, index=df.index)
+
+
+def select_rows(df: pd.DataFrame, asset: str | None, task: str, where: str = "results") -> tuple[pd.DataFrame, str]:
+    """The ok rows of one asset and task. Picks the asset when only one is present."""
+    if df is None or df.empty or "asset" not in df.columns:
+        raise NoDataError(f"{where}: no result rows; run a sweep first (benchmatch sweep CONFIG)")
+    rows = df
+    if "status" in rows.columns:
+        rows = rows[rows["status"].astype(str) == "ok"]
+    if "task" in rows.columns:
+        rows = rows[rows["task"].astype(str) == task]
+    assets = sorted(set(rows["asset"].dropna().astype(str)))
+    if asset is None:
+        if len(assets) > 1:
+            raise RequirementsError(
+                f"asset: {where} holds results for several assets ({', '.join(assets)}); say which one",
+                [("asset", "required when the results hold several assets")],
+            )
+        if not assets:
+            raise NoDataError(f"{where}: no successful '{task}' rows; run a sweep first")
+        asset = assets[0]
+    rows = rows[rows["asset"].astype(str) == asset]
+    if rows.empty:
+        present = ", ".join(sorted(set(df["asset"].dropna().astype(str)))) or "none"
+        raise NoDataError(
+            f"{where}: no successful '{task}' rows for asset '{asset}' (assets present: {present}); "
+            f"run a sweep for it first"
+        )
+    # Drop hyperparameters that belong to other assets sharing the store (all missing here).
+    cfg = [c for c in config_columns(rows) if rows[c].notna().any()]
+    drop = [c for c in config_columns(rows) if c not in cfg]
+    return rows.drop(columns=drop).copy(), asset
+
+
+def candidates_from_results(
+    df: pd.DataFrame,
+    catalog: Mapping[str, Any],
+    asset: str | None = None,
+    task: str = "infer",
+) -> pd.DataFrame:
+    """Measured candidates from result rows: one per (asset, hardware, cfg_*), medians over repeats.
+
+    infer: latency_p99_ms = median MultiStream p99 (one query = one batch of cfg_batch_size
+    samples), SingleStream p99 when no MultiStream row exists; throughput_qps = median Offline
+    throughput_samples_per_s; accuracy = median over rows that have it; energy_per_sample_j and
+    power_w (avg_power_w) from Offline rows. train: the `train` rows (p99 step time, training
+    samples/s). Price and devices come from the catalog, else from the rows."""
+    rows, asset = select_rows(df, asset, task)
+    cfg = config_columns(rows)
+    keys = ["hardware", *cfg]
+    out = []
+    scen = _col(rows, "scenario").astype(str)
+    for key, grp in rows.groupby(keys, dropna=False, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        hw = str(key[0])
+        s = scen.loc[grp.index]
+        if task == "train":
+            lat_rows, thr_rows, src = grp[s == "train"], grp[s == "train"], "train"
+        else:
+            lat_rows, src = grp[s == "MultiStream"], "MultiStream"
+            if _col(lat_rows, "latency_p99_ms").notna().sum() == 0:
+                lat_rows, src = grp[s == "SingleStream"], "SingleStream"
+            thr_rows = grp[s == "Offline"]
+        lat = _col(lat_rows, "latency_p99_ms")
+        thr = _col(thr_rows, "throughput_samples_per_s")
+        acc = _col(grp, "accuracy")
+        if "repeat" in grp.columns:
+            # One accuracy per measured repeat: scenarios of one repeat share the same model.
+            keep = grp[acc.notna()].drop_duplicates(subset=[c for c in ("sweep_id", "trial_id", "repeat") if c in grp])
+            acc = _col(keep, "accuracy")
+        spec = catalog.get(hw)
+        price = getattr(spec, "price_per_hour_usd", None) if spec is not None else None
+        if price is None:
+            price = _median(_col(grp, "price_per_hour_usd"))
+        devices = spec.devices if spec is not None else max(int(_median(_col(grp, "device_count")) or 0), 1)
+        repeats = int(_col(grp, "repeat").nunique()) if "repeat" in grp.columns else len(grp)
+        row = {
+            "asset": asset,
+            "hardware": hw,
+            "price_per_hour_usd": float(price),
+            "latency_p99_ms": _median(lat),
+            "throughput_qps": _median(thr),
+            "accuracy": _median(acc),
+            "energy_per_sample_j": _median(_col(thr_rows, "energy_per_sample_j")),
+            "power_w": _median(_col(thr_rows, "avg_power_w")),
+            "devices": float(devices),
+            "basis": "measured",
+            "repeats": repeats,
+            "latency_source": src if lat.notna().any() else "",
+            "latency_p99_ms_iqr": _iqr(lat),
+            "throughput_qps_iqr": _iqr(thr),
+        }
+        for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
+            if extra in grp.columns:
+                row[extra] = _median(grp[extra])
+        row.update(dict(zip(cfg, key[1:], strict=True)))
+        out.append(row)
+    cands = pd.DataFrame(out)
+    return validate_candidates(cands, where=f"candidates of asset '{asset}'").reset_index(drop=True)
+
+
+def merge_candidates(measured: pd.DataFrame, predicted: pd.DataFrame | None) -> pd.DataFrame:
+    """Measured rows plus predicted rows for (hardware, configuration) pairs never measured."""
+    if predicted is None or predicted.empty:
+        return measured.copy()
+    if measured is None or measured.empty:
+        return predicted.copy()
+    have = set(measured["hardware"].astype(str) + "|" + config_keys(measured))
+    pkeys = predicted["hardware"].astype(str) + "|" + config_keys(predicted)
+    fresh = predicted[~pkeys.isin(have)]
+    merged = pd.concat([measured, fresh], ignore_index=True, sort=False)
+    return merged

@@ -1,0 +1,165 @@
+"""recommend(): requirements + candidates -> a Recommendation (the JSON answer of the CLI and HTTP).
+
+The answer shape is documented in docs/matcher.md ("The answer") and must stay stable."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from matcher import milp
+from matcher.candidates import METRICS, SIDE, config_columns, config_dict, validate_candidates
+from matcher.errors import RequirementsError
+from matcher.requirements import Requirements, parse_requirements
+
+
+class RelaxationOut(BaseModel):
+    constraint: str
+    required: float | None
+    best_achievable: float | None
+    message: str
+
+
+class DiagnosisOut(BaseModel):
+    blocking: list[str]
+    message: str
+    relaxations: list[RelaxationOut]
+
+
+class OptionOut(BaseModel):
+    rank: int
+    hardware: dict[str, int]
+    config: dict[str, Any]
+    cost_per_hour_usd: float
+    predicted: dict[str, float | None]
+    basis: Literal["measured", "predicted"]
+    binding: list[str]
+    band: dict[str, Any]
+
+
+class Recommendation(BaseModel):
+    feasible: bool
+    objective: str
+    options: list[OptionOut]
+    diagnosis: DiagnosisOut | None
+    solver: str
+    solve_time_s: float
+    candidates_considered: int
+
+
+def _f(x: Any) -> float | None:
+    """A JSON-safe float: NaN/inf/None -> None."""
+    if x is None:
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def _col(df: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Metrics of a mix. Per-replica figures combine as the worst case (latency, energy: max;
+    accuracy: min); capacities add up (throughput, power). `<metric>` is the point estimate and
+    `<metric>_bound` the conservative bound the MILP used, where a band exists."""
+    out: dict[str, float | None] = {}
+    band: dict[str, Any] = {}
+    thr = _col(rows, "throughput_qps")
+    energy = _col(rows, "energy_per_sample_j")
+    power = _col(rows, "power_w")
+    power = np.where(np.isnan(power), energy * thr, power)
+    values = {"latency_p99_ms": _col(rows, "latency_p99_ms"), "throughput_qps": thr,
+              "accuracy": _col(rows, "accuracy"), "energy_per_sample_j": energy, "power_w": power}
+    for m in METRICS:
+        bound = values[m]
+        point = _col(rows, f"{m}_point")
+        has_band = ~np.isnan(point)
+        point = np.where(has_band, point, bound)
+
+        def combine(v: np.ndarray, m: str = m) -> float | None:
+            if np.isnan(v).all():
+                return None
+            if m in ("throughput_qps", "power_w"):
+                return None if np.isnan(v).any() else float(n @ v)
+            return float(np.nanmin(v) if m == "accuracy" else np.nanmax(v))
+
+        out[m] = _f(combine(point))
+        if has_band.any():
+            out[f"{m}_bound"] = _f(combine(bound))
+            band[m] = {"point": out[m], "bound": out[f"{m}_bound"], "side": SIDE[m],
+                       "method": str(rows["band_method"].dropna().iloc[0]) if "band_method" in rows and
+                       rows["band_method"].notna().any() else "model bound"}
+        else:
+            iqr = _col(rows, f"{m}_iqr")
+            if not np.isnan(iqr).all():
+                band[m] = {"iqr": _f(np.nanmax(iqr)), "repeats": int(_col(rows, "repeats").min())
+                           if "repeats" in rows and not np.isnan(_col(rows, "repeats")).all() else None,
+                           "note": "spread of the measured repeats (largest over the hardware used)"}
+    return out, band
+
+
+def _option_out(opt: milp.Option, cands: pd.DataFrame, cfg_cols: list[str]) -> OptionOut:
+    pos = list(opt.replicas)
+    rows = cands.iloc[pos]
+    n = np.array([opt.replicas[p] for p in pos], dtype=float)
+    configs = [config_dict(r, cfg_cols) for _, r in rows.iterrows()]
+    unique = {tuple(sorted(c.items(), key=lambda kv: kv[0])) for c in configs}
+    if len(unique) == 1:
+        config = configs[0]
+    else:  # only with single_config=False: say which configuration runs where
+        config = {"configurations": [{"hardware": str(r["hardware"]), "replicas": int(k), **c}
+                                     for (_, r), k, c in zip(rows.iterrows(), n, configs, strict=True)]}
+    predicted, band = _predicted(rows, n)
+    basis = "predicted" if (rows.get("basis", pd.Series(["measured"] * len(rows))) == "predicted").any() else "measured"
+    return OptionOut(rank=opt.rank, hardware=dict(opt.mix), config=config,
+                     cost_per_hour_usd=round(opt.cost_per_hour_usd, 9), predicted=predicted, basis=basis,
+                     binding=list(opt.binding), band=band)
+
+
+def _check_inventory(req: Requirements, cands: pd.DataFrame) -> None:
+    known = set(cands["hardware"].astype(str))
+    unknown = sorted(set(req.inventory or {}) - known)
+    if unknown:
+        raise RequirementsError(
+            f"inventory: unknown hardware {unknown}; the candidates cover {sorted(known)}",
+            [(f"inventory.{u}", "no candidate runs on this hardware") for u in unknown],
+        )
+
+
+def recommend(
+    req: Requirements | dict,
+    candidates: pd.DataFrame,
+    solver: str = "cbc",
+    *,
+    single_config: bool = True,
+    time_limit_s: float | None = 60.0,
+) -> Recommendation:
+    """Rank up to req.top_k options meeting `req` on `candidates`, or diagnose why none does.
+
+    A time-limited solve that found options returns them with `diagnosis.message` saying that
+    optimality was not proven (blocking and relaxations empty)."""
+    req = parse_requirements(req)
+    cands = validate_candidates(candidates)
+    _check_inventory(req, cands)
+    sol = milp.solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    cfg_cols = config_columns(cands)
+    options = [_option_out(o, cands, cfg_cols) for o in sol.options]
+    diagnosis = None
+    if sol.diagnosis is not None:
+        d = sol.diagnosis
+        diagnosis = DiagnosisOut(blocking=list(d.blocking), message=d.message,
+                                 relaxations=[RelaxationOut(constraint=r.constraint, required=_f(r.required),
+                                                            best_achievable=_f(r.best_achievable), message=r.message)
+                                              for r in d.relaxations])
+    elif sol.status != "optimal" or not options:
+        diagnosis = DiagnosisOut(blocking=[], message=f"{sol.status}: {sol.reason}", relaxations=[])
+    return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
+                          solver=sol.solver, solve_time_s=round(sol.solve_time_s, 6),
+                          candidates_considered=sol.candidates_considered)

@@ -1,0 +1,457 @@
+"""The benchmatch HTTP service: a Ray Serve deployment with a FastAPI ingress.
+
+    POST /recommend   requirements -> ranked hardware options (matcher.api.recommend_from_sources)
+    POST /plan        several workloads sharing inventory and budget (matcher.api.plan_from_sources)
+    GET  /hardware    the hardware catalog
+    GET  /assets      assets in the results store, rows and hardware measured
+    GET  /healthz     ok + what data is loaded
+    GET  /docs, /openapi.json
+
+`build_app(args)` is the application builder (`serve run serve/config.yaml`, `import_path:
+serve.app:build_app`); serve/runner.py starts it for `benchmatch serve`. The routes are plain
+functions on `router` that find their `ServiceCore` on the app state, so the very same FastAPI app
+also runs under plain uvicorn (tests/perf/serve_load.py measures Serve's overhead against that).
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import time
+import typing
+from dataclasses import asdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve as ray_serve
+from ray.serve import Application
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from serve.core import MAX_BODY_BYTES, ServiceCore, ServiceError, ServiceSettings, dumps
+from serve.metrics import recorder, route_label
+from serve.schemas import (
+    ERROR_RESPONSES,
+    AssetsResponse,
+    HardwareResponse,
+    HealthResponse,
+    PlanRequest,
+    RecommendResponse,
+    Requirements,
+)
+
+log = logging.getLogger("benchmatch.serve")
+
+DEPLOYMENT_NAME = "BenchmatchService"
+APP_NAME = "benchmatch"
+MAX_QUEUED_REQUESTS = 32
+DEFAULT_AUTOSCALING: dict[str, Any] = {
+    "min_replicas": 1,
+    "max_replicas": 4,
+    # A cached answer takes ~1 ms and a fresh MILP tens of ms on one core: a few requests in
+    # flight per replica keep it busy without queueing solves behind each other for long.
+    "target_ongoing_requests": 4,
+    "upscale_delay_s": 5.0,
+    "downscale_delay_s": 120.0,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# Where a request finds its ServiceCore
+# ----------------------------------------------------------------------------------------------
+
+
+def core_of(app: Any) -> ServiceCore:
+    """The app's ServiceCore: set on app.state by the plain-uvicorn path, or owned by the Serve
+    replica (Serve hands every replica its own copy of the app, so caching it there is safe)."""
+    core = getattr(app.state, "core", None)
+    if core is None:
+        core = ray_serve.get_replica_context().servable_object.core
+        app.state.core = core
+    return core
+
+
+def get_core(request: Request) -> ServiceCore:
+    return core_of(request.app)
+
+
+Core = Annotated[ServiceCore, Depends(get_core)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: every answer other than 200 has the same JSON shape (schemas.ErrorResponse)
+# ----------------------------------------------------------------------------------------------
+
+
+def error_response(status: int, detail: str, kind: str, errors: list[dict[str, str]] | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    return Response(dumps(ServiceError(status, detail, errors, kind).body()), status_code=status,
+                    media_type="application/json", headers=headers)
+
+
+_MSG_REWRITES = (("Input should be ", "must be "), ("Value error, ", ""), ("Field required", "is required"))
+
+
+def _inner_model(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside Optional[...], list[...], dict[..., ...] annotations."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] | None = root
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list index: same model
+        if model is None or part not in model.model_fields:
+            return None
+        model = _inner_model(model.model_fields[part].annotation)
+    return model
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def field_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list[dict[str, str]]:
+    """FastAPI/pydantic errors as [{"field": "constraints.latency_p99_ms", "message": ...}], worded
+    like the CLI's (matcher.requirements.flatten_errors)."""
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        if loc[:1] == ("body",):
+            loc = loc[1:]
+        field = ".".join(str(p) for p in loc) or "(body)"
+        kind = err.get("type", "")
+        if kind == "extra_forbidden":
+            model = _model_at(root, loc[:-1])
+            allowed = sorted(model.model_fields) if model is not None else []
+            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if loc else []
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            msg = f"unknown field{hint}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
+        else:
+            msg = str(err.get("msg", "invalid"))
+            for old, new in _MSG_REWRITES:
+                msg = msg.replace(old, new)
+            first, _, rest = msg.partition(" ")
+            model = _model_at(root, loc)
+            if kind == "value_error" and model is not None and first in model.model_fields and rest:
+                # A cross-field check names the field it is about first: point the location at it.
+                field = ".".join([*(str(p) for p in loc), first])
+                msg = rest
+            elif kind == "missing" and not loc:
+                msg = "a JSON object is required as the request body"
+            elif "input" in err and kind != "missing":
+                msg = f"{msg} (got {_short(err['input'])})"
+        out.append({"field": field, "message": msg})
+    return out
+
+
+_ROOT_MODELS: dict[str, type[BaseModel]] = {"/plan": PlanRequest}
+
+
+async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
+    errors = list(exc.errors())
+    bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
+    if bad_json is not None:
+        loc = bad_json.get("loc", ())
+        where = f" at character {loc[1]}" if len(loc) > 1 else ""
+        why = (bad_json.get("ctx") or {}).get("error", "")
+        return error_response(400, f"request body is not valid JSON{where}: {why}".rstrip(": "), "InvalidJSON")
+    if any(tuple(e.get("loc", ())) == ("body",) and isinstance(e.get("input"), bytes) for e in errors):
+        # FastAPI hands over raw bytes when the Content-Type is not JSON (`curl -d` sends a form
+        # type unless told otherwise): say that, rather than "not a dictionary".
+        got = request.headers.get("content-type") or "none"
+        return error_response(415, f"send the body as JSON with 'Content-Type: application/json' (got {got!r})",
+                              "UnsupportedMediaType")
+    root = _ROOT_MODELS.get(request.url.path, Requirements)
+    fields = field_errors(errors, root)
+    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return error_response(422, detail, "RequirementsError", fields)
+
+
+async def _on_service_error(request: Request, exc: ServiceError) -> Response:
+    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
+
+
+async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    kinds = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
+    detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no route {request.url.path}; see /docs for the routes"
+    return error_response(exc.status_code, detail, kinds.get(exc.status_code, "HTTPError"),
+                          headers=getattr(exc, "headers", None))
+
+
+# ----------------------------------------------------------------------------------------------
+# Middleware: body size limit and request metrics, as plain ASGI (no per-request task overhead)
+# ----------------------------------------------------------------------------------------------
+
+
+class _TooLarge(StarletteHTTPException):
+    """Raised from `receive` once a chunked body crosses the limit. An HTTPException, because
+    FastAPI re-raises those from body parsing (anything else would become a 400)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body is larger than {limit} bytes; "
+                              "a requirements document is a few hundred bytes")
+
+
+class LimitAndMeasure:
+    """Rejects bodies over the size limit with 413 (by Content-Length up front; for chunked
+    bodies as soon as the limit is crossed) and records every request's route, status, time."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        try:
+            core = core_of(scope["app"])
+            limit, slo_s = core.settings.max_body_bytes, core.settings.slo_ms
+            slo_s = None if slo_s is None else slo_s / 1000.0
+        except Exception:  # no core yet (replica starting): defaults still protect the service
+            limit, slo_s = MAX_BODY_BYTES, None
+        state = {"status": 500, "started": False, "received": 0}
+
+        async def send_tracked(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state["status"], state["started"] = message["status"], True
+            await send(message)
+
+        async def receive_limited() -> dict[str, Any]:
+            message = await receive()
+            if message["type"] == "http.request":
+                state["received"] += len(message.get("body", b""))
+                if state["received"] > limit:
+                    raise _TooLarge(limit)
+            return message
+
+        try:
+            length = dict(scope.get("headers") or []).get(b"content-length")
+            # A malformed Content-Length is the HTTP server's to reject (400), not a size problem.
+            if length is not None and length.isdigit() and int(length) > limit:
+                await self._too_large(scope, send_tracked, limit)
+            else:
+                await self.app(scope, receive_limited, send_tracked)
+        except _TooLarge:
+            if not state["started"]:
+                await self._too_large(scope, send_tracked, limit)
+        finally:
+            route = route_label(scope.get("path", ""))
+            recorder().request(route, scope.get("method", ""), state["status"], time.perf_counter() - t0,
+                               slo_s if route != "other" else None)
+
+    @staticmethod
+    async def _too_large(scope: dict[str, Any], send: Any, limit: int) -> None:
+        resp = error_response(
+            413, f"request body is larger than {limit} bytes; a requirements document is a few hundred bytes",
+            "RequestTooLarge", headers={"Connection": "close"})
+        await resp(scope, _no_body, send)
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.disconnect"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Routes
+# ----------------------------------------------------------------------------------------------
+
+router = APIRouter()
+_JSON = "application/json"
+
+
+def _json(body: bytes) -> Response:
+    return Response(body, media_type=_JSON)
+
+
+@router.post(
+    "/recommend",
+    summary="Recommend hardware, counts and configuration for one workload",
+    response_class=Response,
+    responses={200: {"model": RecommendResponse, "description": "Ranked options, or a diagnosis when "
+                     "nothing is feasible (feasible: false)."}, **ERROR_RESPONSES},
+)
+def recommend(req: Requirements, core: Core) -> Response:
+    """The answer of `benchmatch recommend` for the same requirements (matcher.api.recommend_from_sources).
+    An infeasible request is a 200 with `feasible: false` and a `diagnosis` naming the blocking
+    constraint and the cheapest relaxation."""
+    return _json(core.recommend(req))
+
+
+@router.post(
+    "/plan",
+    summary="Place several workloads that share inventory and budget",
+    response_class=Response,
+    responses={200: {"description": "One option per workload, or a diagnosis."},
+               501: {"description": "This build's matcher has no planner."}, **ERROR_RESPONSES},
+)
+def plan(body: PlanRequest, core: Core) -> Response:
+    return _json(core.plan(body))
+
+
+@router.get("/hardware", summary="The hardware catalog", response_model=HardwareResponse,
+            responses={503: ERROR_RESPONSES[503]})
+def hardware(core: Core) -> Response:
+    return _json(dumps(core.hardware()))
+
+
+@router.get("/assets", summary="Assets with results, their row counts and the hardware measured",
+            response_model=AssetsResponse)
+def assets(core: Core) -> Response:
+    return _json(dumps(core.assets()))
+
+
+@router.get("/healthz", summary="Liveness, and what data is loaded", response_model=HealthResponse)
+def healthz(core: Core) -> Response:
+    return _json(dumps(core.health()))
+
+
+def create_app() -> FastAPI:
+    """The FastAPI app, without a ServiceCore: Serve replicas supply theirs; for plain uvicorn set
+    `app.state.core = ServiceCore(...)`."""
+    app = FastAPI(
+        title="benchmatch",
+        version="0.1.0",
+        description=(
+            "Recommends the hardware, count and configuration that meet an AI asset's requirements, "
+            "from benchmarks measured with Ray Tune and performance models. Errors are JSON "
+            "`{detail, kind, status, errors?}`; a client mistake is always a 4xx."
+        ),
+    )
+    app.include_router(router)
+    app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(ServiceError, _on_service_error)
+    app.add_exception_handler(StarletteHTTPException, _on_http_error)
+    app.add_middleware(LimitAndMeasure)
+    return app
+
+
+fastapi_app = create_app()
+
+
+# ----------------------------------------------------------------------------------------------
+# The Serve deployment and the application builder
+# ----------------------------------------------------------------------------------------------
+
+
+@ray_serve.deployment(
+    name=DEPLOYMENT_NAME,
+    max_ongoing_requests=16,
+    # Shed load instead of queueing without bound: past this many requests waiting at the proxy,
+    # a client gets a quick 503 with Retry-After rather than a wait that grows until it times out
+    # (tests/perf/serve_load.py shows the unbounded queue collapsing under overload).
+    max_queued_requests=MAX_QUEUED_REQUESTS,
+    backpressure_config={"status_code": 503, "retry_after_s": 1},
+    autoscaling_config=DEFAULT_AUTOSCALING,
+    ray_actor_options={"num_cpus": 1},
+    health_check_period_s=5.0,
+    graceful_shutdown_timeout_s=10.0,
+)
+@ray_serve.ingress(fastapi_app)
+class BenchmatchService:
+    """One replica: loads the data once, then answers from memory and reloads when it changes."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.core = ServiceCore(ServiceSettings(**settings), on_reload=recorder().reloaded)
+
+
+class AppArgs(BaseModel):
+    """`args` of the application (config.yaml, `serve run serve.app:build_app key=value`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    results_uri: str | None = Field(None, description="Results store (folder, file://, s3://, gs://).")
+    models_dir: str | None = Field(None, description="Folder of fitted performance models.")
+    candidates_csv: str | None = Field(None, description="A candidate table instead of (or beside) results.")
+    catalog_path: str | None = Field(None, description="Hardware catalog YAML (default configs/hardware.yaml).")
+    slo_ms: float | None = Field(100.0, gt=0, description="The service's own latency objective (ms).")
+    reload_interval_s: float = Field(5.0, ge=0, description="How often to look for new results/models.")
+    max_body_bytes: int = Field(MAX_BODY_BYTES, gt=0)
+    answer_cache_size: int = Field(512, ge=0, description="Answers kept per data version (0: none).")
+    solver: Literal["cbc", "highs"] = Field("cbc", description="MILP solver; the CLI's default is cbc.")
+    time_limit_s: float | None = Field(60.0, gt=0, description="Solver time limit per request.")
+    # Shape of the deployment; a config file's `deployments:` section overrides these too.
+    num_replicas: int | None = Field(None, ge=1, description="A fixed replica count instead of autoscaling.")
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    target_ongoing_requests: float | None = Field(None, gt=0)
+    num_cpus: float | None = Field(None, ge=0, description="CPUs reserved per replica (default 1).")
+    max_queued_requests: int | None = Field(None, ge=-1, description="Requests queued at each proxy before "
+                                            f"503 (default {MAX_QUEUED_REQUESTS}; -1: no limit).")
+
+
+def _abs(path: str | None) -> str | None:
+    """Paths relative to where the service is started, made absolute here: replicas may run
+    with another working directory."""
+    if not path or "://" in path:
+        return path
+    from pathlib import Path
+
+    return str(Path(path).expanduser().resolve())
+
+
+def settings_from_args(args: AppArgs) -> ServiceSettings:
+    return ServiceSettings(
+        results_uri=_abs(args.results_uri),
+        models_dir=_abs(args.models_dir),
+        candidates_csv=_abs(args.candidates_csv),
+        catalog_path=_abs(args.catalog_path),
+        slo_ms=args.slo_ms,
+        reload_interval_s=args.reload_interval_s,
+        max_body_bytes=args.max_body_bytes,
+        answer_cache_size=args.answer_cache_size,
+        solver=args.solver,
+        time_limit_s=args.time_limit_s,
+    )
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Application builder: `serve.app:build_app` with args results_uri, models_dir,
+    candidates_csv, catalog_path, slo_ms, reload_interval_s, and the deployment shape
+    (num_replicas | min_replicas/max_replicas/target_ongoing_requests, num_cpus)."""
+    try:
+        parsed = AppArgs.model_validate(dict(args or {}))
+    except ValidationError as exc:
+        lines = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc.errors(), AppArgs))
+        raise ValueError(f"benchmatch application args: {lines}") from None
+    options: dict[str, Any] = {}
+    if parsed.num_replicas is not None:
+        options["num_replicas"] = parsed.num_replicas
+        options["autoscaling_config"] = None
+    else:
+        shape = {k: getattr(parsed, k) for k in ("min_replicas", "max_replicas", "target_ongoing_requests")
+                 if getattr(parsed, k) is not None}
+        if shape:
+            auto = {**DEFAULT_AUTOSCALING, **shape}
+            auto["max_replicas"] = max(auto["max_replicas"], auto["min_replicas"], 1)
+            options["autoscaling_config"] = auto
+    if parsed.num_cpus is not None:
+        options["ray_actor_options"] = {"num_cpus": parsed.num_cpus}
+    if parsed.max_queued_requests is not None:
+        options["max_queued_requests"] = parsed.max_queued_requests
+    deployment = BenchmatchService.options(**options) if options else BenchmatchService
+    return deployment.bind(asdict(settings_from_args(parsed)))
+
+
+__all__ = [
+    "APP_NAME",
+    "AppArgs",
+    "BenchmatchService",
+    "build_app",
+    "create_app",
+    "fastapi_app",
+    "field_errors",
+]

@@ -1,0 +1,136 @@
+"""Start the service for `benchmatch serve`: Ray (started or attached), Serve on loopback, the app.
+
+    run_service("results", models_dir=".benchmatch/models")        # blocks until Ctrl-C
+
+The HTTP proxy binds 127.0.0.1 unless a host is given: exposing the service is a decision, not a
+default. Attaching to a running cluster (`address="auto"` or `ray://...`) reuses its Serve
+instance; a Serve instance already started there with other HTTP options keeps them (Serve says
+so in a warning), which is why the URL printed is read back from Serve, not assumed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any, TextIO
+
+from serve.app import APP_NAME
+
+
+def _curl_example(url: str, asset: str | None = None) -> str:
+    """A request that works against this service: it names an asset the service has data for."""
+    import json
+
+    body: dict[str, Any] = {"objective": "cost", "constraints": {"latency_p99_ms": 50, "throughput_qps": 100}}
+    if asset:
+        body = {"asset": asset, **body}
+    return f"curl -s -X POST {url}/recommend -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+
+
+def _first_asset(url: str) -> str | None:
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/assets", timeout=10) as resp:
+            assets = json.load(resp).get("assets", [])
+    except (OSError, ValueError):
+        return None
+    return str(assets[0]["asset"]) if assets else None
+
+
+def run_service(
+    results_uri: str | None,
+    models_dir: str | None = None,
+    candidates_csv: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    blocking: bool = True,
+    address: str | None = None,
+    *,
+    catalog_path: str | None = None,
+    app_args: dict[str, Any] | None = None,
+    out: TextIO | None = None,
+) -> str:
+    """Deploy the benchmatch app and return its URL; with `blocking`, serve until Ctrl-C and then
+    shut down what this call started. `address=None` starts a fresh local Ray instance (a bare
+    ray.init() could attach to a stale cluster); otherwise attach to that address."""
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    out = out or sys.stdout
+    # Keep Ray's own listeners on loopback for a local instance started here.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    started_ray = False
+    if not ray.is_initialized():
+        if address is None:
+            ray.init(address="local", include_dashboard=False, namespace="serve", runtime_env=_local_runtime_env())
+            started_ray = True
+        else:
+            # A remote cluster needs the code there already (installed, or a RayService image).
+            ray.init(address=address, namespace="serve")
+    serve.start(http_options={"host": host, "port": port})
+    args = {"results_uri": results_uri, "models_dir": models_dir, "candidates_csv": candidates_csv,
+            "catalog_path": catalog_path, **(app_args or {})}
+    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    url = _serve_url(host, port)
+    print(f"benchmatch service: {url}  (OpenAPI: {url}/docs)", file=out)
+    print(f"  try: {_curl_example(url, _first_asset(url))}", file=out)
+    if not blocking:
+        return url
+    print("  Ctrl-C to stop", file=out, flush=True)
+    _sigterm_as_interrupt()
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print("stopping benchmatch service", file=out, flush=True)
+    finally:
+        serve.delete(APP_NAME)
+        if started_ray:
+            serve.shutdown()
+            ray.shutdown()
+    return url
+
+
+def _local_runtime_env() -> dict[str, Any]:
+    """Replicas import `serve.app`: from a source checkout that is not pip-installed, and started
+    from another directory, they would not find it. Point them at this checkout."""
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    paths = [root, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return {"env_vars": {"PYTHONPATH": os.pathsep.join(dict.fromkeys(paths))}}
+
+
+def _sigterm_as_interrupt() -> None:
+    """Stop on SIGTERM (a service manager, `kill`) the way Ctrl-C stops: app deleted, Ray shut
+    down. Also covers a shell's background job, which starts with SIGINT ignored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _serve_url(host: str, port: int) -> str:
+    """The proxy's actual address: Serve keeps the HTTP options of an instance already running."""
+    try:
+        from ray.serve.context import _get_global_client
+
+        opts = _get_global_client().http_config
+        host, port = opts.host or host, opts.port or port
+    except Exception:  # an internal API: fall back to what was asked for
+        pass
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"

@@ -1,0 +1,351 @@
+"""The MILP against brute force, its properties (feasibility, top-k, determinism, diagnosis),
+plan(), greedy, and the recommend() answer shape."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from matcher import milp
+from matcher.api import recommend_from_sources
+from matcher.bruteforce import brute_force
+from matcher.errors import RequirementsError
+from matcher.greedy import greedy
+from matcher.instances import random_candidates, random_requirements
+from matcher.recommend import recommend
+from matcher.requirements import Requirements
+
+HIGHS = milp.pulp.HiGHS().available()
+
+
+def small_instance(rng, *, objective="cost", top_k=1, single_config=True, max_vectors=20_000):
+    """A random instance small enough for brute force (regenerated until it is)."""
+    while True:
+        c = random_candidates(rng, int(rng.integers(1, 4)), int(rng.integers(1, 4)), with_energy=True,
+                              missing_accuracy=0.1)
+        r = random_requirements(rng, c, objective=objective, top_k=top_k)
+        b = brute_force(r, c, single_config=single_config, top_k=top_k, max_vectors=max_vectors)
+        if not b.timed_out:
+            return c, r, b
+
+
+def violations(req: Requirements, cands: pd.DataFrame, replicas: dict[int, int], single_config: bool = True):
+    """Every constraint an answer breaks, checked from the raw table (independent of milp.py)."""
+    c = req.constraints
+    rows = cands.iloc[list(replicas)]
+    n = np.array(list(replicas.values()), dtype=float)
+    out = []
+    if n.sum() < 1:
+        out.append("no replica")
+    thr = rows["throughput_qps"].to_numpy(float)
+    if c.throughput_qps and n @ thr < c.throughput_qps * (1 - 1e-9):
+        out.append("demand")
+    if c.latency_p99_ms and not (rows["latency_p99_ms"] <= c.latency_p99_ms * (1 + 1e-9)).all():
+        out.append("latency")
+    if c.accuracy is not None and not (rows["accuracy"] >= c.accuracy * (1 - 1e-9)).all():
+        out.append("accuracy")  # NaN accuracy fails this too, as it must
+    cost = n @ rows["price_per_hour_usd"].to_numpy(float)
+    if c.budget_per_hour_usd and cost > c.budget_per_hour_usd * (1 + 1e-9):
+        out.append("budget")
+    if c.max_power_w:
+        p = rows["power_w"].to_numpy(float) if "power_w" in rows else np.full(len(rows), np.nan)
+        if np.isnan(p).any() or n @ p > c.max_power_w * (1 + 1e-9):
+            out.append("power")
+    for hw, cap in (req.inventory or {}).items():
+        used = sum(k * d for k, d, h in zip(n, rows["devices"], rows["hardware"], strict=True) if h == hw)
+        if used > cap + 1e-9:
+            out.append(f"inventory[{hw}]")
+    cfg_cols = [col for col in cands.columns if col.startswith("cfg_")]
+    if single_config and len(rows[cfg_cols].drop_duplicates()) > 1:
+        out.append("single config")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Agreement with brute force
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("objective", ["cost", "energy", "latency"])
+def test_top1_equals_brute_force(objective):
+    rng = np.random.default_rng({"cost": 11, "energy": 12, "latency": 13}[objective])
+    feasible = infeasible = 0
+    for i in range(20):  # 3 x 20 = 60 instances
+        single = i % 4 != 3
+        c, r, b = small_instance(rng, objective=objective, single_config=single)
+        solver = "highs" if (HIGHS and i % 2) else "cbc"
+        s = milp.solve(r, c, single_config=single, solver=solver, top_k=1)
+        assert s.status in milp.STATUSES and s.reason
+        if not b.feasible:
+            infeasible += 1
+            assert s.status == "infeasible" and not s.options, (i, r)
+            continue
+        feasible += 1
+        assert s.status == "optimal", (i, s.reason)
+        got, want = s.options[0], b.best
+        assert got.objective_value == pytest.approx(want.objective_value, rel=1e-7, abs=1e-9), (i, r)
+        assert got.cost_per_hour_usd == pytest.approx(want.cost_per_hour_usd, rel=1e-7, abs=1e-9), (i, r)
+        assert violations(r, c, got.replicas, single) == []
+    assert feasible >= 5 and infeasible >= 2  # the generator exercises both outcomes
+
+
+def test_top_k_sequence_equals_brute_force():
+    # Ties are common (the same hardware and count under two configurations cost the same); the
+    # sequence of values still agrees unless a tie-break changes what a later cut excludes, which
+    # these seeded instances do not hit.
+    rng = np.random.default_rng(5)
+    compared = 0
+    for _ in range(20):
+        c, r, b = small_instance(rng, top_k=3)
+        s = milp.solve(r, c, top_k=3)
+        assert [o.objective_value for o in s.options] == pytest.approx([o.objective_value for o in b.options], rel=1e-7)
+        compared += len(b.options) >= 2
+    assert compared >= 5
+
+
+def test_top_k_options_are_distinct_and_non_decreasing():
+    rng = np.random.default_rng(3)
+    c = random_candidates(rng, 4, 6)
+    r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.median() * 3)}, top_k=8)
+    s = milp.solve(r, c)
+    assert len(s.options) == 8
+    costs = [o.cost_per_hour_usd for o in s.options]
+    assert costs == sorted(costs)
+    supports = [frozenset(o.replicas) for o in s.options]
+    for i, a in enumerate(supports):
+        for b in supports[i + 1:]:
+            assert not a <= b  # a later option never contains all of an earlier one
+    assert [o.rank for o in s.options] == list(range(1, 9))
+
+
+# ----------------------------------------------------------------------------------------------
+# Properties
+# ----------------------------------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(seed=st.integers(0, 2**32 - 1), objective=st.sampled_from(["cost", "energy", "latency"]),
+       tight=st.sampled_from([1.0, 2.0, 4.0]))
+def test_no_answer_violates_a_constraint_and_relaxation_restores_feasibility(seed, objective, tight):
+    rng = np.random.default_rng(seed)
+    c = random_candidates(rng, int(rng.integers(1, 4)), int(rng.integers(1, 4)), with_energy=True,
+                          missing_accuracy=0.2)
+    r = random_requirements(rng, c, objective=objective, top_k=2, tight=tight)
+    s = milp.solve(r, c)
+    for opt in s.options:
+        assert violations(r, c, opt.replicas) == [], opt
+    if s.status == "infeasible":
+        d = s.diagnosis
+        assert d is not None and d.blocking and d.message
+        relaxed = milp.apply_relaxations(r, d)
+        again = milp.solve(relaxed, c, top_k=1)
+        assert again.status == "optimal", (d, relaxed)
+        assert violations(relaxed, c, again.options[0].replicas) == []
+        for alt in d.alternatives:  # each single-constraint fix works on its own too
+            one = milp.apply_relaxations(r, milp.Diagnosis((alt.constraint,), alt.message, (alt,)))
+            assert milp.solve(one, c, top_k=1).status == "optimal", alt
+
+
+def test_deterministic_and_independent_of_row_order():
+    rng = np.random.default_rng(8)
+    c = random_candidates(rng, 5, 8)
+    r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.quantile(0.8) * 2.5),
+                                  "latency_p99_ms": float(c.latency_p99_ms.median())}, top_k=4)
+    a, b = milp.solve(r, c), milp.solve(r, c)
+    shuffled = c.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    s = milp.solve(r, shuffled)
+
+    def canon(sol, table):
+        return [(o.mix, o.cfg_keys, sorted((table.iloc[p]["hardware"], n) for p, n in o.replicas.items()))
+                for o in sol.options]
+
+    assert a.options == b.options
+    assert canon(a, c) == canon(s, shuffled)
+
+
+def test_callers_dataframe_is_unchanged():
+    rng = np.random.default_rng(2)
+    c = random_candidates(rng, 3, 3, with_energy=True)
+    before = c.copy(deep=True)
+    r = Requirements(objective="energy", constraints={"throughput_qps": 500.0, "max_power_w": 1e6})
+    milp.solve(r, c)
+    recommend(r, c)
+    milp.solve(Requirements(constraints={"latency_p99_ms": 1e-6}), c)  # infeasible path + diagnosis
+    pd.testing.assert_frame_equal(c, before)
+
+
+# ----------------------------------------------------------------------------------------------
+# Diagnosis
+# ----------------------------------------------------------------------------------------------
+
+
+def table():
+    return pd.DataFrame({
+        "hardware": ["local-1c", "local-1c", "local-2c", "local-2c"],
+        "price_per_hour_usd": [0.0446, 0.0446, 0.08, 0.08],
+        "latency_p99_ms": [9.0, 30.0, 7.2, 18.0],
+        "throughput_qps": [100.0, 300.0, 200.0, 600.0],
+        "accuracy": [0.9, 0.9, 0.9, np.nan],
+        "cfg_batch_size": [1, 8, 1, 8],
+    })
+
+
+def test_diagnosis_names_unreachable_latency_with_the_best():
+    s = milp.solve(Requirements(constraints={"latency_p99_ms": 5}), table())
+    assert s.status == "infeasible" and not s.options
+    assert s.diagnosis.blocking == ("latency_p99_ms",)
+    assert s.diagnosis.message == "latency_p99_ms <= 5 is unreachable; the best is 7.2 ms on local-2c with batch_size=1"
+    assert s.diagnosis.relaxations[0].best_achievable == pytest.approx(7.2)
+
+
+def test_diagnosis_budget_shortfall():
+    req = Requirements(constraints={"throughput_qps": 600, "budget_per_hour_usd": 0.05, "latency_p99_ms": 20})
+    s = milp.solve(req, table())
+    assert s.status == "infeasible"
+    # one local-2c at batch 8 (600 samples/s, 18 ms) would do, at 0.08 USD/h
+    assert s.diagnosis.blocking == ("budget_per_hour_usd",)
+    assert s.diagnosis.message.startswith("budget 0.05 USD/h is short by 0.03 USD/h (needs 0.08 USD/h)")
+    # alone, the demand could also give: one local-1c at batch 1 fits the budget and the SLO
+    alt = {a.constraint: a.best_achievable for a in s.diagnosis.alternatives}
+    assert alt == {"budget_per_hour_usd": pytest.approx(0.08), "throughput_qps": pytest.approx(100.0)}
+    assert "Alternatively, relax one constraint alone: throughput_qps to 100" in s.diagnosis.message
+
+
+def test_diagnosis_inventory_and_missing_accuracy():
+    s = milp.solve(Requirements(constraints={"throughput_qps": 1200}, inventory={"local-1c": 1, "local-2c": 1}),
+                   table())
+    assert s.status == "infeasible"
+    assert any(b.startswith("inventory[") or b == "throughput_qps" for b in s.diagnosis.blocking)
+    nothing = table().assign(accuracy=np.nan)
+    s = milp.solve(Requirements(constraints={"accuracy": 0.5}), nothing)
+    assert s.diagnosis.blocking == ("accuracy",)
+    assert "4 without accuracy" in s.diagnosis.message
+    assert "have no accuracy" in s.diagnosis.relaxations[0].message
+    assert s.diagnosis.relaxations[0].best_achievable is None
+
+
+def test_errors_are_records_not_none():
+    s = milp.solve(Requirements(), table(), solver="gurobi-please")
+    assert s.status == "error" and "unknown solver" in s.reason
+
+
+def test_binding_constraints():
+    s = milp.solve(Requirements(constraints={"throughput_qps": 600, "latency_p99_ms": 10}, top_k=1), table())
+    opt = s.options[0]
+    assert opt.mix == {"local-2c": 3}
+    # demand needs all 3 replicas; the SLO screened out batch 8, which is cheaper per sample/s
+    assert opt.binding == ("throughput_qps", "latency_p99_ms")
+
+
+# ----------------------------------------------------------------------------------------------
+# Mixes, plan, greedy
+# ----------------------------------------------------------------------------------------------
+
+
+def test_hardware_mix_under_inventory():
+    req = Requirements(constraints={"throughput_qps": 800}, inventory={"local-2c": 1}, top_k=1)
+    s = milp.solve(req, table())
+    assert s.options[0].mix == {"local-1c": 1, "local-2c": 1}  # 300 + 600 >= 800, one config (batch 8)
+    assert s.options[0].cfg_keys == ("batch_size=8",)
+    assert "inventory[local-2c]" in s.options[0].binding
+
+
+def test_mixed_configurations_only_when_allowed():
+    # SLO 20 ms rules out batch 8 on local-1c (30 ms). One configuration: batch 8 gives 600 on
+    # local-2c alone, batch 1 gives 100 + 200. Mixing batch 8 on local-2c with batch 1 on local-1c: 700.
+    req = Requirements(constraints={"throughput_qps": 700, "latency_p99_ms": 20},
+                       inventory={"local-2c": 1, "local-1c": 1}, top_k=1)
+    assert milp.solve(req, table()).status == "infeasible"
+    many = milp.solve(req, table(), single_config=False)
+    assert many.status == "optimal" and many.options[0].mix == {"local-1c": 1, "local-2c": 1}
+    assert len(many.options[0].cfg_keys) == 2
+    ans = recommend(req, table(), single_config=False).model_dump()
+    assert [c["batch_size"] for c in ans["options"][0]["config"]["configurations"]] == [1, 8]
+
+
+def test_plan_shares_inventory_and_matches_independent_solves_without_it():
+    rng = np.random.default_rng(0)
+    c = random_candidates(rng, 4, 5)
+    w = [(Requirements(constraints={"throughput_qps": 2000}), c),
+         (Requirements(constraints={"throughput_qps": 3000, "latency_p99_ms": 50}), c)]
+    free = milp.plan(w)
+    alone = sum(milp.solve(r, cc, top_k=1).options[0].cost_per_hour_usd for r, cc in w)
+    assert free.status == "optimal" and free.cost_per_hour_usd == pytest.approx(alone)
+    tight = milp.plan(w, inventory={h: 1 for h in c.hardware.unique()})
+    assert tight.status == "optimal" and tight.cost_per_hour_usd >= free.cost_per_hour_usd - 1e-9
+    used = {}
+    for o in tight.workloads:
+        for h, n in o.mix.items():
+            used[h] = used.get(h, 0) + n
+    assert max(used.values()) <= 1
+    broke = milp.plan(w, budget_per_hour_usd=0.01)
+    assert broke.status == "infeasible" and "budget_per_hour_usd" in broke.diagnosis.blocking
+
+
+def test_greedy_is_never_cheaper_than_the_milp():
+    rng = np.random.default_rng(21)
+    compared = 0
+    for _ in range(15):
+        c, r, _ = small_instance(rng)
+        g, s = greedy(r, c), milp.solve(r, c, top_k=1)
+        if g.feasible:
+            compared += 1
+            assert s.options and s.options[0].cost_per_hour_usd <= g.cost_per_hour_usd + 1e-9
+    assert compared >= 3
+
+
+# ----------------------------------------------------------------------------------------------
+# The answer
+# ----------------------------------------------------------------------------------------------
+
+
+def test_recommendation_shape(tmp_path):
+    c = table()
+    c["latency_p99_ms_point"] = [np.nan, np.nan, 6.0, np.nan]  # a predicted row: bound 7.2, point 6.0
+    c["basis"] = ["measured", "measured", "predicted", "measured"]
+    ans = recommend(Requirements(constraints={"throughput_qps": 400, "latency_p99_ms": 10}, top_k=2), c).model_dump()
+    assert set(ans) == {"feasible", "objective", "options", "diagnosis", "solver", "solve_time_s",
+                        "candidates_considered"}
+    assert ans["feasible"] and ans["diagnosis"] is None and ans["candidates_considered"] == 4
+    first = ans["options"][0]
+    assert set(first) == {"rank", "hardware", "config", "cost_per_hour_usd", "predicted", "basis", "binding", "band"}
+    assert first["hardware"] == {"local-2c": 2} and first["config"] == {"batch_size": 1}
+    assert first["basis"] == "predicted"
+    assert first["predicted"]["latency_p99_ms"] == 6.0 and first["predicted"]["latency_p99_ms_bound"] == 7.2
+    assert first["predicted"]["throughput_qps"] == 400.0
+    assert first["band"]["latency_p99_ms"]["side"] == "upper"
+    assert ans["options"][1]["basis"] == "measured"
+    json.dumps(ans, allow_nan=False)  # the CLI and HTTP print it as is
+
+
+def test_recommend_rejects_unknown_inventory_hardware():
+    with pytest.raises(RequirementsError, match=r"inventory: unknown hardware \['h100'\]"):
+        recommend(Requirements(inventory={"h100": 2}), table())
+
+
+def test_recommend_from_csv_infeasible_answer(tmp_path):
+    p = tmp_path / "c.csv"
+    table().to_csv(p, index=False)
+    ans = recommend_from_sources({"constraints": {"latency_p99_ms": 5}}, candidates_csv=p)
+    assert ans["feasible"] is False and ans["options"] == []
+    assert ans["diagnosis"]["blocking"] == ["latency_p99_ms"]
+    rel = ans["diagnosis"]["relaxations"][0]
+    assert rel == {"constraint": "latency_p99_ms", "required": 5.0, "best_achievable": 7.2,
+                   "message": ans["diagnosis"]["message"]}
+    assert not any(isinstance(v, float) and math.isnan(v) for v in rel.values())
+
+
+def test_time_limit_is_a_status_not_a_crash():
+    rng = np.random.default_rng(4)
+    c = random_candidates(rng, 4, 10)
+    r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.median() * 5)})
+    s = milp.solve(r, c, time_limit_s=0)
+    assert s.status == "time_limit" and not s.options and "time limit" in s.reason
+    ans = recommend(r, c, time_limit_s=0).model_dump()
+    assert ans["feasible"] is False and ans["diagnosis"]["message"].startswith("time_limit:")
