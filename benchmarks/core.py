@@ -26,11 +26,19 @@ from torch import nn
 from benchmarks import loadgen_harness as lgh
 from benchmarks.assets import get_asset
 from benchmarks.assets.base import AssetData, config_dtype, config_int
+from benchmarks.checkpoint import TrainCheckpoint, fingerprint
 from benchmarks.environment import static_environment, window_environment
+from benchmarks.model_metrics import asset_model_metrics
 from benchmarks.schema import BY_NAME, COLUMN_NAMES, CONFIG_PREFIX
-from benchmarks.sensors import MeasurementWindow, WindowStats, utc_now_iso, visible_gpu_indices
+from benchmarks.sensors import (
+    BACKGROUND_CORES,
+    MeasurementWindow,
+    WindowStats,
+    utc_now_iso,
+    visible_gpu_indices,
+)
 from benchmarks.spec import SCENARIOS, TrialSpec
-from benchmarks.training import TrainResult, train_model
+from benchmarks.training import TrainResult, _autocast, train_model
 from cluster.probe import cpu_count
 
 Progress = Callable[[dict[str, Any]], None]
@@ -228,20 +236,63 @@ def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
     rows = []
     for scenario in scenarios:
         try:
-            sut_cls = lgh.ServerSUT if scenario == "Server" else lgh.SystemUnderTest
-            sut = sut_cls(predict, qsl, ctx.batch_size)
-            if ctx.device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats(ctx.device)
-            with MeasurementWindow(ctx.gpu_indices, ctx.sync) as window:
-                run = lgh.run_scenario(scenario, sut, qsl, spec.loadgen, calib, ctx.log_dir(scenario), seed=spec.seed)
-            row = _infer_row(ctx, run, window.stats, accuracy)
+            search = None
+            if scenario == "Server" and spec.loadgen.searches_server:
+                run, stats, search = _server_search(ctx, qsl, predict, calib, emit)
+            else:
+                sut_cls = lgh.ServerSUT if scenario == "Server" else lgh.SystemUnderTest
+                sut = sut_cls(predict, qsl, ctx.batch_size)
+                if ctx.device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(ctx.device)
+                with MeasurementWindow(ctx.gpu_indices, ctx.sync) as window:
+                    run = lgh.run_scenario(scenario, sut, qsl, spec.loadgen, calib, ctx.log_dir(scenario), seed=spec.seed)
+                stats = window.stats
+            row = _infer_row(ctx, run, stats, accuracy)
+            if scenario == "Server":
+                row["server_latency_bound_ms"] = spec.loadgen.server_latency_bound_ms
+            if search is not None:
+                row.update({"server_max_qps_within_bound": search.max_qps, "server_probes": len(search.probes)})
             emit({"phase": "infer", "scenario": scenario, "throughput_samples_per_s": row["throughput_samples_per_s"],
                   "latency_p99_ms": row["latency_p99_ms"], "loadgen_result": row["loadgen_result"]})
         except Exception as exc:
             _write_error(spec, exc, scenario)
             row = _failed_row(spec, scenario, exc, ctx.num_threads, ctx)
         rows.append(row)
+    try:
+        # Precision/recall/F1 and fairness once, after the scenarios: their imports and allocations
+        # must not be in any window's peak memory (see benchmarks/model_metrics.py).
+        quality = asset_model_metrics(ctx.asset, ctx.model, ctx.data)
+    except Exception as exc:
+        _write_error(spec, exc, "model_metrics")
+        return [_failed_row(spec, sc, exc, ctx.num_threads, ctx) for sc in scenarios]
+    for row in rows:
+        if row["status"] == "ok":
+            row.update(quality)
     return rows
+
+
+def _server_search(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.Predict, calib: lgh.Calibration,
+                   emit: Progress) -> tuple[lgh.LoadGenRun, WindowStats, lgh.ServerSearch]:
+    """Latency-bounded Server throughput: LoadGen runs at searched QPS, each in its own window.
+
+    The row reports the best passing probe (its run and its window); when none passed, the lowest
+    offered load tried, with server_max_qps_within_bound missing.
+    """
+    def window() -> MeasurementWindow:
+        if ctx.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ctx.device)
+        return MeasurementWindow(ctx.gpu_indices, ctx.sync)
+
+    def on_probe(p: lgh.ServerProbe) -> None:
+        emit({"phase": "server_probe", "target_qps": p.target_qps, "passed": p.passed,
+              "latency_p99_ms": p.run.latency_ms("p99"), "throughput_samples_per_s": p.run.throughput_samples_per_s})
+
+    search = lgh.run_server_search(
+        lambda: lgh.ServerSUT(predict, qsl, ctx.batch_size), qsl, ctx.spec.loadgen, calib, ctx.log_dir("Server"),
+        seed=ctx.spec.seed, window=window, on_probe=on_probe,
+    )
+    chosen = search.best or min(search.probes, key=lambda p: p.target_qps)
+    return chosen.run, chosen.extra.stats, search
 
 
 def _infer_row(ctx: TrialContext, run: lgh.LoadGenRun, stats: WindowStats, accuracy: float | None) -> dict[str, Any]:
@@ -270,6 +321,8 @@ def _infer_row(ctx: TrialContext, run: lgh.LoadGenRun, stats: WindowStats, accur
 
 def _measure_train(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
     spec = ctx.spec
+    if "workers" in spec.config:
+        return _measure_scaling(ctx, emit)
     holder: dict[str, MeasurementWindow] = {}
 
     def window() -> MeasurementWindow:
@@ -281,19 +334,24 @@ def _measure_train(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
     try:
         result = train_model(
             ctx.asset, ctx.model, ctx.data, dict(spec.config), spec.train, ctx.device, ctx.dtype, spec.seed,
-            sync=ctx.sync, progress=emit, window=window,
+            sync=ctx.sync, progress=emit, window=window, checkpoint=_checkpoint(spec),
         )
+        with _autocast(ctx.device, ctx.dtype):  # as the accuracy column was evaluated
+            quality = asset_model_metrics(ctx.asset, ctx.model, ctx.data)
     except Exception as exc:
         _write_error(spec, exc)
         return _failed_row(spec, "train", exc, ctx.num_threads, ctx)
-    return _train_row(ctx, result, holder["w"].stats)
+    row = _train_row(ctx, result, holder["w"].stats)
+    row.update(quality)
+    return row
 
 
 def _train_row(ctx: TrialContext, result: TrainResult, stats: WindowStats) -> dict[str, Any]:
     spec = ctx.spec
     price = spec.hardware.price_per_hour_usd
     row = _base_row(spec, "train", ctx.num_threads, ctx)
-    row.update(_window_columns(ctx, stats, result.samples))
+    # The window covers this attempt only: after a resume, fewer samples than the row's total.
+    row.update(_window_columns(ctx, stats, result.window_samples if result.window_samples is not None else result.samples))
     steps_ms = np.asarray(result.step_times_ns, dtype=np.float64) / 1e6
     if len(steps_ms):
         p50, p90, p95, p99, p999 = np.percentile(steps_ms, [50, 90, 95, 99, 99.9])
@@ -309,8 +367,79 @@ def _train_row(ctx: TrialContext, result: TrainResult, stats: WindowStats) -> di
         "quality_target": spec.train.quality_target,
         "time_to_accuracy_s": tta,
         "cost_to_accuracy_usd": tta / 3600 * price if tta is not None and price is not None else None,
+        "resumed_from_epoch": result.resumed_from_epoch,
+        "time_lost_s": result.time_lost_s,
+        "checkpoint_time_s": result.checkpoint_time_s,
     })
     return {k: (float(v) if isinstance(v, np.floating) else v) for k, v in row.items()}
+
+
+def _checkpoint(spec: TrialSpec) -> TrainCheckpoint | None:
+    """The trial's checkpoint; its fingerprint keeps an edited sweep from resuming a stale run."""
+    if not spec.train.checkpoint:
+        return None
+    key = fingerprint(spec.sweep_id, spec.trial_id, spec.repeat, spec.asset, spec.config, spec.seed,
+                      spec.train.model_dump(), spec.hardware.name)
+    folder = Path(spec.log_dir) / spec.sweep_id / f"{spec.trial_id}-r{spec.repeat}"
+    return TrainCheckpoint(folder / "checkpoint.pt", key)
+
+
+# ------------------------------------------------------------------------------------------ scaling
+
+
+def _measure_scaling(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
+    """cfg `workers`: torch DDP over that many processes, with a 1-worker baseline (benchmarks/scaling.py)."""
+    from benchmarks.scaling import run_scaling  # torch.distributed only for trials that use it
+
+    spec = ctx.spec
+    use_cuda = ctx.device.type == "cuda"
+    holder: dict[str, MeasurementWindow] = {}
+
+    def window() -> MeasurementWindow:
+        holder["w"] = MeasurementWindow(visible_gpu_indices(workers) if use_cuda else [], ctx.sync)
+        return holder["w"]
+
+    try:
+        workers = config_int(spec.config, "workers", 1)
+        threads = config_int(spec.config, "threads", 1)  # per worker: a worker is a fixed amount of compute
+        result, weights = run_scaling(
+            spec.asset, ctx.data, dict(spec.config), config_int(spec.config, "epochs", spec.train.epochs),
+            spec.train.quality_target, spec.seed, workers=workers, threads_per_worker=threads, dtype=ctx.dtype,
+            use_cuda=use_cuda, out_dir=ctx.log_dir("scaling"), window=window,
+        )
+        emit({"phase": "scaling", "workers": workers, "throughput_samples_per_s": result.scaled.throughput_samples_per_s,
+              "scaling_efficiency": result.efficiency})
+        ctx.model.load_state_dict(weights)
+        ctx.model.eval()
+        with _autocast(ctx.device, ctx.dtype):
+            quality = asset_model_metrics(ctx.asset, ctx.model, ctx.data)
+    except Exception as exc:
+        _write_error(spec, exc)
+        return _failed_row(spec, "train", exc, ctx.num_threads, ctx)
+    phase, stats = result.scaled, holder["w"].stats
+    train = TrainResult(
+        epochs=phase.epochs, train_time_s=phase.train_time_s, eval_time_s=phase.eval_time_s,
+        elapsed_s=phase.train_time_s + phase.eval_time_s, step_times_ns=phase.step_times_ns, samples=phase.samples,
+        accuracy=phase.accuracy, time_to_accuracy_s=phase.time_to_accuracy_s,
+    )
+    ctx.num_threads = threads
+    row = _train_row(ctx, train, stats)
+    row.update({
+        "device_count": workers if use_cuda else 0,
+        "workers": workers,
+        "scaling_efficiency": result.efficiency,
+        "scaling_baseline_samples_per_s": result.baseline.throughput_samples_per_s,
+        # This process only waits: CPU and memory are the workers' own, summed over ranks.
+        "cpu_util_pct": 100.0 * phase.cpu_s / stats.wall_s if phase.cpu_s is not None and stats.wall_s > 0 else None,
+        "peak_memory_mb": None if use_cuda else phase.peak_rss_mb,
+    })
+    if stats.other_cpu_cores is not None and phase.cpu_s is not None and stats.wall_s > 0:
+        # The workers are the fork server's children, not this process's, so the window counted
+        # them as other processes: take their own CPU back out before judging background load.
+        others = max(stats.other_cpu_cores - phase.cpu_s / stats.wall_s, 0.0)
+        row["env_background_load"] = others > BACKGROUND_CORES
+    row.update(quality)
+    return row
 
 
 # ------------------------------------------------------------------------------------------ rows

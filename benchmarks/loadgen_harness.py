@@ -12,6 +12,8 @@ Scenario mapping (see docs/measurement.md):
 - Offline: one query of all samples; the SUT runs them in batches of `batch_size`; metric samples/s.
 - Server: Poisson arrivals at a target QPS; a worker thread batches whatever has queued (up to
   `batch_size`); metric completed samples/s, VALID only if p99 latency stays within the bound.
+  With a bound, `run_server_search` finds the highest QPS that keeps p99 within it (MLPerf's
+  latency-bounded throughput) by a bounded search over short Server runs.
 """
 
 from __future__ import annotations
@@ -421,6 +423,136 @@ def run_accuracy(
     ts, _ = build_settings("Offline", settings, calib, accuracy=True, seed=seed)
     run_loadgen(sut, qsl, ts, log_dir)
     return accuracy_from_log(Path(log_dir) / "mlperf_log_accuracy.json", qsl.labels)
+
+
+# ---------------------------------------------------------------------------------- Server search
+
+
+@dataclass
+class ServerProbe:
+    """One LoadGen Server run of the search, at one offered load."""
+
+    target_qps: float
+    passed: bool
+    run: LoadGenRun
+    extra: Any = None  # what the caller's probe returned beside the run (e.g. its window's stats)
+
+
+@dataclass
+class ServerSearch:
+    """The probes in the order run; `best` is the passing probe with the highest target QPS."""
+
+    probes: list[ServerProbe]
+    best: ServerProbe | None
+
+    @property
+    def max_qps(self) -> float | None:
+        return self.best.target_qps if self.best is not None else None
+
+
+def server_probe_passed(run: LoadGenRun, bound_ms: float) -> bool:
+    """Whether a Server run kept p99 latency within the bound.
+
+    LoadGen's own verdict on the latency constraint (`result_perf_constraints_met`) decides, not
+    its overall VALID: with short probes LoadGen's early-stopping rule needs more queries than a
+    sweep can afford (a few hundred at p99), which makes every short run INVALID whatever its
+    latency. Where the verdict is absent, p99 <= bound, which is what LoadGen checks.
+    """
+    verdict = run.details.get("result_perf_constraints_met")
+    if isinstance(verdict, bool):
+        return verdict
+    p99 = run.latency_ms("p99")
+    return p99 is not None and p99 <= bound_ms
+
+
+def search_server_peak(
+    probe: Callable[[float], tuple[LoadGenRun, Any]],
+    start_qps: float,
+    bound_ms: float,
+    *,
+    max_probes: int = 8,
+    tolerance: float = 0.05,
+) -> ServerSearch:
+    """The highest offered QPS whose Server run keeps p99 within `bound_ms`, in at most `max_probes` runs.
+
+    Exponential phase: double after a pass, halve after a failure, until one of each brackets the
+    peak; then bisect the bracket until its ends are within `tolerance` of each other. Probes are
+    only ever placed inside the bracket, so a noisy result can narrow it from either side but never
+    invert it. `probe(qps)` runs LoadGen and returns (run, anything to keep with it).
+    """
+    if start_qps <= 0:
+        raise ValueError(f"start_qps must be > 0, got {start_qps}")
+    probes: list[ServerProbe] = []
+    best: ServerProbe | None = None
+    worst_fail: float | None = None  # the lowest failing QPS
+    qps = float(start_qps)
+    for _ in range(max_probes):
+        run, extra = probe(qps)
+        p = ServerProbe(qps, server_probe_passed(run, bound_ms), run, extra)
+        probes.append(p)
+        if p.passed and (best is None or qps > best.target_qps):
+            best = p
+        elif not p.passed and (worst_fail is None or qps < worst_fail):
+            worst_fail = qps
+        if worst_fail is None:
+            qps *= 2
+        elif best is None:
+            qps /= 2
+        elif worst_fail / best.target_qps <= 1 + tolerance:
+            break
+        else:
+            qps = (best.target_qps + worst_fail) / 2
+    return ServerSearch(probes, best)
+
+
+def run_server_search(
+    make_sut: Callable[[], SystemUnderTest],
+    qsl: QuerySampleLibrary,
+    settings: LoadGenSettings,
+    calib: Calibration,
+    log_dir: str | Path,
+    *,
+    seed: int = 0,
+    window: Callable[[], Any] | None = None,
+    on_probe: Callable[[ServerProbe], None] | None = None,
+) -> ServerSearch:
+    """search_server_peak with real LoadGen Server runs, each in `<log_dir>/probe-NN/`.
+
+    Every probe uses the same seed (so the same Poisson schedule, scaled) and a fresh SUT; `window()`,
+    if given, is a context manager entered around each run whose value is kept as the probe's extra.
+    """
+    if settings.server_latency_bound_ms is None:
+        raise ValueError("the Server search needs loadgen.server_latency_bound_ms")
+    bound = float(settings.server_latency_bound_ms)
+    start = settings.server_target_qps or 0.5 * calib.single_throughput
+    count = 0
+
+    def probe(qps: float) -> tuple[LoadGenRun, Any]:
+        nonlocal count
+        count += 1
+        probe_settings = settings.model_copy(update={"server_target_qps": qps})
+        folder = Path(log_dir) / f"probe-{count:02d}"
+        if window is None:
+            run, extra = run_scenario("Server", make_sut(), qsl, probe_settings, calib, folder, seed=seed), None
+        else:
+            with window() as w:
+                run = run_scenario("Server", make_sut(), qsl, probe_settings, calib, folder, seed=seed)
+            extra = w
+        if on_probe is not None:
+            on_probe(ServerProbe(qps, server_probe_passed(run, bound), run, extra))
+        return run, extra
+
+    search = search_server_peak(probe, start, bound, max_probes=settings.server_search_max_probes,
+                                tolerance=settings.server_search_tolerance)
+    summary = {
+        "latency_bound_ms": bound, "max_qps_within_bound": search.max_qps,
+        "probes": [{"target_qps": p.target_qps, "passed": p.passed, "validity": p.run.validity,
+                    "latency_p99_ms": p.run.latency_ms("p99"), "completed_samples_per_s": p.run.throughput_samples_per_s,
+                    "log_dir": p.run.log_dir} for p in search.probes],
+    }
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    (Path(log_dir) / "server_search.json").write_text(json.dumps(summary, indent=2))
+    return search
 
 
 # ----------------------------------------------------------------------------------------- parsing

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cluster.hardware import HardwareSpec
 
@@ -33,12 +33,37 @@ class LoadGenSettings(BaseModel):
     server_target_qps: float | None = Field(None, gt=0)
     server_latency_bound_ms: float | None = Field(None, gt=0)
     offline_samples: int = Field(512, ge=1, description="samples LoadGen issues in the Offline scenario")
+    server_search: bool | None = Field(
+        None,
+        description="search for the highest QPS whose p99 stays within server_latency_bound_ms; "
+        "None: search when the bound is set and server_target_qps is not (a given target is then the start)",
+    )
+    server_search_max_probes: int = Field(8, ge=2, le=32, description="LoadGen Server runs the search may make")
+    server_search_tolerance: float = Field(
+        0.05, gt=0, lt=1, description="the search stops once the highest passing and lowest failing QPS are this close (relative)"
+    )
+
+    @model_validator(mode="after")
+    def _search_needs_bound(self) -> LoadGenSettings:
+        if self.server_search and self.server_latency_bound_ms is None:
+            raise ValueError("server_search needs server_latency_bound_ms: the search looks for the highest QPS within that bound")
+        return self
+
+    @property
+    def searches_server(self) -> bool:
+        """Whether the Server scenario searches for the latency-bounded peak (see docs/measurement.md)."""
+        if self.server_latency_bound_ms is None or self.server_search is False:
+            return False
+        return self.server_search is True or self.server_target_qps is None
 
 
 class TrainSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     epochs: int = Field(3, ge=1)
     quality_target: float | None = Field(0.9, gt=0, le=1)
+    checkpoint: bool = Field(
+        True, description="save model + optimizer every epoch and resume an interrupted trial from it (docs/measurement.md)"
+    )
 
 
 class SweepSpec(BaseModel):

@@ -9,6 +9,11 @@ Figures (MLPerf Training / DAWNBench definitions):
 - per-step times (forward + backward + step, synchronised) give a `train` row's latency percentiles.
 Data is moved to the device once before the clock starts (the digits set fits; a data loader is
 not part of what is measured here).
+
+With a `TrainCheckpoint`, model, optimiser, RNG and the figures so far are saved after every epoch
+but the last, and a trial that finds its own checkpoint resumes from it: the figures then cover
+every epoch that counted (restored + this attempt), and the time the interrupted attempts lost is
+reported apart (see benchmarks/checkpoint.py). Saving is timed and left out of train_time_s.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import torch
 from torch import nn
 
 from benchmarks.assets.base import AssetData, config_int
+from benchmarks.checkpoint import TrainCheckpoint
 from benchmarks.spec import TrainSettings
 
 WARMUP_STEPS = 3
@@ -49,6 +55,10 @@ class TrainResult:
     accuracy: float | None
     time_to_accuracy_s: float | None
     history: list[EpochLog] = field(default_factory=list)
+    window_samples: int | None = None  # samples inside this attempt's window (energy per sample)
+    resumed_from_epoch: int | None = None  # None: no checkpointing
+    time_lost_s: float | None = None
+    checkpoint_time_s: float | None = None
 
 
 def make_optimizer(asset: Any, model: nn.Module, config: dict[str, Any]) -> torch.optim.Optimizer:
@@ -88,11 +98,13 @@ def train_model(
     sync: Callable[[], None] | None = None,
     progress: Callable[[dict[str, Any]], None] | None = None,
     window: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    checkpoint: TrainCheckpoint | None = None,
 ) -> TrainResult:
     """Train `model` in place; returns the timings and the accuracy after each epoch.
 
     `window()` (e.g. a sensors.MeasurementWindow) is entered around the measured loop only, after
-    the warm-up, so energy and utilisation cover exactly what train_time_s covers plus evaluations.
+    the warm-up, so energy and utilisation cover exactly what train_time_s covers plus evaluations
+    (and checkpoint saves). With `checkpoint`, an earlier attempt's state is restored first.
     """
     if data.x_train is None or data.y_train is None:
         raise ValueError(f"asset {asset.name!r} has no training split; it cannot run task 'train'")
@@ -104,6 +116,16 @@ def train_model(
     model.to(device).train()
     optimizer = make_optimizer(asset, model, config)
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+    gen = torch.Generator().manual_seed(seed)
+    run = _RunState()
+    resume = checkpoint.begin() if checkpoint is not None else None
+    if resume is not None:
+        if resume.note and progress:
+            progress({"phase": "checkpoint", "note": resume.note})
+        if resume.state is not None:
+            run = _restore(resume.state, model, optimizer, scaler, gen, device)
+            if progress:
+                progress({"phase": "resume", "epoch": resume.epoch, "epochs": epochs, "time_lost_s": resume.time_lost_s})
 
     def step(m: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
@@ -129,48 +151,122 @@ def train_model(
     if sync:
         sync()
 
-    gen = torch.Generator().manual_seed(seed)
-    step_times: list[int] = []
-    history: list[EpochLog] = []
-    eval_ns = pause_ns = 0  # pause: time in the progress callback, not the benchmark's
-    tta: float | None = None
-    samples = 0
-    accuracy: float | None = None
+    first_epoch = run.epoch + 1
+    eval_ns = pause_ns = ckpt_ns = 0  # pause: time in the progress callback, not the benchmark's
+    samples_before = run.samples
+    accuracy = run.history[-1].accuracy if run.history else None
     with window() if window is not None else contextlib.nullcontext():
-        loop_t0 = time.perf_counter_ns()
-        for epoch in range(1, epochs + 1):
-            perm = torch.randperm(len(x), generator=gen).to(device)
-            losses = []
-            for lo in range(0, len(perm), batch_size):
-                idx = perm[lo : lo + batch_size]
-                xb, yb = x[idx], y[idx]
+        if checkpoint is not None:
+            checkpoint.start_heartbeat()
+        try:
+            loop_t0 = time.perf_counter_ns()
+            for epoch in range(first_epoch, epochs + 1):
+                perm = torch.randperm(len(x), generator=gen).to(device)
+                losses = []
+                for lo in range(0, len(perm), batch_size):
+                    idx = perm[lo : lo + batch_size]
+                    xb, yb = x[idx], y[idx]
+                    t0 = time.perf_counter_ns()
+                    losses.append(step(model, optimizer, xb, yb))
+                    if sync:
+                        sync()
+                    run.step_times_ns.append(time.perf_counter_ns() - t0)
+                    run.samples += len(idx)
                 t0 = time.perf_counter_ns()
-                losses.append(step(model, optimizer, xb, yb))
+                model.eval()
+                with _autocast(device, dtype):
+                    accuracy = asset.evaluate(model, data).get("accuracy")
+                model.train()
                 if sync:
                     sync()
-                step_times.append(time.perf_counter_ns() - t0)
-                samples += len(idx)
-            t0 = time.perf_counter_ns()
-            model.eval()
-            with _autocast(device, dtype):
-                accuracy = asset.evaluate(model, data).get("accuracy")
-            model.train()
-            if sync:
-                sync()
-            t1 = time.perf_counter_ns()
-            eval_ns += t1 - t0
-            elapsed = (t1 - loop_t0 - pause_ns) / 1e9
-            if tta is None and target is not None and accuracy is not None and accuracy >= target:
-                tta = elapsed
-            mean_loss = float(torch.stack(losses).float().mean()) if losses else float("nan")
-            history.append(EpochLog(epoch, mean_loss, accuracy, elapsed - eval_ns / 1e9, elapsed))
-            if progress:
-                t2 = time.perf_counter_ns()
-                progress({"phase": "train", "epoch": epoch, "epochs": epochs, "loss": mean_loss, "accuracy": accuracy})
-                pause_ns += time.perf_counter_ns() - t2
-        total_ns = time.perf_counter_ns() - loop_t0 - pause_ns
+                t1 = time.perf_counter_ns()
+                eval_ns += t1 - t0
+                elapsed = run.elapsed_s + (t1 - loop_t0 - pause_ns) / 1e9
+                if run.tta is None and target is not None and accuracy is not None and accuracy >= target:
+                    run.tta = elapsed
+                mean_loss = float(torch.stack(losses).float().mean()) if losses else float("nan")
+                run.history.append(EpochLog(epoch, mean_loss, accuracy,
+                                            run.train_s + (t1 - loop_t0 - pause_ns - eval_ns - ckpt_ns) / 1e9, elapsed))
+                if checkpoint is not None and epoch < epochs:
+                    # Counted like an evaluation: in elapsed (time-to-accuracy), not in train time.
+                    t2 = time.perf_counter_ns()
+                    now_ns = t2 - loop_t0 - pause_ns
+                    checkpoint.save(_snapshot(run, epoch, model, optimizer, scaler, gen, device,
+                                              elapsed_s=run.elapsed_s + now_ns / 1e9,
+                                              train_s=run.train_s + (now_ns - eval_ns - ckpt_ns) / 1e9,
+                                              eval_s=run.eval_s + eval_ns / 1e9), epoch)
+                    ckpt_ns += time.perf_counter_ns() - t2
+                if progress:
+                    t2 = time.perf_counter_ns()
+                    progress({"phase": "train", "epoch": epoch, "epochs": epochs, "loss": mean_loss, "accuracy": accuracy})
+                    pause_ns += time.perf_counter_ns() - t2
+            total_ns = time.perf_counter_ns() - loop_t0 - pause_ns
+        finally:
+            if checkpoint is not None:
+                checkpoint.stop_heartbeat()
+    if checkpoint is not None:
+        checkpoint.finish()
     model.eval()
     return TrainResult(
-        epochs=epochs, train_time_s=(total_ns - eval_ns) / 1e9, eval_time_s=eval_ns / 1e9, elapsed_s=total_ns / 1e9,
-        step_times_ns=step_times, samples=samples, accuracy=accuracy, time_to_accuracy_s=tta, history=history,
+        epochs=epochs, train_time_s=run.train_s + (total_ns - eval_ns - ckpt_ns) / 1e9,
+        eval_time_s=run.eval_s + eval_ns / 1e9, elapsed_s=run.elapsed_s + total_ns / 1e9,
+        step_times_ns=run.step_times_ns, samples=run.samples, accuracy=accuracy, time_to_accuracy_s=run.tta,
+        history=run.history, window_samples=run.samples - samples_before,
+        resumed_from_epoch=resume.epoch if resume is not None else None,
+        time_lost_s=resume.time_lost_s if resume is not None else None,
+        checkpoint_time_s=ckpt_ns / 1e9 if checkpoint is not None else None,
+    )
+
+
+@dataclass
+class _RunState:
+    """The figures of the epochs done so far: what a checkpoint carries besides the tensors."""
+
+    epoch: int = 0
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    elapsed_s: float = 0.0
+    samples: int = 0
+    tta: float | None = None
+    step_times_ns: list[int] = field(default_factory=list)
+    history: list[EpochLog] = field(default_factory=list)
+
+
+def _snapshot(run: _RunState, epoch: int, model: nn.Module, optimizer: torch.optim.Optimizer,
+              scaler: torch.amp.GradScaler | None, gen: torch.Generator, device: torch.device,
+              *, elapsed_s: float, train_s: float, eval_s: float) -> dict[str, Any]:
+    # Only tensors, numbers, strings, lists and dicts: loadable with torch.load(weights_only=True).
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict() if scaler is not None else {},
+        "shuffle_rng": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.empty(0, dtype=torch.uint8),
+        "train_s": train_s, "eval_s": eval_s, "elapsed_s": elapsed_s,
+        "samples": run.samples,
+        "time_to_accuracy_s": run.tta,
+        "step_times_ns": torch.tensor(run.step_times_ns, dtype=torch.int64),
+        "history": [vars(h).copy() for h in run.history],
+    }
+
+
+def _restore(state: dict[str, Any], model: nn.Module, optimizer: torch.optim.Optimizer,
+             scaler: torch.amp.GradScaler | None, gen: torch.Generator, device: torch.device) -> _RunState:
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if scaler is not None and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    # The shuffle and global RNG continue where the checkpoint left them: the resumed run sees the
+    # same batches as an uninterrupted one would.
+    gen.set_state(state["shuffle_rng"])
+    torch.set_rng_state(state["torch_rng"])
+    if device.type == "cuda" and state["cuda_rng"].numel():
+        torch.cuda.set_rng_state(state["cuda_rng"], device)
+    return _RunState(
+        epoch=int(state["epoch"]), train_s=float(state["train_s"]), eval_s=float(state["eval_s"]),
+        elapsed_s=float(state["elapsed_s"]), samples=int(state["samples"]),
+        tta=None if state["time_to_accuracy_s"] is None else float(state["time_to_accuracy_s"]),
+        step_times_ns=[int(v) for v in state["step_times_ns"].tolist()],
+        history=[EpochLog(**h) for h in state["history"]],
     )

@@ -34,8 +34,18 @@ def cmd_cluster(a: argparse.Namespace) -> int:
         _say(f"  dashboard:     {info.dashboard_url}   (ray job submit --address {info.dashboard_url})")
         _say(f"  Prometheus SD: {info.service_discovery_file}")
         _say("  token auth: set RAY_AUTH_MODE=token for `ray job submit` (token in ~/.ray/auth_token)")
+        if a.prometheus:
+            from cluster.prometheus_server import PrometheusServer
+
+            prom = PrometheusServer(info.service_discovery_file, port=a.prometheus_port,
+                                    workdir=local.STATE_DIR / "prometheus").start()
+            _say(f"  Prometheus:    {prom.url} (scrapes the cluster; stopped by `cluster down`)")
         return 0
     if a.action == "down":
+        from cluster.prometheus_server import stop_detached
+
+        if stop_detached(local.STATE_DIR / "prometheus"):
+            _say("Prometheus stopped")
         _say("local cluster stopped" if local.down() else "no local cluster was running")
         return 0
     info = local.read_state()
@@ -144,10 +154,42 @@ def print_recommendation(ans: dict[str, Any], emit: Callable[[str], None] = _say
             emit(f"      binding: {', '.join(o['binding'])}")
 
 
+def _pareto(req: Any, a: argparse.Namespace) -> int:
+    from matcher.api import build_candidates
+    from matcher.pareto import pareto_front
+
+    models = None if a.candidates else (a.models or _models_dir(a.results))
+    cands = build_candidates(req, results_uri=None if a.candidates else a.results, candidates_csv=a.candidates,
+                             models_dir=models if models and os.path.isdir(models) else None,
+                             catalog_path=a.catalog)
+    front = pareto_front(req, cands)
+    cfg_cols = [c for c in cands.columns if c.startswith("cfg_")]
+    rows = []
+    for p in front:
+        used = cands.iloc[list(p.option.replicas)]
+        rows.append({"latency_p99_ms": p.latency_p99_ms, "cost_per_hour_usd": p.cost_per_hour_usd,
+                     "hardware": p.option.mix,
+                     "config": {c[4:]: used[c].iloc[0] for c in cfg_cols if c in used}})
+    if a.json:
+        print(json.dumps({"pareto": rows}, indent=2, default=str))
+        return 0 if rows else 3
+    if not rows:
+        _say("no feasible option: nothing to put on a cost–latency front (see `recommend` for the diagnosis)")
+        return 3
+    _say("cost–latency Pareto front (least cost at each p99 bound; ε-constraint):")
+    for r in rows:
+        mix = " + ".join(f"{n}×{hw}" for hw, n in r["hardware"].items())
+        cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items())
+        _say(f"  p99 ≤ {r['latency_p99_ms']:8.3f} ms   ${r['cost_per_hour_usd']:.4f}/h   {mix}  [{cfg}]")
+    return 0
+
+
 def cmd_recommend(a: argparse.Namespace) -> int:
     from matcher.requirements import load_requirements
 
     req = load_requirements(a.requirements)
+    if a.pareto:
+        return _pareto(req, a)
     ans = _recommend(req, a)
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
@@ -160,9 +202,33 @@ def cmd_recommend(a: argparse.Namespace) -> int:
 def cmd_serve(a: argparse.Namespace) -> int:
     from serve.runner import run_service
 
-    models = a.models or _models_dir(a.results)
-    run_service(results_uri=a.results, models_dir=models if os.path.isdir(models) else None,
+    # Always pass the folder: the service picks models up when they appear (`benchmatch train` later).
+    run_service(results_uri=a.results, models_dir=a.models or _models_dir(a.results),
                 candidates_csv=a.candidates, host=a.host, port=a.port, address=a.address)
+    return 0
+
+
+# ---------------------------------------------------------------- report
+def cmd_report(a: argparse.Namespace) -> int:
+    from benchmarks.report import default_reference, report_summary, write_report
+    from benchmarks.stats import Reference
+    from benchmarks.store import ResultsStore
+    from cluster.hardware import load_catalog
+
+    df = ResultsStore(a.results).read(a.sweep)
+    if df.empty:
+        where = f"sweep '{a.sweep}' in {a.results}" if a.sweep else a.results
+        raise ValueError(f"no results in {where}: run `benchmatch sweep CONFIG` (or quickstart) first")
+    catalog = load_catalog(a.catalog)
+    ref = Reference(hardware=a.reference) if a.reference else default_reference(catalog)
+    title = a.title or f"benchmatch report: {a.sweep or os.path.basename(os.path.abspath(a.results))}"
+    path = write_report(df, a.out, catalog=catalog, title=title, reference=ref)
+    if a.json:
+        summary = report_summary(df, ref)
+        rows = json.loads(summary.to_json(orient="records"))  # NaN/NA -> null, numpy -> JSON numbers
+        print(json.dumps({"report": str(path.resolve()), "rows": len(df), "summary": rows}, indent=2))
+    else:
+        _say(str(path.resolve()))
     return 0
 
 
@@ -245,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cluster", help="manage a local heterogeneous Ray cluster on 127.0.0.1")
     c.add_argument("action", choices=["up", "down", "status"])
     c.add_argument("--dashboard-port", type=int, default=8265)
+    c.add_argument("--prometheus", action="store_true",
+                   help="also start Debian's Prometheus on 127.0.0.1, scraping the cluster (with `up`)")
+    c.add_argument("--prometheus-port", type=int, default=9090)
     c.add_argument("--json", action="store_true")
     c.set_defaults(fn=cmd_cluster)
 
@@ -267,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=DEFAULT_RESULTS)
     r.add_argument("--models", help="performance models folder (default: RESULTS/models if present)")
     r.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
+    r.add_argument("--pareto", action="store_true", help="print the cost–latency Pareto front instead")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_recommend)
 
@@ -278,6 +348,19 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=int, default=8000)
     v.add_argument("--address", help="Ray address (default: start a local Ray)")
     v.set_defaults(fn=cmd_serve)
+
+    rp = sub.add_parser("report", help="write one self-contained HTML report of the results (plots, spread, flags)")
+    rp.add_argument("--results", default=DEFAULT_RESULTS)
+    rp.add_argument("--out", default="report.html", help="HTML file to write (default: report.html)")
+    rp.add_argument("--sweep", help="only this sweep (default: every sweep in the results)")
+    rp.add_argument("--reference", help="reference hardware for the relative column (default: first local profile)")
+    rp.add_argument("--title")
+    rp.add_argument("--json", action="store_true", help="print the report path and the summary table as JSON")
+    rp.set_defaults(fn=cmd_report)
+
+    from benchmatch.commands_learn import register as register_learn  # import, plan, suggest
+
+    register_learn(sub)
     return p
 
 

@@ -155,8 +155,13 @@ class LocalCluster:
         if ray.is_initialized():
             ray.shutdown()
         if self._cluster is not None:
-            self._cluster.shutdown()
+            # Not graceful: Ray's graceful stop waits on workers still busy with trials of a
+            # killed driver (seen: a minute per node); results are already on disk, atomically.
+            for node in list(self._cluster.worker_nodes):
+                self._cluster.remove_node(node, allow_graceful=False)
+            self._cluster.shutdown()  # the head, and Ray's process-wide address state
             self._cluster = None
+            self._nodes.clear()
 
     def __enter__(self) -> ClusterInfo:
         return self.start()

@@ -6,6 +6,7 @@ Public API (docs/matcher.md):
     PerformanceModel, ModelSet, train_models, predict_candidates
     solve, plan, diagnose, apply_relaxations, Solution, PlanSolution
     recommend, Recommendation, recommend_from_sources
+    Plan, parse_plan, recommend_plan, PlanRecommendation, plan_from_sources
     brute_force, greedy
     MatcherError, RequirementsError, CandidateError, NoDataError, ModelError
 Models are imported lazily (scikit-learn is slow to import and the HTTP path may not need it).
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from matcher.api import build_candidates, recommend_from_sources
+from matcher.api import build_candidates, plan_from_sources, recommend_from_sources
 from matcher.bruteforce import brute_force
 from matcher.candidates import (
     candidates_from_csv,
@@ -26,8 +27,15 @@ from matcher.candidates import (
 from matcher.errors import CandidateError, MatcherError, ModelError, NoDataError, RequirementsError
 from matcher.greedy import greedy
 from matcher.milp import Diagnosis, Option, PlanSolution, Solution, apply_relaxations, diagnose, plan, solve
-from matcher.recommend import Recommendation, recommend
-from matcher.requirements import Constraints, Requirements, load_requirements, parse_requirements
+from matcher.recommend import PlanRecommendation, Recommendation, recommend, recommend_plan
+from matcher.requirements import (
+    Constraints,
+    Plan,
+    Requirements,
+    load_requirements,
+    parse_plan,
+    parse_requirements,
+)
 
 _LAZY = {"PerformanceModel", "ModelSet", "train_models", "predict_candidates"}
 
@@ -42,9 +50,10 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CandidateError", "Constraints", "Diagnosis", "MatcherError", "ModelError", "ModelSet", "NoDataError",
-    "Option", "PerformanceModel", "PlanSolution", "Recommendation", "Requirements", "RequirementsError",
+    "Option", "PerformanceModel", "Plan", "PlanRecommendation", "PlanSolution", "Recommendation", "Requirements", "RequirementsError",
     "Solution", "apply_relaxations", "brute_force", "build_candidates", "candidates_from_csv",
     "candidates_from_results", "diagnose", "greedy", "load_requirements", "merge_candidates", "parse_requirements",
-    "plan", "predict_candidates", "recommend", "recommend_from_sources", "solve", "train_models",
+    "parse_plan", "plan", "plan_from_sources", "predict_candidates", "recommend", "recommend_from_sources",
+    "recommend_plan", "solve", "train_models",
     "validate_candidates",
 ]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from matcher import milp
 from matcher.candidates import METRICS, SIDE, config_columns, config_dict, validate_candidates
 from matcher.errors import RequirementsError
-from matcher.requirements import Requirements, parse_requirements
+from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
 
 
 class RelaxationOut(BaseModel):
@@ -123,13 +123,15 @@ def _option_out(opt: milp.Option, cands: pd.DataFrame, cfg_cols: list[str]) -> O
                      binding=list(opt.binding), band=band)
 
 
-def _check_inventory(req: Requirements, cands: pd.DataFrame) -> None:
-    known = set(cands["hardware"].astype(str))
-    unknown = sorted(set(req.inventory or {}) - known)
+def _check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
+                     field: str = "inventory") -> None:
+    tables = cands if isinstance(cands, list) else [cands]
+    known = set().union(*(set(t["hardware"].astype(str)) for t in tables))
+    unknown = sorted(set(inventory or {}) - known)
     if unknown:
         raise RequirementsError(
-            f"inventory: unknown hardware {unknown}; the candidates cover {sorted(known)}",
-            [(f"inventory.{u}", "no candidate runs on this hardware") for u in unknown],
+            f"{field}: unknown hardware {unknown}; the candidates cover {sorted(known)}",
+            [(f"{field}.{u}", "no candidate runs on this hardware") for u in unknown],
         )
 
 
@@ -147,19 +149,74 @@ def recommend(
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
     cands = validate_candidates(candidates)
-    _check_inventory(req, cands)
+    _check_inventory(req.inventory, cands)
     sol = milp.solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
-    diagnosis = None
-    if sol.diagnosis is not None:
-        d = sol.diagnosis
-        diagnosis = DiagnosisOut(blocking=list(d.blocking), message=d.message,
-                                 relaxations=[RelaxationOut(constraint=r.constraint, required=_f(r.required),
-                                                            best_achievable=_f(r.best_achievable), message=r.message)
-                                              for r in d.relaxations])
-    elif sol.status != "optimal" or not options:
-        diagnosis = DiagnosisOut(blocking=[], message=f"{sol.status}: {sol.reason}", relaxations=[])
+    diagnosis = _diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options))
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
                           solver=sol.solver, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered)
+
+
+def _diagnosis_out(d: milp.Diagnosis | None, status: str, reason: str, have_options: bool) -> DiagnosisOut | None:
+    if d is not None:
+        return DiagnosisOut(blocking=list(d.blocking), message=d.message,
+                            relaxations=[RelaxationOut(constraint=r.constraint, required=_f(r.required),
+                                                       best_achievable=_f(r.best_achievable), message=r.message)
+                                         for r in d.relaxations])
+    if status != "optimal" or not have_options:
+        return DiagnosisOut(blocking=[], message=f"{status}: {reason}", relaxations=[])
+    return None
+
+
+class WorkloadOut(BaseModel):
+    index: int
+    asset: str | None
+    option: OptionOut | None
+
+
+class PlanRecommendation(BaseModel):
+    """The answer of POST /plan: one option per workload, placed jointly."""
+
+    feasible: bool
+    objective: str
+    cost_per_hour_usd: float | None
+    workloads: list[WorkloadOut]
+    diagnosis: DiagnosisOut | None
+    solver: str
+    solve_time_s: float
+    candidates_considered: int
+
+
+def recommend_plan(
+    plan: Plan | dict,
+    tables: list[pd.DataFrame],
+    solver: str = "cbc",
+    *,
+    single_config: bool = True,
+    time_limit_s: float | None = 60.0,
+) -> PlanRecommendation:
+    """Place every workload of `plan` at once; tables[i] holds workload i's candidates."""
+    plan = parse_plan(plan)
+    if len(tables) != len(plan.workloads):
+        raise ValueError(f"{len(plan.workloads)} workloads but {len(tables)} candidate tables")
+    tables = [validate_candidates(t, where=f"candidates of workloads[{i}]") for i, t in enumerate(tables)]
+    for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
+        _check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
+    _check_inventory(plan.inventory, tables)
+    sol = milp.plan(list(zip(plan.workloads, tables, strict=True)), inventory=plan.inventory,
+                    budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
+                    single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    placed = [o is not None for o in sol.workloads]
+    workloads = []
+    for i, req in enumerate(plan.workloads):
+        opt = sol.workloads[i] if i < len(sol.workloads) else None
+        out = _option_out(opt, tables[i], config_columns(tables[i])) if opt is not None else None
+        workloads.append(WorkloadOut(index=i, asset=req.asset, option=out))
+    feasible = bool(placed) and all(placed)
+    return PlanRecommendation(
+        feasible=feasible, objective=plan.objective,
+        cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
+        workloads=workloads, diagnosis=_diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
+        solver=sol.solver, solve_time_s=round(sol.solve_time_s, 6), candidates_considered=sol.candidates_considered)

@@ -57,25 +57,46 @@ class Requirements(BaseModel):
 
 _MSG_REWRITES = (
     ("Input should be ", "must be "),
+    ("List should ", "must "),
     ("Value error, ", ""),
     ("Field required", "is required"),
 )
 
 
-def _allowed_fields(loc: tuple[Any, ...]) -> list[str]:
+class Plan(BaseModel):
+    """Several workloads placed jointly (matcher.milp.plan): each keeps its own requirements, and
+    together they share `inventory` (devices per hardware type) and `budget_per_hour_usd`."""
+
+    model_config = _STRICT
+
+    workloads: list[Requirements] = Field(..., min_length=1, max_length=64)
+    inventory: dict[str, Annotated[int, Field(ge=0)]] | None = None
+    budget_per_hour_usd: float | None = Field(None, gt=0)
+    objective: Literal["cost", "energy", "latency"] = "cost"
+
+
+def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel] = Requirements) -> list[str]:
     """Fields of the model that holds the last element of `loc`."""
-    model: type[BaseModel] = Constraints if loc[:1] == ("constraints",) and len(loc) == 2 else Requirements
+    model, parts = root, list(loc[:-1])
+    while parts:
+        part = parts.pop(0)
+        if model is Plan and part == "workloads":
+            model = Requirements
+            if parts and isinstance(parts[0], int):
+                parts.pop(0)
+        elif model is Requirements and part == "constraints":
+            model = Constraints
     return sorted(model.model_fields)
 
 
-def flatten_errors(exc: ValidationError) -> list[tuple[str, str]]:
+def flatten_errors(exc: ValidationError, root: type[BaseModel] = Requirements) -> list[tuple[str, str]]:
     """pydantic errors as (dotted field, plain message) pairs."""
     out = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         field = ".".join(str(p) for p in loc) or "(top level)"
         if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(loc)
+            allowed = _allowed_fields(loc, root)
             close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             msg = f"unknown field{hint} (allowed: {', '.join(allowed)})"
@@ -85,7 +106,7 @@ def flatten_errors(exc: ValidationError) -> list[tuple[str, str]]:
                 msg = msg.replace(old, new)
             # A cross-field check says which field it is about first: point the location at it.
             first = msg.split(" ", 1)[0]
-            if err["type"] == "value_error" and first in _allowed_fields(loc + ("",)):
+            if err["type"] == "value_error" and first in _allowed_fields(loc + ("",), root):
                 field = ".".join([*(str(p) for p in loc), first])
                 msg = msg.split(" ", 1)[1]
                 out.append((field, msg))
@@ -111,6 +132,20 @@ def parse_requirements(data: Any, source: str = "requirements") -> Requirements:
         errors = flatten_errors(exc)
         lines = "; ".join(f"{f}: {m}" for f, m in errors)
         raise RequirementsError(f"{source}: {lines}", errors) from None
+
+
+def parse_plan(data: Any, source: str = "plan") -> Plan:
+    """Validate a plan document; errors name `workloads.1.constraints.latency_p99_ms` and so on."""
+    if isinstance(data, Plan):
+        return data
+    if not isinstance(data, dict):
+        raise RequirementsError(f"{source}: expected a mapping with 'workloads', got {type(data).__name__}",
+                                [("(top level)", "expected a mapping")])
+    try:
+        return Plan.model_validate(data)
+    except ValidationError as exc:
+        errors = flatten_errors(exc, Plan)
+        raise RequirementsError(f"{source}: " + "; ".join(f"{f}: {m}" for f, m in errors), errors) from None
 
 
 def load_requirements(path: str | os.PathLike[str]) -> Requirements:

@@ -38,6 +38,7 @@ from serve.schemas import (
     HardwareResponse,
     HealthResponse,
     PlanRequest,
+    PlanResponse,
     RecommendResponse,
     Requirements,
 )
@@ -158,6 +159,13 @@ def field_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list[di
 _ROOT_MODELS: dict[str, type[BaseModel]] = {"/plan": PlanRequest}
 
 
+def _route_path(scope: dict[str, Any]) -> str:
+    """The matched route's template (set by the router), else the raw path: independent of the
+    route prefix the application is mounted at."""
+    route = scope.get("route")
+    return getattr(route, "path", None) or scope.get("path", "")
+
+
 async def _on_validation_error(request: Request, exc: RequestValidationError) -> Response:
     errors = list(exc.errors())
     bad_json = next((e for e in errors if e.get("type") == "json_invalid"), None)
@@ -172,7 +180,7 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         got = request.headers.get("content-type") or "none"
         return error_response(415, f"send the body as JSON with 'Content-Type: application/json' (got {got!r})",
                               "UnsupportedMediaType")
-    root = _ROOT_MODELS.get(request.url.path, Requirements)
+    root = _ROOT_MODELS.get(_route_path(request.scope), Requirements)
     fields = field_errors(errors, root)
     detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
     return error_response(422, detail, "RequirementsError", fields)
@@ -249,7 +257,7 @@ class LimitAndMeasure:
             if not state["started"]:
                 await self._too_large(scope, send_tracked, limit)
         finally:
-            route = route_label(scope.get("path", ""))
+            route = route_label(_route_path(scope))
             recorder().request(route, scope.get("method", ""), state["status"], time.perf_counter() - t0,
                                slo_s if route != "other" else None)
 
@@ -295,10 +303,12 @@ def recommend(req: Requirements, core: Core) -> Response:
     "/plan",
     summary="Place several workloads that share inventory and budget",
     response_class=Response,
-    responses={200: {"description": "One option per workload, or a diagnosis."},
+    responses={200: {"model": PlanResponse, "description": "One option per workload, or a diagnosis."},
                501: {"description": "This build's matcher has no planner."}, **ERROR_RESPONSES},
 )
 def plan(body: PlanRequest, core: Core) -> Response:
+    """The answer of the matcher's planner (matcher.api.plan_from_sources): each workload keeps
+    its own constraints; together they fit the shared inventory and budget per hour."""
     return _json(core.plan(body))
 
 

@@ -172,6 +172,16 @@ def _store_files(uri: str | None) -> tuple[Any, ...]:
 
 
 def fingerprint(s: ServiceSettings) -> tuple[Any, ...]:
+    """What changes when the data changes. A source that cannot be listed (an object store that
+    is unreachable for a moment) gives a marker instead of an error, so a request never fails on
+    the freshness check; the snapshot then reports the problem."""
+    try:
+        return _fingerprint(s)
+    except Exception as exc:  # listing a remote store can fail in many ways; none is the client's
+        return ("unavailable", f"{type(exc).__name__}: {exc}")
+
+
+def _fingerprint(s: ServiceSettings) -> tuple[Any, ...]:
     return (
         _store_files(s.results_uri),
         _tree(s.models_dir),
@@ -271,6 +281,8 @@ def load_snapshot(s: ServiceSettings, fp: tuple[Any, ...] | None = None) -> Snap
     t0 = time.perf_counter()
     fp = fingerprint(s) if fp is None else fp
     snap = Snapshot(fingerprint=fp, loaded_at=_now(), load_seconds=0.0)
+    if fp[:1] == ("unavailable",):
+        snap.problems.append(f"sources could not be listed: {fp[1]}")
     cat_path = s.catalog_path or os.environ.get("BENCHMATCH_CATALOG") or str(DEFAULT_CATALOG)
     snap.catalog_source = str(cat_path)
     try:
@@ -298,7 +310,7 @@ def load_snapshot(s: ServiceSettings, fp: tuple[Any, ...] | None = None) -> Snap
             snap.assets += summarize_candidates(snap.candidates, Path(s.candidates_csv).name)
         except CandidateError as exc:
             snap.problems.append(f"candidates: {exc}")
-    if s.models_dir:
+    if s.models_dir and fp[:1] != ("unavailable",):
         # No folder yet is normal before the first `benchmatch train`: answers rest on measurements.
         snap.model_files = sum(1 for entry in fp[1] if entry != "missing")
     snap.load_seconds = time.perf_counter() - t0
@@ -335,6 +347,7 @@ class ServiceCore:
         self._snap = load_snapshot(settings)
         self._checked = clock()
         self.reloads = 0
+        self.listing_problem: str | None = None
         self.started_at = _now()
 
     # -- data freshness ------------------------------------------------------------------------
@@ -350,7 +363,10 @@ class ServiceCore:
         try:
             self._checked = self._clock()
             fp = fingerprint(self.settings)
-            if fp != self._snap.fingerprint:
+            self.listing_problem = fp[1] if fp[:1] == ("unavailable",) else None
+            # Sources that cannot be listed right now: keep answering from the data we have
+            # rather than replacing it with nothing.
+            if self.listing_problem is None and fp != self._snap.fingerprint:
                 snap = load_snapshot(self.settings, fp)
                 self._snap = snap  # atomic swap; requests in flight keep the old object
                 self.reloads += 1
@@ -367,6 +383,9 @@ class ServiceCore:
         snap = self.snapshot()
         api = _matcher_api()
         problems = list(snap.problems)
+        if self.listing_problem is not None:
+            problems.append(f"sources could not be listed; answering from the data loaded at {snap.loaded_at}: "
+                            f"{self.listing_problem}")
         if api is None:
             problems.append("matcher.api is not importable: /recommend and /plan answer 503")
         s = self.settings
@@ -430,14 +449,17 @@ class ServiceCore:
                 snap.answers.move_to_end(key)
                 return hit
         answer = self._call(snap, req.asset, self._answer, snap, req)
-        body = dumps(answer)
+        return self._remember(snap, key, dumps(answer))
+
+    def _remember(self, snap: Snapshot, key: str, body: bytes) -> bytes:
         with snap.lock:
             snap.answers[key] = body
             while len(snap.answers) > self.settings.answer_cache_size:
                 snap.answers.popitem(last=False)
         return body
 
-    def plan(self, body: Any) -> bytes:
+    def plan(self, plan: Any) -> bytes:
+        """The JSON bytes of matcher.api.plan_from_sources(plan, ...), cached like recommend."""
         api = _matcher_api()
         if api is None or not hasattr(api, "plan_from_sources"):
             raise ServiceError(
@@ -447,10 +469,15 @@ class ServiceCore:
                 kind="NotImplemented",
             )
         snap = self.snapshot()
-        assets = [w.asset for w in body.workloads]
-        unknown = next((a for a in assets if a is not None), None)
-        answer = self._call(snap, unknown, api.plan_from_sources, body.to_matcher(), **self.settings.sources())
-        return dumps(answer)
+        key = "plan:" + plan.model_dump_json()
+        with snap.lock:
+            hit = snap.answers.get(key)
+        if hit is not None:
+            return hit
+        known = snap.asset_names()
+        unknown = next((w.asset for w in plan.workloads if w.asset is not None and w.asset not in known), None)
+        answer = self._call(snap, unknown, self._plan_answer, snap, plan)
+        return self._remember(snap, key, dumps(answer))
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -465,13 +492,30 @@ class ServiceCore:
             return api.recommend_from_sources(req, **s.sources(), solver=s.solver, time_limit_s=s.time_limit_s)
         from matcher.recommend import recommend
 
+        cands = self._candidates(snap, api, req)
+        return recommend(req, cands, solver=s.solver, time_limit_s=s.time_limit_s).model_dump()
+
+    def _plan_answer(self, snap: Snapshot, plan: Any) -> dict[str, Any]:
+        """plan_from_sources(plan, ...), from the snapshot's candidate tables (same composition:
+        one table per workload's (asset, task), then matcher.recommend.recommend_plan)."""
+        api = _matcher_api()
+        s = self.settings
+        if not hasattr(api, "build_candidates"):
+            return api.plan_from_sources(plan, **s.sources(), solver=s.solver, time_limit_s=s.time_limit_s)
+        from matcher.recommend import recommend_plan
+
+        tables = [self._candidates(snap, api, req) for req in plan.workloads]
+        return recommend_plan(plan, tables, solver=s.solver, time_limit_s=s.time_limit_s).model_dump()
+
+    def _candidates(self, snap: Snapshot, api: Any, req: Requirements) -> pd.DataFrame:
+        """The candidate table of (asset, task), built once per snapshot from the rows in memory."""
         key = (req.asset, req.task)
         cands = snap.candidate_tables.get(key)
         if cands is None:
-            cands = api.build_candidates(req, **s.sources(), results=snap.results)
+            cands = api.build_candidates(req, **self.settings.sources(), results=snap.results)
             with snap.lock:
                 snap.candidate_tables[key] = cands
-        return recommend(req, cands, solver=s.solver, time_limit_s=s.time_limit_s).model_dump()
+        return cands
 
     def _api(self, name: str) -> Any:
         api = _matcher_api()

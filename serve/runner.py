@@ -124,10 +124,17 @@ def _sigterm_as_interrupt() -> None:
 def _serve_url(host: str, port: int) -> str:
     """The proxy's actual address: Serve keeps the HTTP options of an instance already running."""
     try:
-        from ray.serve.context import _get_global_client
+        import ray
 
-        opts = _get_global_client().http_config
-        host, port = opts.host or host, opts.port or port
+        # Only ask a Serve we are connected to: _get_global_client on a process without Ray
+        # would try to connect (and can wait on a dead cluster for minutes).
+        if ray.is_initialized():
+            from ray.serve.context import _get_global_client
+
+            client = _get_global_client(raise_if_no_controller_running=False)
+            if client is not None:
+                opts = client.http_config
+                host, port = opts.host or host, opts.port or port
     except Exception:  # an internal API: fall back to what was asked for
         pass
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

@@ -8,14 +8,19 @@ through these models, so a field the matcher adds is never silently dropped).
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from matcher.requirements import Requirements
+from matcher.requirements import Plan, Requirements
+
+# POST /plan takes the matcher's Plan document, as `benchmatch` does: {workloads: [Requirements],
+# inventory, budget_per_hour_usd, objective}.
+PlanRequest = Plan
 
 __all__ = [
     "AssetsResponse",
+    "Plan",
     "ErrorResponse",
     "HardwareResponse",
     "HealthResponse",
@@ -25,26 +30,6 @@ __all__ = [
 ]
 
 _OPEN = ConfigDict(extra="allow")
-
-
-class PlanRequest(BaseModel):
-    """Several workloads placed jointly: each keeps its own constraints, and together they share
-    the inventory and the budget per hour given here."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-    workloads: list[Requirements] = Field(
-        ..., min_length=1, max_length=64, description="One requirements document per workload."
-    )
-    inventory: dict[str, Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Devices per hardware type shared by all workloads; unlisted types are unlimited."
-    )
-    budget_per_hour_usd: float | None = Field(None, gt=0, description="Shared budget for all workloads (USD/h).")
-    objective: Literal["cost", "energy", "latency"] = "cost"
-
-    def to_matcher(self) -> dict[str, Any]:
-        """The plan as the matcher's plan_from_sources takes it (a plain mapping)."""
-        return self.model_dump(mode="python")
 
 
 class Option(BaseModel):
@@ -69,6 +54,29 @@ class RecommendResponse(BaseModel):
     objective: str
     options: list[Option]
     diagnosis: Any = Field(None, description="When infeasible: the blocking constraint and the cheapest relaxation.")
+    solver: str | None = None
+    solve_time_s: float | None = None
+    candidates_considered: int | None = None
+
+
+class PlanWorkload(BaseModel):
+    model_config = _OPEN
+
+    index: int
+    asset: str | None
+    option: Option | None = Field(None, description="Null when the workload could not be placed.")
+
+
+class PlanResponse(BaseModel):
+    """matcher.api.plan_from_sources, unchanged (NaN becomes null)."""
+
+    model_config = _OPEN
+
+    feasible: bool
+    objective: str
+    cost_per_hour_usd: float | None = None
+    workloads: list[PlanWorkload]
+    diagnosis: Any = None
     solver: str | None = None
     solve_time_s: float | None = None
     candidates_considered: int | None = None

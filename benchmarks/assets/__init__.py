@@ -1,6 +1,6 @@
 """Assets benchmatch can measure, and `get_asset` which also loads a user's own (`module:object`).
 
-A name is either a built-in (`digits-mlp`, `tiny-cnn`) or a reference to the user's code:
+A name is either a built-in (`digits-mlp`, `hearts-mlp`, `tiny-cnn`) or a reference to the user's code:
 `package.module:Object` (importable) or `path/to/file.py:Object`. The object may be an asset
 instance, a class (instantiated without arguments) or a zero-argument factory.
 """
@@ -16,9 +16,10 @@ from typing import Any
 
 from benchmarks.assets.base import DTYPES, Asset, AssetData, TorchAsset, generated_data
 from benchmarks.assets.digits_mlp import DigitsMLP
+from benchmarks.assets.hearts_mlp import HeartsMLP
 from benchmarks.assets.tiny_cnn import TinyCNN
 
-BUILTIN: dict[str, Callable[[], Any]] = {"digits-mlp": DigitsMLP, "tiny-cnn": TinyCNN}
+BUILTIN: dict[str, Callable[[], Any]] = {"digits-mlp": DigitsMLP, "hearts-mlp": HeartsMLP, "tiny-cnn": TinyCNN}
 REQUIRED = ("name", "tasks", "build", "load_data", "run_batch", "evaluate")
 
 _instances: dict[str, Any] = {}  # one instance per name, so an asset's caches survive across trials

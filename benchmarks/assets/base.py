@@ -28,6 +28,11 @@ class AssetData:
     x_train: torch.Tensor | None = None
     y_train: torch.Tensor | None = None
     generated: bool = False  # True: random inputs of the asset's sample shape; accuracy is missing
+    # Optional, for fairness and data metrics: one sensitive value per sample (e.g. sex) and names.
+    sensitive_test: torch.Tensor | None = None
+    sensitive_train: torch.Tensor | None = None
+    sensitive_name: str = ""
+    feature_names: tuple[str, ...] = ()
 
     @property
     def has_labels(self) -> bool:

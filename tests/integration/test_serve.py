@@ -197,18 +197,33 @@ def test_malformed_and_oversized_bodies(service: Service) -> None:
     assert r.status_code == 415 and "application/json" in r.json()["detail"]
 
 
-def test_plan_answers_or_says_not_implemented(service: Service) -> None:
+PLAN = {"workloads": [{"asset": "synthetic-mlp", "constraints": {"throughput_qps": 500}},
+                      {"asset": "synthetic-cnn", "constraints": {"throughput_qps": 500, "latency_p99_ms": 30}}],
+        "inventory": {"local-2c": 4}}
+
+
+def test_plan_is_the_matchers_answer(service: Service) -> None:
     import matcher.api
 
-    body = {"workloads": [{"asset": "synthetic-mlp", "constraints": {"throughput_qps": 500}},
-                          {"asset": "synthetic-cnn", "constraints": {"throughput_qps": 500}}],
-            "inventory": {"local-2c": 4}}
-    r = service.post("/plan", body)
-    if hasattr(matcher.api, "plan_from_sources"):
-        assert r.status_code == 200, r.text
-    else:
+    r = service.post("/plan", PLAN)
+    if not hasattr(matcher.api, "plan_from_sources"):  # a matcher without a planner
         assert r.status_code == 501 and "POST /recommend" in r.json()["detail"]
-    assert service.post("/plan", {"workloads": []}).status_code == 422
+        return
+    assert r.status_code == 200, r.text
+    direct = matcher.api.plan_from_sources(PLAN, results_uri=str(service.store), models_dir=str(service.models))
+    assert _without_timing(r.json()) == _without_timing(json.loads(json.dumps(jsonable(direct))))
+    assert r.json()["feasible"] and len(r.json()["workloads"]) == 2
+
+
+def test_plan_mistakes_are_4xx(service: Service) -> None:
+    r = service.post("/plan", {"workloads": []})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads"
+    r = service.post("/plan", {"workloads": [{"asset": "synthetic-mlp", "constraints": {"accuracy": 2}}]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads.0.constraints.accuracy"
+    r = service.post("/plan", {"workloads": [{"asset": "synthetic-mlp"}, {"asset": "nope"}]})
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "asset"
+    r = service.post("/plan", {**PLAN, "inventory": {"H100-SXM": 2}})
+    assert r.status_code == 422 and "inventory" in r.json()["detail"], r.text
 
 
 def test_openapi_lists_the_routes(service: Service) -> None:
@@ -340,6 +355,24 @@ def test_fuzz_recommend_never_5xx(service: Service, body: bytes) -> None:
     if r.status_code >= 400:
         out = r.json()
         assert out["detail"] and out["status"] == r.status_code
+
+
+_plans = st.fixed_dictionaries(
+    {"workloads": st.lists(st.one_of(_valid, _valid, _requirements), min_size=0, max_size=3)},
+    optional={
+        "inventory": st.dictionaries(st.sampled_from([*sorted(HARDWARE), "H100-SXM"]), st.integers(-1, 20), max_size=3),
+        "budget_per_hour_usd": st.one_of(_positive, st.floats(-1, 1), _json),
+        "objective": st.sampled_from(["cost", "energy", "latency", "speed"]),
+    },
+)
+
+
+@settings(max_examples=50, derandomize=True, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(body=st.one_of(_plans.map(lambda d: json.dumps(d).encode()), _bodies))
+def test_fuzz_plan_never_5xx(service: Service, body: bytes) -> None:
+    r = service.post("/plan", data=body)
+    assert r.status_code < 500, f"{r.status_code} for body {body[:200]!r}: {r.text[:500]}"
 
 
 # ----------------------------------------------------------------------------------------------

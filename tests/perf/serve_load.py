@@ -1,7 +1,7 @@
 """Load on POST /recommend over loopback: Ray Serve (one replica) beside the same FastAPI app served
 by plain uvicorn in the same run, plus what happens when the replica is killed under load.
 
-    python tests/perf/serve_load.py                 # ~3 minutes on a 2-core machine
+    python tests/perf/serve_load.py                 # ~4 minutes on a 2-core machine
     python tests/perf/serve_load.py --quick         # shorter steps, for a smoke run
 
 Figures (each for Serve and for the uvicorn baseline, and their ratio):
@@ -155,22 +155,43 @@ def sequential(url: str, n: int, fresh: bool, offset: int = 0) -> Run:
     return run
 
 
-def max_qps_under_slo(url: str, rates: list[float], duration_s: float, fresh: bool,
-                      label: str) -> tuple[float, list[Run]]:
-    """Step the offered rate up; the answer is the highest rate whose p99 < SLO with no failure."""
-    best, runs = 0.0, []
-    offset = 10_000_000 if fresh else 0
+def step_rates(urls: dict[str, str], rates: list[float], duration_s: float, fresh: bool,
+               what: str) -> dict[str, float]:
+    """Step the offered rate up, each server in turn at each rate (so that both see the same
+    background load on a shared machine). Per server: the highest rate whose p99 < SLO with no
+    failed request; a server that failed a rate is not offered the higher ones."""
+    best = dict.fromkeys(urls, 0.0)
+    live = set(urls)
+    offset = 10_000_000
     for k, qps in enumerate(rates):
-        run = asyncio.run(open_loop(url, qps, duration_s, fresh, seed=k, offset=offset))
-        offset += int(qps * duration_s) + 10
-        runs.append(run)
-        good = run.p99 < SLO_MS and run.failed == 0
-        print(f"  {label:<22} offered {qps:7.1f}/s  achieved {run.achieved_qps:7.1f}/s  p50 {run.p50:8.1f} ms"
-              f"  p99 {run.p99:8.1f} ms  failed {run.failed}", flush=True)
-        if not good:
+        for name, url in urls.items():
+            if name not in live:
+                continue
+            run = asyncio.run(open_loop(url + "/recommend", qps, duration_s, fresh, seed=k, offset=offset))
+            offset += int(qps * duration_s) + 10  # fresh bodies stay fresh across servers and rates
+            print(f"  {name:<8} {what:<12} offered {qps:6.1f}/s achieved {run.achieved_qps:6.1f}/s  "
+                  f"p50 {run.p50:8.1f} ms  p99 {run.p99:8.1f} ms  failed {run.failed}", flush=True)
+            if run.p99 < SLO_MS and run.failed == 0:
+                best[name] = qps
+            else:
+                live.discard(name)
+        if not live:
             break
-        best = qps
-    return best, runs
+    return best
+
+
+def sequential_interleaved(urls: dict[str, str], n: int, fresh: bool, blocks: int = 4) -> dict[str, Run]:
+    """`n` sequential requests per server, in `blocks` alternating blocks."""
+    out = {name: Run(0) for name in urls}
+    offset = 20_000_000
+    for _ in range(blocks):
+        for name, url in urls.items():
+            r = sequential(url + "/recommend", max(n // blocks, 1), fresh, offset=offset)
+            offset += n
+            out[name].latencies_ms += r.latencies_ms
+            for k, v in r.statuses.items():
+                out[name].statuses[k] = out[name].statuses.get(k, 0) + v
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -202,22 +223,6 @@ def _wait_ready(url: str, timeout: float = 60) -> None:
             pass
         time.sleep(0.2)
     raise RuntimeError(f"{url} did not become ready in {timeout} s")
-
-
-def measure(url: str, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    rec = url + "/recommend"
-    sequential(rec, 20, fresh=False)  # warm-up: imports, first solve, connection
-    sequential(rec, 5, fresh=True, offset=-100)
-    out: dict[str, Any] = {}
-    out["seq_cached"] = sequential(rec, args.seq, fresh=False)
-    out["seq_fresh"] = sequential(rec, max(args.seq // 4, 10), fresh=True, offset=1_000_000 if "Serve" in label else 0)
-    print(f"{label}: sequential cached p50 {out['seq_cached'].p50:.2f} ms p99 {out['seq_cached'].p99:.2f} ms; "
-          f"fresh solve p50 {out['seq_fresh'].p50:.1f} ms p99 {out['seq_fresh'].p99:.1f} ms", flush=True)
-    out["max_cached"], out["runs_cached"] = max_qps_under_slo(rec, args.rates, args.step_s, False, f"{label} cached")
-    # Longer steps at the low rates of fresh solves, so that a p99 rests on more than a handful.
-    out["max_fresh"], out["runs_fresh"] = max_qps_under_slo(rec, args.fresh_rates, 2 * args.step_s, True,
-                                                            f"{label} fresh solve")
-    return out
 
 
 def kill_under_load(url: str, replicas: int, qps: float, duration_s: float, kill_at_s: float) -> dict[str, Any]:
@@ -297,24 +302,16 @@ def main() -> None:
     store = tmp / "results"
     write_synthetic_store(store)
 
-    # -- baseline: plain uvicorn, its own process (as the Serve replica is) --------------------
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, __file__, "--uvicorn-server", str(port), str(store)], cwd=ROOT)
-    try:
-        base_url = f"http://127.0.0.1:{port}"
-        _wait_ready(base_url)
-        base = measure(base_url, args, "uvicorn")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-    # -- Ray Serve, one replica -----------------------------------------------------------------
+    # Both servers run side by side and are measured in turn: the baseline is plain uvicorn in
+    # its own process (as the Serve replica is), serving the same FastAPI app and ServiceCore.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     import ray
     from ray import serve
 
     from serve.app import APP_NAME, build_app
 
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--uvicorn-server", str(port), str(store)], cwd=ROOT)
     ray.init(address="local", include_dashboard=False, num_cpus=4, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     kills: list[dict[str, Any]] = []
@@ -323,10 +320,22 @@ def main() -> None:
         serve.start(http_options={"host": "127.0.0.1", "port": sport})
         app_args = {"results_uri": str(store), "num_replicas": 1, "num_cpus": 1}
         serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
-        serve_url = f"http://127.0.0.1:{sport}"
-        _wait_ready(serve_url)
-        srv = measure(serve_url, args, "Serve")
+        urls = {"Serve": f"http://127.0.0.1:{sport}", "uvicorn": f"http://127.0.0.1:{port}"}
+        for url in urls.values():
+            _wait_ready(url)
+            sequential(url + "/recommend", 20, fresh=False)  # warm-up: first solve, connection
+            sequential(url + "/recommend", 5, fresh=True, offset=-1000)
+        seq_cached = sequential_interleaved(urls, args.seq, fresh=False)
+        seq_fresh = sequential_interleaved(urls, max(args.seq // 4, 12), fresh=True)
+        for name in urls:
+            print(f"{name}: sequential cached p50 {seq_cached[name].p50:.2f} ms p99 {seq_cached[name].p99:.2f} ms; "
+                  f"fresh solve p50 {seq_fresh[name].p50:.1f} ms p99 {seq_fresh[name].p99:.1f} ms", flush=True)
+        max_cached = step_rates(urls, args.rates, args.step_s, False, "cached")
+        # Longer steps at the low rates of fresh solves, so that a p99 rests on more than a handful.
+        max_fresh = step_rates(urls, args.fresh_rates, 2 * args.step_s, True, "fresh solve")
+        proc.terminate()
         if not args.skip_kill:
+            serve_url = urls["Serve"]
             # One replica: an outage until Serve has started a new one, then a backlog to drain.
             kills.append(kill_under_load(serve_url, 1, KILL_QPS, 20.0 if args.quick else 40.0, 3.0))
             print(f"kill, 1 replica: {kills[-1]}", flush=True)
@@ -338,9 +347,15 @@ def main() -> None:
             kills.append(kill_under_load(serve_url, 2, KILL_QPS, 15.0 if args.quick else 20.0, 3.0))
             print(f"kill, 2 replicas: {kills[-1]}", flush=True)
     finally:
+        proc.terminate()
+        proc.wait(timeout=30)
         serve.shutdown()
         ray.shutdown()
 
+    srv = {"seq_cached": seq_cached["Serve"], "seq_fresh": seq_fresh["Serve"], "max_cached": max_cached["Serve"],
+           "max_fresh": max_fresh["Serve"]}
+    base = {"seq_cached": seq_cached["uvicorn"], "seq_fresh": seq_fresh["uvicorn"],
+            "max_cached": max_cached["uvicorn"], "max_fresh": max_fresh["uvicorn"]}
     rows = [
         ("sequential p50, cached answer (ms)", srv["seq_cached"].p50, base["seq_cached"].p50),
         ("sequential p99, cached answer (ms)", srv["seq_cached"].p99, base["seq_cached"].p99),

@@ -17,11 +17,11 @@ def test_builtins_follow_the_protocol():
     for name in BUILTIN:
         asset = get_asset(name)
         assert isinstance(asset, Asset) and asset.name == name
-    assert {a["name"] for a in list_assets()} == {"digits-mlp", "tiny-cnn"}
+    assert {a["name"] for a in list_assets()} == {"digits-mlp", "hearts-mlp", "tiny-cnn"}
 
 
 def test_unknown_asset_message_lists_known():
-    with pytest.raises(ValueError, match=r"unknown asset 'resnet'.*\['digits-mlp', 'tiny-cnn'\]"):
+    with pytest.raises(ValueError, match=r"unknown asset 'resnet'.*\['digits-mlp', 'hearts-mlp', 'tiny-cnn'\]"):
         get_asset("resnet")
 
 

@@ -349,3 +349,27 @@ def test_time_limit_is_a_status_not_a_crash():
     assert s.status == "time_limit" and not s.options and "time limit" in s.reason
     ans = recommend(r, c, time_limit_s=0).model_dump()
     assert ans["feasible"] is False and ans["diagnosis"]["message"].startswith("time_limit:")
+
+
+def test_plan_from_sources_answer_and_errors(tmp_path):
+    from matcher.api import plan_from_sources
+
+    p = tmp_path / "c.csv"
+    table().to_csv(p, index=False)
+    doc = {"workloads": [{"constraints": {"throughput_qps": 600}}, {"constraints": {"throughput_qps": 300}}],
+           "inventory": {"local-2c": 1}}
+    ans = plan_from_sources(doc, candidates_csv=p)
+    assert set(ans) == {"feasible", "objective", "cost_per_hour_usd", "workloads", "diagnosis", "solver",
+                        "solve_time_s", "candidates_considered"}
+    assert ans["feasible"] and ans["candidates_considered"] == 8
+    used = [w["option"]["hardware"].get("local-2c", 0) for w in ans["workloads"]]
+    assert sum(used) <= 1  # the shared inventory holds across workloads
+    assert ans["cost_per_hour_usd"] == pytest.approx(sum(w["option"]["cost_per_hour_usd"] for w in ans["workloads"]))
+    json.dumps(ans, allow_nan=False)
+    broke = plan_from_sources({**doc, "budget_per_hour_usd": 0.01}, candidates_csv=p)
+    assert broke["feasible"] is False and "budget_per_hour_usd" in broke["diagnosis"]["blocking"]
+    assert [w["option"] for w in broke["workloads"]] == [None, None]
+    with pytest.raises(RequirementsError, match=r"workloads\.1\.constraints\.latncy_p99_ms: unknown field"):
+        plan_from_sources({"workloads": [{}, {"constraints": {"latncy_p99_ms": 1}}]}, candidates_csv=p)
+    with pytest.raises(RequirementsError, match=r"inventory: unknown hardware \['h100'\]"):
+        plan_from_sources({"workloads": [{}], "inventory": {"h100": 1}}, candidates_csv=p)

@@ -50,8 +50,9 @@ class FakeApi(types.SimpleNamespace):
                              "basis": "measured", "binding": ("throughput_qps",), "band": {}}],
                 "diagnosis": None, "solver": "cbc", "candidates_considered": 6, "sources": sorted(sources)}
 
-    def _plan(self, body: Any, **sources: Any) -> dict[str, Any]:
-        return {"feasible": True, "workloads": len(body["workloads"])}
+    def _plan(self, plan: Any, *, solver: str = "cbc", time_limit_s: float | None = None,
+              **sources: Any) -> dict[str, Any]:
+        return {"feasible": True, "workloads": len(plan.workloads)}
 
 
 @pytest.fixture()
@@ -208,6 +209,21 @@ def test_new_results_are_picked_up(store: Path, fake: FakeApi) -> None:
     assert core.reloads == 1
     # The answer cache belonged to the old data: the matcher is asked again.
     assert core.recommend(core_mod.Requirements(asset="synthetic-mlp")) == first and fake.calls == 2
+
+
+def test_unlistable_sources_degrade_not_fail(store: Path, fake: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=0))
+
+    def broken(uri: str | None) -> tuple:
+        raise OSError("object store unreachable")
+
+    monkeypatch.setattr(core_mod, "_store_files", broken)
+    health = core.health()  # the freshness check runs and fails: reported, not raised
+    assert health["status"] == "degraded" and "unreachable" in " ".join(health["problems"])
+    assert health["data"]["result_rows"] == 12  # the data already loaded is kept
+    assert core.recommend(core_mod.Requirements(asset="synthetic-mlp"))
+    monkeypatch.undo()
+    assert core.health()["status"] == "ok"
 
 
 def test_candidates_csv_source(tmp_path: Path, fake: FakeApi) -> None:

@@ -1,0 +1,463 @@
+"""suggest(): which unmeasured (hardware, configuration) pairs are worth measuring next.
+
+The recommendation is only as good as the numbers under it. A pair that was never measured enters
+it through a performance model, conservatively: its bound (upper latency, lower throughput). A pair
+deserves a measurement when its *optimistic* side could beat the current best option, or when the
+best option itself rests on a prediction (measure it to confirm). Optimism in the face of
+uncertainty, with the MILP as the judge:
+
+1. best = the MILP on measured + predicted (bounds) candidates, as `recommend` answers: objective B.
+2. Every unmeasured pair gets its optimistic numbers: the point estimate mirrored across the
+   conformal band (log scale: point²/bound; accuracy: 2·point − bound). The models store one side
+   of the band only, so the other side is taken as symmetric; a pair without a band is judged at
+   its point estimate.
+3. Solve the MILP with the unmeasured pairs at their optimistic numbers. If its objective V < B,
+   the unmeasured pairs it uses could improve the answer by up to B − V: suggest them, put them
+   back at their conservative numbers, and solve again. Stop when V >= B, or at max_trials.
+   Pairs therefore come out ranked by potential improvement.
+
+Before those, two kinds of pair jump the queue: "confirm" (the best option uses an unmeasured
+pair) and "explore" (a gap the models cannot speak for: a hyperparameter value never measured on
+any hardware, or hardware never measured while its predictions have no band). Without "explore"
+the loop can stop early on a confident-looking extrapolation (a batch size never tried predicted
+like the nearest one measured).
+
+`suggestion_sweeps` turns the pairs into SweepSpec documents that `benchmatch sweep` runs, each an
+exact grid (no trial outside the suggestion), and `refine` runs the whole loop against a `measure`
+function (a real sweep, or an oracle in tests and tests/perf).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from matcher import milp
+from matcher.candidates import (
+    CFG,
+    METRICS,
+    candidates_from_results,
+    clean_value,
+    config_columns,
+    config_dict,
+    config_key,
+    config_keys,
+    merge_candidates,
+    select_rows,
+)
+from matcher.errors import NoDataError
+from matcher.requirements import Requirements, parse_requirements
+
+_TOL = 1e-9
+
+
+def needed_metrics(req: Requirements) -> tuple[str, ...]:
+    """The metrics whose models a requirement can use: fitting only those keeps a refine loop fast."""
+    c = req.constraints
+    out = ["latency_p99_ms", "throughput_qps"]
+    if c.accuracy is not None:
+        out.append("accuracy")
+    if c.energy_per_sample_j is not None:
+        out.append("energy_per_sample_j")
+    if c.max_power_w is not None or req.objective == "energy":
+        out += ["power_w", "energy_per_sample_j"]
+    return tuple(dict.fromkeys(out))
+
+
+@dataclass
+class SuggestedTrial:
+    hardware: str
+    config: dict[str, Any]  # without the cfg_ prefix
+    reason: str  # "confirm": the best option rests on it; "explore": a hyperparameter value never
+    # measured; "improve": its optimistic side beats the best
+    potential_improvement: float | None  # best objective - optimistic objective (None: best infeasible)
+    optimistic_objective: float | None
+    predicted: dict[str, float | None]  # <metric> point, <metric>_bound, <metric>_optimistic
+    local: bool  # a local profile (`benchmatch cluster up` runs it); else needs such a Ray node
+
+
+@dataclass
+class Suggestion:
+    asset: str
+    task: str
+    objective: str
+    best: dict[str, Any] | None  # objective value, hardware mix, config, basis of the current answer
+    trials: list[SuggestedTrial] = field(default_factory=list)
+    grid_size: int = 0  # hardware x configurations considered
+    measured: int = 0  # of those, already measured
+    skipped_hardware: dict[str, str] = field(default_factory=dict)  # no prediction possible, and why
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=_json))
+
+
+def _json(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(type(o).__name__)
+
+
+# ----------------------------------------------------------------------------------------------
+# The grid and the optimistic table
+# ----------------------------------------------------------------------------------------------
+
+
+def config_grid(rows: pd.DataFrame) -> list[dict[str, Any]]:
+    """Every combination of the hyperparameter values seen in `rows` (cfg_ prefix kept), sorted."""
+    cols = config_columns(rows)
+    if not cols:
+        return [{}]
+    values = []
+    for c in cols:
+        seen = {clean_value(v) for v in rows[c].tolist()} - {None}
+        values.append(sorted(seen, key=lambda v: (isinstance(v, str), v)))
+    return [dict(zip(cols, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+def _optimistic(point: np.ndarray, bound: np.ndarray, metric: str) -> np.ndarray:
+    """The other side of the band, taken as symmetric to the conservative one (module docstring)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if metric == "accuracy":
+            opt = np.clip(2 * point - bound, 0.0, 1.0)
+        else:
+            opt = point * point / bound
+    return np.where(np.isfinite(opt) & (opt > 0), opt, point)
+
+
+def optimistic_table(table: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
+    """A copy of `table` whose predicted rows at positions `rows` carry their optimistic numbers."""
+    out = table.copy()
+    idx = np.asarray(list(rows), dtype=int)
+    if len(idx) == 0:
+        return out
+    for m in METRICS:
+        pcol = f"{m}_point"
+        if pcol not in out or m not in out:
+            continue
+        point = pd.to_numeric(out[pcol], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[idx]
+        bound = pd.to_numeric(out[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[idx]
+        opt = _optimistic(point, bound, m)
+        col = out.columns.get_loc(m)
+        out.iloc[idx, col] = np.where(np.isnan(point), bound, opt)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# suggest()
+# ----------------------------------------------------------------------------------------------
+
+
+def candidate_table(
+    req: Requirements,
+    rows: pd.DataFrame,
+    catalog: Mapping[str, Any],
+    modelset: Any,
+    *,
+    configs: Sequence[Mapping[str, Any]] | None = None,
+    hardware: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, dict[str, str], str]:
+    """Measured candidates plus predictions for every unmeasured pair of hardware x configs.
+    Returns (table, skipped hardware -> why, asset)."""
+    from matcher.models import predict_candidates
+
+    ok, asset = select_rows(rows, req.asset, req.task)
+    measured = candidates_from_results(ok, catalog, asset=asset, task=req.task)
+    grid = list(configs) if configs is not None else config_grid(ok)
+    grid = [{(k if str(k).startswith(CFG) else f"{CFG}{k}"): v for k, v in c.items()} for c in grid]
+    names = list(hardware) if hardware is not None else sorted(catalog)
+    if modelset is None or not any(a == asset for a, _ in modelset.models):
+        return measured, {h: "no performance model for the asset" for h in names}, asset
+    predicted = predict_candidates(modelset, catalog, configs=grid, hardware_names=names, asset=asset)
+    skipped = dict(predicted.attrs.get("skipped_hardware", {}))
+    return merge_candidates(measured, predicted).reset_index(drop=True), skipped, asset
+
+
+def _top1(req: Requirements, table: pd.DataFrame, solver: str) -> milp.Option | None:
+    sol = milp.solve(req, table, top_k=1, explain=False, solver=solver)
+    return sol.options[0] if sol.options else None
+
+
+def _pair(table: pd.DataFrame, pos: int, cfg_cols: list[str]) -> tuple[str, dict[str, Any]]:
+    row = table.iloc[pos]
+    return str(row["hardware"]), config_dict(row, cfg_cols)
+
+
+def _predicted_numbers(table: pd.DataFrame, opt_table: pd.DataFrame, pos: int) -> dict[str, float | None]:
+    out: dict[str, float | None] = {}
+    for m in ("latency_p99_ms", "throughput_qps"):
+        point = table.iloc[pos].get(f"{m}_point")
+        out[m] = _f(point)
+        out[f"{m}_bound"] = _f(table.iloc[pos].get(m))
+        out[f"{m}_optimistic"] = _f(opt_table.iloc[pos].get(m))
+    return out
+
+
+def _f(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: pd.DataFrame,
+             cfg_cols: list[str]) -> list[tuple[int, str]]:
+    """Pairs the models cannot speak for, one per gap: a hyperparameter value never measured on any
+    hardware (a model fitted without it has seen nothing of its effect: a tree predicts batch 1
+    like the nearest batch measured, and the band, calibrated on what did vary, says nothing
+    either), and hardware never measured whose predictions have no band. The pair picked is the
+    one with the lowest price per optimistic sample/s among those of the gap."""
+    seen = {c: {clean_value(v) for v in ok[c].tolist()} if c in ok else set() for c in cfg_cols}
+    price = pd.to_numeric(table["price_per_hour_usd"], errors="coerce").to_numpy(dtype=float)
+    thr = pd.to_numeric(opt["throughput_qps"], errors="coerce").to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_sample = np.where(thr > 0, price / thr, np.inf)
+
+    def cheapest(rows: list[int]) -> int:
+        return min(rows, key=lambda i: (np.nan_to_num(per_sample[i], nan=np.inf), i))
+
+    out = []
+    for c in cfg_cols:
+        values = {clean_value(table.iloc[p][c]) for p in predicted} - seen[c] - {None}
+        for v in sorted(values, key=lambda x: (isinstance(x, str), x)):
+            p = cheapest([p for p in predicted if clean_value(table.iloc[p][c]) == v])
+            out.append((p, f"{c[len(CFG):]}={v} was never measured; the models cannot predict its effect, "
+                           "so one trial with it is suggested (reason 'explore')"))
+    # Hardware never measured gets a band from leave-one-hardware-out residuals, which need two
+    # measured types; with one, its predictions have no band and no evidence of a hardware effect.
+    measured_hw = set(ok["hardware"].astype(str))
+    hw = table["hardware"].astype(str).to_numpy()
+    banded = np.zeros(len(table), dtype=bool)
+    for m in ("latency_p99_ms", "throughput_qps"):
+        if f"{m}_point" in table:
+            banded |= pd.to_numeric(table[m], errors="coerce").notna().to_numpy() & \
+                pd.to_numeric(table[f"{m}_point"], errors="coerce").notna().to_numpy()
+    for h in sorted(set(hw[predicted]) - measured_hw):
+        rows = [p for p in predicted if hw[p] == h]
+        if not banded[rows].any():
+            out.append((cheapest(rows), f"{h} was never measured and its predictions have no band (one hardware "
+                                        "type measured); one trial on it is suggested (reason 'explore')"))
+    return out
+
+
+def suggest(
+    req: Requirements | Mapping[str, Any],
+    rows: pd.DataFrame,
+    catalog: Mapping[str, Any],
+    *,
+    modelset: Any = None,
+    configs: Sequence[Mapping[str, Any]] | None = None,
+    hardware: Sequence[str] | None = None,
+    local_only: bool = False,
+    max_trials: int = 10,
+    min_improvement: float = 0.0,
+    solver: str = "cbc",
+) -> Suggestion:
+    """Unmeasured (hardware, configuration) pairs worth measuring for `req`, best first.
+
+    rows: result rows (benchmarks/schema.py). modelset: a fitted ModelSet; None fits one on `rows`
+    (only the metrics `req` needs). configs: the configurations to consider (cfg_ prefix optional;
+    default: every combination of the values seen in `rows`). hardware: catalog names to consider
+    (default: the whole catalog; `local_only` keeps the local profiles). Hardware the models cannot
+    speak for (another class than measured, no price) is listed in `skipped_hardware`.
+    min_improvement: suggest only pairs that could lower the objective by more than this fraction
+    of the best (0: any improvement at all)."""
+    from matcher.models import train_models
+
+    req = parse_requirements(req)
+    req1 = req.model_copy(update={"top_k": 1})
+    ok, asset = select_rows(rows, req.asset, req.task)
+    names = list(hardware) if hardware is not None else sorted(catalog)
+    if local_only:
+        names = [h for h in names if getattr(catalog.get(h), "local", False)]
+    grid = [{(k if str(k).startswith(CFG) else f"{CFG}{k}"): v for k, v in c.items()}
+            for c in (list(configs) if configs is not None else config_grid(ok))]
+    measured_keys = set(ok["hardware"].astype(str) + "|" + config_keys(ok))
+    wanted = {f"{h}|{config_key(c, list(c))}" for h in names for c in grid}
+    if wanted <= measured_keys:
+        modelset = None  # every pair considered is measured: nothing to predict, no fit needed
+    elif modelset is None:
+        modelset = train_models(ok, catalog, assets=[asset], task=req.task, metrics=needed_metrics(req))
+    table, skipped, asset = candidate_table(req1, rows, catalog, modelset, configs=grid, hardware=names)
+    if modelset is None:
+        skipped = {}
+    cfg_cols = config_columns(table)
+    basis = table["basis"].astype(str).to_numpy()
+    predicted = [i for i in range(len(table)) if basis[i] == "predicted"]
+    out = Suggestion(asset=asset, task=req.task, objective=req.objective, best=None,
+                     grid_size=len(wanted), measured=len(wanted & measured_keys), skipped_hardware=skipped)
+    best = _top1(req1, table, solver)
+    B = best.objective_value if best is not None else math.inf
+    rests = [p for p in best.replicas if basis[p] == "predicted"] if best is not None else []
+    if best is not None:
+        out.best = {"objective_value": best.objective_value, "cost_per_hour_usd": best.cost_per_hour_usd,
+                    "hardware": dict(best.mix), "config": config_dict(table.iloc[next(iter(best.replicas))], cfg_cols),
+                    "basis": "predicted" if rests else "measured"}
+    if not predicted:
+        out.notes.append("every (hardware, configuration) considered is measured; nothing to suggest"
+                         if not skipped else "no prediction possible for the unmeasured hardware (skipped_hardware)")
+        return out
+    if best is None:
+        out.notes.append("no option meets the requirements on the current numbers; suggesting the pairs "
+                         "whose optimistic side could make them feasible")
+    chosen: list[int] = []
+    opt_all = optimistic_table(table, predicted)
+
+    def add(p: int, reason: str, gain: float | None = None, value: float | None = None) -> None:
+        hw, cfg = _pair(table, p, cfg_cols)
+        out.trials.append(SuggestedTrial(hw, cfg, reason, gain, value, _predicted_numbers(table, opt_all, p),
+                                         bool(getattr(catalog.get(hw), "local", False))))
+        chosen.append(p)
+
+    for p in rests[:max_trials]:
+        add(p, "confirm")
+    for p, note in _explore(table, ok, predicted, opt_all, cfg_cols):
+        if len(chosen) >= max_trials:
+            break
+        if p not in chosen:
+            add(p, "explore")
+            out.notes.append(note)
+    while len(chosen) < max_trials:
+        pool = [p for p in predicted if p not in chosen]
+        if not pool:
+            break
+        opt = optimistic_table(table, pool)
+        o = _top1(req1, opt, solver)
+        margin = 0.0 if math.isinf(B) else min_improvement * abs(B) if min_improvement > 0 else _TOL * max(1.0, abs(B))
+        if o is None or o.objective_value >= B - margin:
+            break
+        fresh = [p for p in sorted(o.replicas) if p in pool]
+        if not fresh:  # cannot happen: without an optimistic row the optimum is >= B
+            break
+        gain = None if math.isinf(B) else B - o.objective_value
+        for p in fresh[: max_trials - len(chosen)]:
+            add(p, "improve", gain, o.objective_value)
+    if not out.trials:
+        out.notes.append("no unmeasured pair could beat the current best within its band")
+    if any(not t.local for t in out.trials):
+        out.notes.append("pairs with local=false need a Ray node of that hardware type "
+                         "(resource accelerator_type:<name>); --local-only leaves them out")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Sweep files
+# ----------------------------------------------------------------------------------------------
+
+
+def _grids(configs: list[tuple[tuple[str, Any], ...]]) -> list[dict[str, list[Any]]]:
+    """Split a set of configurations into exact grids (a grid's product is exactly its part)."""
+    if not configs:
+        return []
+    keys = [k for k, _ in configs[0]]
+    as_dicts = [dict(c) for c in configs]
+
+    def is_grid(part: list[dict[str, Any]]) -> dict[str, list[Any]] | None:
+        space = {k: sorted({c[k] for c in part}, key=lambda v: (isinstance(v, str), v)) for k in keys}
+        n = math.prod(len(v) for v in space.values()) if space else 1
+        return space if n == len(part) else None
+
+    whole = is_grid(as_dicts)
+    if whole is not None:
+        return [whole]
+    best: list[dict[str, list[Any]]] | None = None
+    for k in keys:  # vary one key per sweep, fix the others: always exact
+        parts: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for c in as_dicts:
+            parts.setdefault(tuple(c[o] for o in keys if o != k), []).append(c)
+        spaces = [is_grid(p) for p in parts.values()]
+        if all(s is not None for s in spaces) and (best is None or len(spaces) < len(best)):
+            best = spaces  # type: ignore[assignment]
+    return best or [{k: [v] for k, v in c.items()} for c in as_dicts]
+
+
+def suggestion_sweeps(
+    suggestion: Suggestion,
+    *,
+    results_uri: str,
+    template: Any = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """SweepSpec documents (dicts, validated) that measure exactly the suggested pairs: hardware
+    with the same configurations share a sweep, and configurations that do not form a grid are
+    split into grids that vary one hyperparameter. template: a SweepSpec whose settings (repeats,
+    seed, loadgen, train, concurrency) are copied."""
+    from benchmarks.spec import SweepSpec  # the sweep file's schema, no measuring code
+
+    by_hw: dict[str, list[tuple[tuple[str, Any], ...]]] = {}
+    for t in suggestion.trials:
+        by_hw.setdefault(t.hardware, []).append(tuple(sorted((k, clean_value(v)) for k, v in t.config.items())))
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for hw, cfgs in by_hw.items():
+        groups.setdefault(tuple(sorted(set(cfgs), key=repr)), []).append(hw)
+    base: dict[str, Any] = {}
+    if template is not None:
+        base = template.model_dump(exclude={"name", "asset", "task", "space", "hardware", "results_uri"})
+    docs = []
+    for cfgs, hws in sorted(groups.items(), key=lambda kv: kv[1]):
+        for space in _grids(list(cfgs)):
+            body = {"asset": suggestion.asset, "task": suggestion.task, "space": space, "hardware": sorted(hws)}
+            digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            prefix = name or f"suggest-{suggestion.asset}"
+            doc = {"name": f"{prefix}-{digest}", **body, **base, "results_uri": results_uri}
+            docs.append(SweepSpec.model_validate(doc).model_dump(mode="json"))
+    return docs
+
+
+# ----------------------------------------------------------------------------------------------
+# The loop: suggest, measure, learn, suggest again
+# ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Round:
+    measured_pairs: int  # distinct (hardware, configuration) measured so far
+    suggested: int  # pairs suggested this round (0: the loop stops)
+    best_objective: float | None  # the recommendation on measured + predicted numbers
+    best: dict[str, Any] | None
+
+
+def refine(
+    req: Requirements | Mapping[str, Any],
+    rows: pd.DataFrame,
+    measure: Callable[[list[SuggestedTrial]], pd.DataFrame],
+    catalog: Mapping[str, Any],
+    *,
+    per_round: int = 2,
+    max_rounds: int = 20,
+    min_improvement: float = 0.0,
+    configs: Sequence[Mapping[str, Any]] | None = None,
+    hardware: Sequence[str] | None = None,
+    solver: str = "cbc",
+) -> tuple[pd.DataFrame, list[Round]]:
+    """Suggest `per_round` pairs, `measure` them (it returns their result rows), re-fit the models,
+    and repeat until nothing is worth measuring or `max_rounds`. Returns (all rows, rounds); the
+    last round's `best` is the recommendation re-derived on everything measured."""
+    req = parse_requirements(req)
+    rounds: list[Round] = []
+    for r in range(max_rounds + 1):
+        s = suggest(req, rows, catalog, configs=configs, hardware=hardware, max_trials=per_round,
+                    min_improvement=min_improvement, solver=solver)
+        pairs = _measured_pairs(rows, req)
+        rounds.append(Round(pairs, len(s.trials), (s.best or {}).get("objective_value"), s.best))
+        if not s.trials or r == max_rounds:
+            break
+        new = measure(s.trials)
+        if new is None or new.empty:
+            raise NoDataError("measure() returned no rows for the suggested trials")
+        rows = pd.concat([rows, new], ignore_index=True, sort=False)
+    return rows, rounds
+
+
+def _measured_pairs(rows: pd.DataFrame, req: Requirements) -> int:
+    ok, _ = select_rows(rows, req.asset, req.task)
+    return int((ok["hardware"].astype(str) + "|" + config_keys(ok)).nunique())

@@ -1,0 +1,77 @@
+"""Figure: how well the performance models predict, per metric, on measured results.
+
+    python tests/perf/prediction_accuracy.py [RESULTS_DIR]        # default /tmp/qsfull
+    python tests/perf/prediction_accuracy.py RESULTS_DIR --synthetic
+
+Fits matcher.models.train_models on the ok rows of the results store (every asset, `infer`) and
+prints ModelSet.summary() as a markdown table: MdAPE (median |predicted - measured| / measured) and
+the share within ±10 %, for held-out configurations (GroupKFold over configurations, gradient
+boosting: a configuration never measured on hardware that was) and leave-one-hardware-out (ridge
+power law: hardware never measured). `--synthetic` adds the same table for the seeded synthetic
+rows of matcher/instances.py (labelled: they are generated, not measured).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+import pandas as pd  # noqa: E402
+
+from benchmarks.store import ResultsStore  # noqa: E402
+from cluster.hardware import load_catalog  # noqa: E402
+from matcher.candidates import config_keys  # noqa: E402
+from matcher.instances import synthetic_result_rows  # noqa: E402
+from matcher.models import train_models  # noqa: E402
+
+
+def pct(v: float | None) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
+
+
+def table(rows: pd.DataFrame, catalog: dict, label: str) -> None:
+    ok = rows[(rows["status"].astype(str) == "ok") & (rows["task"].astype(str) == "infer")]
+    pairs = (ok["hardware"].astype(str) + "|" + config_keys(ok)).nunique()
+    t0 = time.perf_counter()
+    ms = train_models(ok, catalog)
+    fit_s = time.perf_counter() - t0
+    print(f"\n### {label}\n")
+    print(f"{len(ok)} ok rows, {ok['asset'].nunique()} asset(s), {ok['hardware'].nunique()} hardware types "
+          f"({', '.join(sorted(ok['hardware'].astype(str).unique()))}), {pairs} (hardware, configuration) pairs, "
+          f"{ok['repeat'].nunique()} repeat(s); models fitted in {fit_s:.1f} s\n")
+    print("| asset | metric | values | MdAPE held-out config | within ±10% | MdAPE leave-one-hardware-out | within ±10% "
+          "| note |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in ms.summary():
+        print(f"| {r['asset']} | {r['metric']} | {r['n']} | {pct(r['mdape_heldout_config'])} | "
+              f"{pct(r['within10_heldout_config'])} | {pct(r['mdape_loho'])} | {pct(r['within10_loho'])} | "
+              f"{r['note'] or ''} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("results", nargs="?", default="/tmp/qsfull")
+    ap.add_argument("--synthetic", action="store_true", help="also the seeded synthetic rows (labelled)")
+    a = ap.parse_args()
+    catalog = load_catalog()
+    print(f"Python {platform.python_version()}, {os.cpu_count()} logical CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
+    rows = ResultsStore(a.results).read()
+    if rows.empty:
+        raise SystemExit(f"{a.results}: no results; run `benchmatch quickstart` or a sweep first")
+    table(rows, catalog, f"measured: {a.results}")
+    if a.synthetic:
+        syn = synthetic_result_rows(hardware=("local-1c", "local-2c", "aws-c7i.2xlarge"), batches=(1, 2, 4, 8, 16, 32),
+                                    threads=(1, 2, 4, 8), repeats=2, seed=0)
+        table(syn, catalog, "SYNTHETIC (matcher/instances.py, seed 0: 3 CPU types x 6 batch sizes x 4 thread "
+                            "counts x 2 repeats, throughput ~ min(threads, cores)·sqrt(batch), 3% noise) — not a measurement")
+
+
+if __name__ == "__main__":
+    main()
