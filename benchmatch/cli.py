@@ -129,12 +129,17 @@ def _recommend(requirements: Any, a: argparse.Namespace) -> dict[str, Any]:
                                   candidates_csv=a.candidates, models_dir=models, catalog_path=a.catalog)
 
 
+def print_infeasible(what: str, ans: dict[str, Any], emit: Callable[[str], None] = _say) -> None:
+    """The diagnosis of an infeasible answer: what blocks, and the relaxations that would do."""
+    diag = ans.get("diagnosis") or {}
+    emit(f"no feasible {what}: " + str(diag.get("message", "")))
+    for r in diag.get("relaxations") or []:
+        emit(f"  - {r.get('message', r)}")
+
+
 def print_recommendation(ans: dict[str, Any], emit: Callable[[str], None] = _say) -> None:
     if not ans.get("feasible"):
-        diag = ans.get("diagnosis") or {}
-        emit("no feasible option: " + str(diag.get("message", "")))
-        for r in diag.get("relaxations") or []:
-            emit(f"  - {r.get('message', r)}")
+        print_infeasible("option", ans, emit)
         return
     emit(f"recommendation (objective: {ans.get('objective')}, {ans.get('candidates_considered')} candidates, "
          f"{ans.get('solver')} in {ans.get('solve_time_s', 0):.3f} s):")

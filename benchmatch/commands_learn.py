@@ -85,10 +85,9 @@ def _option_lines(o: dict[str, Any]) -> list[str]:
 
 def print_plan(ans: dict[str, Any]) -> None:
     if not ans.get("feasible"):
-        diag = ans.get("diagnosis") or {}
-        _say("no feasible plan: " + str(diag.get("message", "")))
-        for r in diag.get("relaxations") or []:
-            _say(f"  - {r.get('message', r)}")
+        from benchmatch.cli import print_infeasible
+
+        print_infeasible("plan", ans, _say)
         return
     _say(f"plan (objective: {ans['objective']}, {ans['cost_per_hour_usd']:.4f} USD/h in all, "
          f"{ans['candidates_considered']} candidates, {ans['solver']} in {ans['solve_time_s']:.3f} s):")
