@@ -1,6 +1,6 @@
 """Figure: how well the performance models predict, per metric, on measured results.
 
-    python tests/perf/prediction_accuracy.py [RESULTS_DIR]        # default /tmp/qsfull
+    python tests/perf/prediction_accuracy.py [RESULTS_DIR]        # default results (from make quickstart)
     python tests/perf/prediction_accuracy.py RESULTS_DIR --synthetic
 
 Fits matcher.models.train_models on the ok rows of the results store (every asset, `infer`) and
@@ -56,7 +56,7 @@ def table(rows: pd.DataFrame, catalog: dict, label: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="?", default="/tmp/qsfull")
+    ap.add_argument("results", nargs="?", default="results")
     ap.add_argument("--synthetic", action="store_true", help="also the seeded synthetic rows (labelled)")
     a = ap.parse_args()
     catalog = load_catalog()
