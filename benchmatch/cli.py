@@ -161,28 +161,21 @@ def print_recommendation(ans: dict[str, Any], emit: Callable[[str], None] = _say
 
 def _pareto(req: Any, a: argparse.Namespace) -> int:
     from matcher.api import build_candidates
-    from matcher.pareto import pareto_front
+    from matcher.pareto import pareto_answer
 
     models = None if a.candidates else (a.models or _models_dir(a.results))
     cands = build_candidates(req, results_uri=None if a.candidates else a.results, candidates_csv=a.candidates,
                              models_dir=models if models and os.path.isdir(models) else None,
                              catalog_path=a.catalog)
-    front = pareto_front(req, cands)
-    cfg_cols = [c for c in cands.columns if c.startswith("cfg_")]
-    rows = []
-    for p in front:
-        used = cands.iloc[list(p.option.replicas)]
-        rows.append({"latency_p99_ms": p.latency_p99_ms, "cost_per_hour_usd": p.cost_per_hour_usd,
-                     "hardware": p.option.mix,
-                     "config": {c[4:]: used[c].iloc[0] for c in cfg_cols if c in used}})
+    ans = pareto_answer(req, cands)
     if a.json:
-        print(json.dumps({"pareto": rows}, indent=2, default=str))
-        return 0 if rows else 3
-    if not rows:
+        print(json.dumps(ans, indent=2, default=str))
+        return 0 if ans["feasible"] else 3
+    if not ans["feasible"]:
         _say("no feasible option: nothing to put on a cost–latency front (see `recommend` for the diagnosis)")
         return 3
     _say("cost–latency Pareto front (least cost at each p99 bound; ε-constraint):")
-    for r in rows:
+    for r in ans["points"]:
         mix = " + ".join(f"{n}×{hw}" for hw, n in r["hardware"].items())
         cfg = ", ".join(f"{k}={v}" for k, v in r["config"].items())
         _say(f"  p99 ≤ {r['latency_p99_ms']:8.3f} ms   ${r['cost_per_hour_usd']:.4f}/h   {mix}  [{cfg}]")

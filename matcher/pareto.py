@@ -54,3 +54,19 @@ def pareto_front(req: Requirements, candidates: pd.DataFrame, *, solver: str = "
             break
         eps = float(below[-1])
     return points
+
+
+def pareto_answer(req: Requirements, candidates: pd.DataFrame, *, solver: str = "cbc",
+                  time_limit_s: float = 60.0) -> dict:
+    """The JSON answer of `recommend --pareto` and `POST /pareto`: the front as plain data."""
+    front = pareto_front(req, candidates, solver=solver, time_limit_s=time_limit_s)
+    cfg_cols = [c for c in candidates.columns if c.startswith("cfg_")]
+    points = []
+    for p in front:
+        used = candidates.iloc[list(p.option.replicas)]
+        config = {c[4:]: used[c].iloc[0] for c in cfg_cols}
+        points.append({"latency_p99_ms": p.latency_p99_ms, "cost_per_hour_usd": p.cost_per_hour_usd,
+                       "hardware": dict(p.option.mix),
+                       "config": {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}})
+    return {"feasible": bool(points), "objective": "cost", "method": "epsilon-constraint on latency_p99_ms",
+            "points": points}

@@ -300,6 +300,19 @@ def recommend(req: Requirements, core: Core) -> Response:
 
 
 @router.post(
+    "/pareto",
+    summary="The cost–latency Pareto front for one workload",
+    response_class=Response,
+    responses={200: {"description": "`{feasible, objective, method, points: [{latency_p99_ms, "
+                     "cost_per_hour_usd, hardware, config}]}`, slowest-cheapest first."}, **ERROR_RESPONSES},
+)
+def pareto(req: Requirements, core: Core) -> Response:
+    """The answer of `benchmatch recommend --pareto`: the least cost at each p99 bound (ε-constraint),
+    under the other constraints of the same requirements."""
+    return _json(core.pareto(req))
+
+
+@router.post(
     "/plan",
     summary="Place several workloads that share inventory and budget",
     response_class=Response,

@@ -451,6 +451,25 @@ class ServiceCore:
         answer = self._call(snap, req.asset, self._answer, snap, req)
         return self._remember(snap, key, dumps(answer))
 
+    def pareto(self, req: Requirements) -> bytes:
+        """The cost–latency Pareto front (matcher.pareto.pareto_answer), cached like recommend."""
+        snap = self.snapshot()
+        key = "pareto:" + req.model_dump_json()
+        with snap.lock:
+            hit = snap.answers.get(key)
+        if hit is not None:
+            return hit
+        answer = self._call(snap, req.asset, self._pareto_answer, snap, req)
+        return self._remember(snap, key, dumps(answer))
+
+    def _pareto_answer(self, snap: Snapshot, req: Requirements) -> dict[str, Any]:
+        from matcher.pareto import pareto_answer
+
+        api = self._api("build_candidates")
+        s = self.settings
+        return pareto_answer(req, self._candidates(snap, api, req), solver=s.solver,
+                             time_limit_s=s.time_limit_s or 60.0)
+
     def _remember(self, snap: Snapshot, key: str, body: bytes) -> bytes:
         with snap.lock:
             snap.answers[key] = body

@@ -272,3 +272,23 @@ def test_build_app_args() -> None:
     app = build_app({"results_uri": "relative/results", "num_replicas": 2, "num_cpus": 0.5})
     assert app is not None
     assert set(AppArgs.model_fields) >= {"results_uri", "models_dir", "candidates_csv", "catalog_path", "slo_ms"}
+
+
+def test_pareto_route_answers_the_cli_front_with_the_real_matcher(store: Path) -> None:
+    from matcher.api import build_candidates
+    from matcher.pareto import pareto_answer
+    from matcher.requirements import parse_requirements
+
+    client, _ = client_for(ServiceSettings(results_uri=str(store)))
+    body = {"asset": "synthetic-mlp", "constraints": {"throughput_qps": 100}}
+    r = client.post("/pareto", json=body)
+    assert r.status_code == 200, r.text
+    ans = r.json()
+    req = parse_requirements(body)
+    direct = pareto_answer(req, build_candidates(req, results_uri=str(store)))
+    assert ans["feasible"] and [p["cost_per_hour_usd"] for p in ans["points"]] == \
+        [p["cost_per_hour_usd"] for p in direct["points"]]
+    lat = [p["latency_p99_ms"] for p in ans["points"]]
+    assert lat == sorted(lat, reverse=True)
+    bad = client.post("/pareto", json={"constraints": {"latency_p99_ms": -1}})
+    assert bad.status_code == 422 and "constraints.latency_p99_ms" in bad.text
