@@ -43,7 +43,7 @@ import torch.multiprocessing as mp
 from torch import nn
 
 from benchmarks.assets.base import DTYPES, AssetData, config_int
-from benchmarks.training import WARMUP_STEPS, _autocast, _loss, make_optimizer
+from benchmarks.training import WARMUP_STEPS, _autocast, make_optimizer, train_step
 
 PROCESS_GROUP_TIMEOUT = timedelta(minutes=30)  # the baseline runs while the other ranks wait
 # DDP's constructor imports torch._dynamo (seconds): preloaded in the fork server, not in each worker.
@@ -257,16 +257,7 @@ def _train_ddp(asset: Any, ddp: nn.Module, data: Any, job: WorkerJob, device: to
     scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
-        optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
-            loss = _loss(asset, asset.run_batch(ddp, xb), yb)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
+        train_step(asset, ddp, optimizer, scaler, device, dtype, xb, yb)
 
     # Warm-up through DDP (its buckets, gloo/NCCL connections), then back to the initial weights so
     # the measured steps start from the same state in every phase.

@@ -86,6 +86,22 @@ def _autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractCo
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def train_step(asset: Any, model: nn.Module, optimizer: torch.optim.Optimizer, scaler: Any,
+               device: torch.device, dtype: torch.dtype, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    """One optimiser step (autocast, loss scaling for float16); the same step for one process and DDP."""
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, dtype):
+        loss = _loss(asset, asset.run_batch(model, xb), yb)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach()
+
+
 def train_model(
     asset: Any,
     model: nn.Module,
@@ -128,17 +144,7 @@ def train_model(
                 progress({"phase": "resume", "epoch": resume.epoch, "epochs": epochs, "time_lost_s": resume.time_lost_s})
 
     def step(m: nn.Module, opt: torch.optim.Optimizer, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
-        opt.zero_grad(set_to_none=True)
-        with _autocast(device, dtype):
-            loss = _loss(asset, asset.run_batch(m, xb), yb)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-        else:
-            loss.backward()
-            opt.step()
-        return loss.detach()
+        return train_step(asset, m, opt, scaler, device, dtype, xb, yb)
 
     # Warm-up on a copy: kernels, allocator and lazy initialisation, without touching the measured run.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
