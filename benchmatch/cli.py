@@ -11,16 +11,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmatch.sources import DEFAULT_RESULTS, add_source_args, candidate_sources, default_models_dir
+
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_RESULTS = "results"
 
 
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def _models_dir(results: str) -> str:
-    return os.path.join(results, "models") if "://" not in results else "models"
+_models_dir = default_models_dir
 
 
 # ---------------------------------------------------------------- cluster
@@ -122,11 +122,7 @@ def _print_model_summary(rows: list[dict[str, Any]]) -> None:
 def _recommend(requirements: Any, a: argparse.Namespace) -> dict[str, Any]:
     from matcher.api import recommend_from_sources
 
-    models = None if a.candidates else (a.models or _models_dir(a.results))
-    if models and not os.path.isdir(models):
-        models = None
-    return recommend_from_sources(requirements, results_uri=None if a.candidates else a.results,
-                                  candidates_csv=a.candidates, models_dir=models, catalog_path=a.catalog)
+    return recommend_from_sources(requirements, **candidate_sources(a))
 
 
 def print_infeasible(what: str, ans: dict[str, Any], emit: Callable[[str], None] = _say) -> None:
@@ -163,11 +159,7 @@ def _pareto(req: Any, a: argparse.Namespace) -> int:
     from matcher.api import build_candidates
     from matcher.pareto import pareto_answer
 
-    models = None if a.candidates else (a.models or _models_dir(a.results))
-    cands = build_candidates(req, results_uri=None if a.candidates else a.results, candidates_csv=a.candidates,
-                             models_dir=models if models and os.path.isdir(models) else None,
-                             catalog_path=a.catalog)
-    ans = pareto_answer(req, cands)
+    ans = pareto_answer(req, build_candidates(req, **candidate_sources(a)))
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
         return 0 if ans["feasible"] else 3
@@ -331,9 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("recommend", help="recommend hardware × count × configuration for REQUIREMENTS")
     r.add_argument("requirements", help="requirements YAML or JSON")
-    r.add_argument("--results", default=DEFAULT_RESULTS)
-    r.add_argument("--models", help="performance models folder (default: RESULTS/models if present)")
-    r.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
+    add_source_args(r)
     r.add_argument("--pareto", action="store_true", help="print the cost–latency Pareto front instead")
     r.add_argument("--json", action="store_true")
     r.set_defaults(fn=cmd_recommend)
@@ -368,6 +358,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.fn(args) or 0)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`benchmatch ... | head`): not an error; silence the final flush too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (ValueError, KeyError, FileNotFoundError, RuntimeError) as exc:
         # Our errors are ValueError/RuntimeError subclasses whose message names the file or field.
         print(f"benchmatch {args.cmd}: error: {exc}", file=sys.stderr)

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-DEFAULT_RESULTS = "results"
+from benchmatch.sources import DEFAULT_RESULTS, add_source_args, candidate_sources
 
 
 def _say(msg: str) -> None:
@@ -61,13 +61,6 @@ def _load_document(path: str, what: str) -> Any:
         raise RequirementsError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'}: {exc}") from None
 
 
-def _models_or_none(a: argparse.Namespace) -> str | None:
-    if getattr(a, "candidates", None):
-        return None
-    models = a.models or (os.path.join(a.results, "models") if "://" not in a.results else None)
-    return models if models and os.path.isdir(models) else None
-
-
 def _option_lines(o: dict[str, Any]) -> list[str]:
     mix = " + ".join(f"{n}×{hw}" for hw, n in o["hardware"].items())
     cfg = ", ".join(f"{k}={v}" for k, v in (o.get("config") or {}).items())
@@ -104,8 +97,7 @@ def cmd_plan(a: argparse.Namespace) -> int:
     from matcher.requirements import parse_plan
 
     plan = parse_plan(_load_document(a.plan, "plan"), source=a.plan)
-    ans = plan_from_sources(plan, results_uri=None if a.candidates else a.results, candidates_csv=a.candidates,
-                            models_dir=_models_or_none(a), catalog_path=_catalog_path(a))
+    ans = plan_from_sources(plan, **candidate_sources(a))
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
     else:
@@ -185,9 +177,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("plan", help="place several workloads sharing inventory and budget (PLAN: YAML/JSON)")
     p.add_argument("plan", help="plan file: workloads (requirements each), inventory, budget_per_hour_usd, objective")
-    p.add_argument("--results", default=DEFAULT_RESULTS)
-    p.add_argument("--models", help="performance models folder (default: RESULTS/models if present)")
-    p.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
+    add_source_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_plan)
 

@@ -442,25 +442,13 @@ class ServiceCore:
         the same input, so a repeated question costs a dict lookup instead of reading the
         results and solving again. Only successful answers are cached."""
         snap = self.snapshot()
-        key = req.model_dump_json()
-        with snap.lock:
-            hit = snap.answers.get(key)
-            if hit is not None:
-                snap.answers.move_to_end(key)
-                return hit
-        answer = self._call(snap, req.asset, self._answer, snap, req)
-        return self._remember(snap, key, dumps(answer))
+        return self._cached(snap, req.model_dump_json(), lambda: self._call(snap, req.asset, self._answer, snap, req))
 
     def pareto(self, req: Requirements) -> bytes:
         """The cost–latency Pareto front (matcher.pareto.pareto_answer), cached like recommend."""
         snap = self.snapshot()
-        key = "pareto:" + req.model_dump_json()
-        with snap.lock:
-            hit = snap.answers.get(key)
-        if hit is not None:
-            return hit
-        answer = self._call(snap, req.asset, self._pareto_answer, snap, req)
-        return self._remember(snap, key, dumps(answer))
+        return self._cached(snap, "pareto:" + req.model_dump_json(),
+                            lambda: self._call(snap, req.asset, self._pareto_answer, snap, req))
 
     def _pareto_answer(self, snap: Snapshot, req: Requirements) -> dict[str, Any]:
         from matcher.pareto import pareto_answer
@@ -470,7 +458,15 @@ class ServiceCore:
         return pareto_answer(req, self._candidates(snap, api, req), solver=s.solver,
                              time_limit_s=s.time_limit_s or 60.0)
 
-    def _remember(self, snap: Snapshot, key: str, body: bytes) -> bytes:
+    def _cached(self, snap: Snapshot, key: str, compute: Callable[[], Any]) -> bytes:
+        """The answer's JSON bytes from the snapshot's LRU, else computed and remembered. Errors
+        propagate and are not cached."""
+        with snap.lock:
+            hit = snap.answers.get(key)
+            if hit is not None:
+                snap.answers.move_to_end(key)
+                return hit
+        body = dumps(compute())
         with snap.lock:
             snap.answers[key] = body
             while len(snap.answers) > self.settings.answer_cache_size:
@@ -488,15 +484,10 @@ class ServiceCore:
                 kind="NotImplemented",
             )
         snap = self.snapshot()
-        key = "plan:" + plan.model_dump_json()
-        with snap.lock:
-            hit = snap.answers.get(key)
-        if hit is not None:
-            return hit
         known = snap.asset_names()
         unknown = next((w.asset for w in plan.workloads if w.asset is not None and w.asset not in known), None)
-        answer = self._call(snap, unknown, self._plan_answer, snap, plan)
-        return self._remember(snap, key, dumps(answer))
+        return self._cached(snap, "plan:" + plan.model_dump_json(),
+                            lambda: self._call(snap, unknown, self._plan_answer, snap, plan))
 
     # -- helpers -------------------------------------------------------------------------------
 
