@@ -18,6 +18,7 @@ Scenario mapping (see docs/measurement.md):
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import queue
@@ -35,10 +36,13 @@ import torch
 from benchmarks.spec import LoadGenSettings
 
 PERCENTILES = {"p50": "50.00", "p90": "90.00", "p95": "95.00", "p99": "99.00", "p999": "99.90"}
+OFFLINE_COMPLETION_GROUP = 2048  # samples per QuerySamplesComplete call in Offline (see run_loadgen)
 SCENARIO_METRIC = {"SingleStream": "latency_p90_ms", "MultiStream": "latency_p99_ms",
                    "Server": "throughput_samples_per_s", "Offline": "throughput_samples_per_s"}
 
-Predict = Callable[[torch.Tensor], np.ndarray]
+# A model's answer for a batch: one prediction per sample along the first dimension.
+Predictions = torch.Tensor | np.ndarray
+Predict = Callable[[torch.Tensor], Predictions]
 
 
 def _lg() -> Any:
@@ -59,8 +63,8 @@ class QuerySampleLibrary:
 
     def __init__(self, samples: torch.Tensor, labels: np.ndarray | None = None, performance_count: int | None = None):
         self.samples = samples.contiguous()
-        # One view per sample: a SingleStream query then costs a list lookup, not a tensor slice.
-        self._views = list(self.samples.split(1))
+        # One view per sample: a single-sample query then costs a list lookup, not a tensor slice.
+        self.views = list(self.samples.split(1))
         # Batches are gathered by numpy (a few µs, a third of torch's fancy indexing); dtypes numpy
         # lacks (bfloat16) are gathered as same-width integers and viewed back.
         self._np, self._view_as = _numpy_storage(self.samples)
@@ -75,13 +79,38 @@ class QuerySampleLibrary:
     def unload(self, indices: Sequence[int]) -> None:
         self.loaded.difference_update(indices)
 
-    def gather(self, indices: Sequence[int]) -> torch.Tensor:
+    def gather(self, indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         if len(indices) == 1:
-            return self._views[indices[0]]
+            return self.views[indices[0]]
         if self._np is None:
             return self.samples.index_select(0, torch.tensor(indices))
-        batch = torch.from_numpy(self._np.take(np.array(indices, dtype=np.intp), axis=0))
+        batch = torch.from_numpy(self._np.take(indices, axis=0))
         return batch if self._view_as is None else batch.view(self._view_as)
+
+    def batcher(self, batch_size: int) -> Callable[[np.ndarray], torch.Tensor]:
+        """A gather for one SUT: full batches are written into one reused host buffer.
+
+        Building a tensor per batch (`torch.from_numpy`) costs about as much as the gather itself;
+        a buffer filled in place costs neither. It is safe because the SUT runs one batch at a time
+        and is done with it before the next (a GPU predictor synchronises before returning). The
+        buffer is pinned when the samples are, so the copy to the device stays asynchronous.
+        Smaller batches (an Offline tail, a partly filled Server batch) are gathered fresh.
+        """
+        if self._np is None or batch_size < 2:
+            return self.gather
+        buf = torch.empty((batch_size, *self.samples.shape[1:]), dtype=self.samples.dtype,
+                          pin_memory=self.samples.is_pinned())
+        buf_np, _ = _numpy_storage(buf)
+        source, gather = self._np, self.gather
+
+        def gather_batch(indices: np.ndarray) -> torch.Tensor:
+            if len(indices) != batch_size:
+                return gather(indices)
+            # mode="clip": LoadGen's indices are always in range, and "raise" would buffer the output
+            source.take(indices, axis=0, out=buf_np, mode="clip")
+            return buf
+
+        return gather_batch
 
     def construct(self) -> Any:
         return _lg().ConstructQSL(self.total_count, self.performance_count, self.load, self.unload)
@@ -107,33 +136,55 @@ def torch_predictor(
     device: torch.device,
     sync: Callable[[], None] | None = None,
 ) -> Predict:
-    """Wrap `run(batch) -> predictions` into host batch -> int64 numpy predictions, GPU synchronised.
+    """Wrap `run(batch) -> predictions` into host batch -> host predictions, GPU work finished.
 
-    Inference mode is entered once around the whole LoadGen run (see run_loadgen) rather than per
-    query; the check here only covers a caller outside it.
+    On a GPU the batch is copied in and the predictions copied back inside the call, as a server
+    must. On the CPU the model's output tensor is handed over as it is (converting it is only
+    needed when LoadGen logs predictions, and the SUT does it then), so without a `sync` the
+    predictor is `run` itself: no wrapper call per query. Call it inside `torch.inference_mode()`;
+    warm_up, run_loadgen and the Server worker each enter it once for the whole run.
     """
-    on_cpu = device.type == "cpu"
+    if device.type == "cpu":
+        if sync is None:
+            return run
 
-    def _predict(batch: torch.Tensor) -> np.ndarray:
-        out = run(batch if on_cpu else batch.to(device, non_blocking=True))
+        def predict_cpu(batch: torch.Tensor) -> Predictions:
+            out = run(batch)
+            sync()
+            return out
+
+        return predict_cpu
+
+    def predict_device(batch: torch.Tensor) -> Predictions:
+        out = run(batch.to(device, non_blocking=True))
         if sync is not None:
             sync()
-        if not on_cpu or out.dtype != torch.int64:
-            out = out.to("cpu", torch.int64)
-        # A torch call costs ~2 µs on a small VM: skip the reshape when it would be a no-op.
-        return (out if out.dim() == 1 else out.reshape(-1)).numpy()
+        return out.to("cpu")
 
-    def predict(batch: torch.Tensor) -> np.ndarray:
-        if torch.is_inference_mode_enabled():
-            return _predict(batch)
-        with torch.inference_mode():
-            return _predict(batch)
+    return predict_device
 
-    return predict
+
+def predictions_as_int64(preds: Predictions) -> np.ndarray:
+    """Predictions as a flat, contiguous int64 array: what LoadGen's accuracy log records per sample."""
+    if isinstance(preds, torch.Tensor):
+        preds = preds.detach().to("cpu", torch.int64).numpy()
+    return np.ascontiguousarray(preds, dtype=np.int64).reshape(-1)
+
+
+def check_prediction_count(preds: Predictions, expected: int) -> None:
+    got = int(preds.shape[0]) if hasattr(preds, "shape") else len(preds)
+    if got != expected:
+        raise RuntimeError(
+            f"the model returned {got} predictions for {expected} samples; an asset's run_batch/postprocess "
+            f"must return one prediction per sample along the first dimension")
 
 
 class SystemUnderTest:
     """Runs each issued query inline, in batches of at most `batch_size`, and completes its samples.
+
+    It is built on LoadGen's fast SUT interface, which hands over plain lists of sample ids and
+    indices rather than one Python object per sample: per-sample Python work is what limits a
+    harness around a fast model (see docs/performance.md).
 
     An exception in the model must not escape into LoadGen's thread (it would abort the process) nor
     leave samples incomplete (LoadGen would wait forever): it is kept in `error`, the samples are
@@ -148,34 +199,80 @@ class SystemUnderTest:
         self.batch_size = max(int(batch_size), 1)
         self.error: BaseException | None = None
         self.completed = 0
+        self._respond = _lg().QuerySampleResponse
+        self._complete = _lg().QuerySamplesComplete
+        self._gather = qsl.batcher(self.batch_size)
+        # Response objects are reused: QuerySamplesComplete copies them, and building and freeing
+        # one Python object per sample costs four times as much as setting its id.
+        self.group_completions(self.batch_size)
         # Predictions are handed to LoadGen only when it logs them (AccuracyOnly): in performance
         # mode LoadGen ignores response data, and pointer bookkeeping would only add overhead.
-        self.return_data = False
+        self._return_data = False
+        self._single_fast = True  # no data to return and no error yet: see run_samples
 
-    def run_samples(self, samples: Sequence[Any]) -> None:
-        lg = _lg()
-        for start in range(0, len(samples), self.batch_size):
-            chunk = samples[start : start + self.batch_size]
+    @property
+    def return_data(self) -> bool:
+        return self._return_data
+
+    @return_data.setter
+    def return_data(self, value: bool) -> None:
+        self._return_data = bool(value)
+        self._single_fast = self.error is None and not self._return_data
+
+    def _fail(self, exc: BaseException) -> None:
+        self.error = exc
+        self._single_fast = False
+
+    def run_samples(self, ids: list[int], indices: list[int]) -> None:
+        if self._single_fast and len(ids) == 1:
+            # SingleStream and most Server queries: this path is the harness's per-query cost, so it
+            # is kept to a list lookup, the model call and one response. The prediction count was
+            # checked at warm-up.
+            try:
+                self.predict(self.qsl.views[indices[0]])
+                self.completed += 1
+            except BaseException as exc:  # noqa: BLE001 - kept and re-raised after the test
+                self._fail(exc)
+            one = self._one
+            one[0].id = ids[0]
+            self._complete(one)
+            return
+        predict, respond, complete, gather = self.predict, self._respond, self._complete, self._gather
+        pool, bs, n = self._responses, self.batch_size, len(ids)
+        idx = np.fromiter(indices, dtype=np.intp, count=n)  # once per query, not once per batch
+        first = 0  # ids[first:start] have run and wait for one completion call
+        for start in range(0, n, bs):
+            stop = start + bs if start + bs < n else n
             if self.error is None:
                 try:
-                    preds = self.predict(self.qsl.gather([s.index for s in chunk]))
-                    if len(preds) != len(chunk):
-                        raise RuntimeError(f"model returned {len(preds)} predictions for {len(chunk)} samples")
-                    if self.return_data:
-                        preds = np.ascontiguousarray(preds, dtype=np.int64)
-                        base = preds.ctypes.data
-                        responses = [lg.QuerySampleResponse(s.id, base + 8 * i, 8) for i, s in enumerate(chunk)]
-                    else:
-                        responses = [lg.QuerySampleResponse(s.id, 0, 0) for s in chunk]
-                    lg.QuerySamplesComplete(responses)
-                    self.completed += len(chunk)
-                    continue
+                    preds = predict(gather(idx[start:stop]))
+                    if preds.shape[0] != stop - start:
+                        check_prediction_count(preds, stop - start)
+                    self.completed += stop - start
+                    if self._return_data:
+                        values = predictions_as_int64(preds)
+                        base = values.ctypes.data
+                        complete([respond(i, base + 8 * k, 8) for k, i in enumerate(ids[start:stop])])
+                        first = stop
+                        continue
                 except BaseException as exc:  # noqa: BLE001 - kept and re-raised after the test
-                    self.error = exc
-            lg.QuerySamplesComplete([lg.QuerySampleResponse(s.id, 0, 0) for s in chunk])
+                    self._fail(exc)
+            # No data to hand over (performance mode, or after a failure): the reused response
+            # objects get their ids once per completion call, when the next batch would not fit.
+            if stop - first + bs > len(pool) or stop == n:
+                responses = pool if stop - first == len(pool) else pool[: stop - first]
+                for r, i in zip(responses, ids[first:stop], strict=True):
+                    r.id = i
+                complete(responses)
+                first = stop
 
-    def issue_queries(self, samples: list[Any]) -> None:
-        self.run_samples(samples)
+    def group_completions(self, samples: int) -> None:
+        """Hand LoadGen completions in groups of up to `samples` (Offline: see run_loadgen)."""
+        size = max(self.batch_size, int(samples))
+        self._responses = [self._respond(0, 0, 0) for _ in range(size)]
+        self._one = self._responses[:1]
+
+    issue_queries = run_samples  # LoadGen calls this on its issue thread
 
     def flush_queries(self) -> None:
         pass
@@ -187,11 +284,17 @@ class SystemUnderTest:
         pass
 
     def construct(self) -> Any:
-        return _lg().ConstructSUT(self.issue_queries, self.flush_queries)
+        return _lg().ConstructFastSUT(self.issue_queries, self.flush_queries)
+
+    def destroy(self, handle: Any) -> None:
+        _lg().DestroyFastSUT(handle)
 
     def raise_if_failed(self) -> None:
         if self.error is not None:
             raise RuntimeError(f"the model failed during the LoadGen run: {self.error}") from self.error
+
+
+_ZEROS = itertools.repeat(0)  # endless: zips against any id list as (data pointer, size) = (0, 0)
 
 
 class ServerSUT(SystemUnderTest):
@@ -203,12 +306,12 @@ class ServerSUT(SystemUnderTest):
 
     def __init__(self, predict: Predict, qsl: QuerySampleLibrary, batch_size: int):
         super().__init__(predict, qsl, batch_size)
-        self._queue: queue.Queue[Any] = queue.Queue()
+        self._queue: queue.Queue[tuple[int, int] | None] = queue.Queue()
         self._worker: threading.Thread | None = None
 
-    def issue_queries(self, samples: list[Any]) -> None:
-        for s in samples:
-            self._queue.put(s)
+    def issue_queries(self, ids: list[int], indices: list[int]) -> None:
+        for pair in zip(ids, indices, strict=True):
+            self._queue.put(pair)
 
     def start(self) -> None:
         self._worker = threading.Thread(target=self._serve, name="benchmatch-server-sut", daemon=True)
@@ -228,8 +331,8 @@ class ServerSUT(SystemUnderTest):
             first = self._queue.get()
             if first is None:
                 return
-            batch, stop = [first], False
-            while len(batch) < self.batch_size:
+            ids, indices, stop = [first[0]], [first[1]], False
+            while len(ids) < self.batch_size:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
@@ -237,8 +340,9 @@ class ServerSUT(SystemUnderTest):
                 if item is None:
                     stop = True
                     break
-                batch.append(item)
-            self.run_samples(batch)
+                ids.append(item[0])
+                indices.append(item[1])
+            self.run_samples(ids, indices)
             if stop:
                 return
 
@@ -275,23 +379,28 @@ def warm_up(
 
     Each timed step is what the SUT does per batch (gather from the QSL, predict, build LoadGen's
     responses) so that the Offline sample count and expected latencies LoadGen derives from it
-    are right even where per-sample bookkeeping outweighs a tiny model.
+    are right even where per-sample bookkeeping outweighs a tiny model. The first call at each size
+    also checks that the model answers one prediction per sample, which the SUT's single-sample
+    path then need not re-check per query.
     """
-    lg = _lg()
+    respond = _lg().QuerySampleResponse
 
     def median_time(n: int) -> float:
         idx = [i % qsl.total_count for i in range(n)]
+        check_prediction_count(predict(qsl.gather(idx)), n)
         times: list[int] = []
         t_end = time.perf_counter() + min_time_s
         while len(times) < max_iters and (len(times) < min_iters or time.perf_counter() < t_end):
             t0 = time.perf_counter_ns()
             predict(qsl.gather(idx))
-            [lg.QuerySampleResponse(i, 0, 0) for i in idx]
+            list(map(respond, idx, _ZEROS, _ZEROS))
             times.append(time.perf_counter_ns() - t0)
         later = sorted(times[len(times) // 2 :])
         return max(later[len(later) // 2], 1) / 1e9
 
-    return Calibration(single_latency_s=median_time(1), batch_latency_s=median_time(batch_size), batch_size=batch_size)
+    with torch.inference_mode():
+        single, batch = median_time(1), median_time(batch_size)
+    return Calibration(single_latency_s=single, batch_latency_s=batch, batch_size=batch_size)
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -376,6 +485,11 @@ def run_loadgen(
     log_settings.enable_trace = False
     sut_handle, qsl_handle = sut.construct(), qsl.construct()
     sut.return_data = test_settings.mode == lg.TestMode.AccuracyOnly
+    # Each QuerySamplesComplete call costs LoadGen about 13 µs whatever its size. Offline reports
+    # only the time of the last completion, so there completions are grouped; every other scenario
+    # times each sample and gets its completion the moment its batch is done.
+    offline = test_settings.scenario == lg.TestScenario.Offline
+    sut.group_completions(OFFLINE_COMPLETION_GROUP if offline else sut.batch_size)
     sut.start()
     try:
         # Non-Server scenarios call the SUT on this thread: one inference-mode context for the run.
@@ -384,7 +498,7 @@ def run_loadgen(
     finally:
         sut.stop()
         lg.DestroyQSL(qsl_handle)
-        lg.DestroySUT(sut_handle)
+        sut.destroy(sut_handle)
     trace = out / "mlperf_log_trace.json"
     if trace.exists() and trace.stat().st_size == 0:
         trace.unlink()

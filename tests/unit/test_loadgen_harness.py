@@ -157,3 +157,102 @@ def test_gather_keeps_dtype_and_values(dtype):
     q = lgh.QuerySampleLibrary(x)
     got = q.gather([7, 2, 2])
     assert got.dtype == dtype and torch.equal(got, x[[7, 2, 2]])
+
+
+def test_wrong_prediction_count_is_named_at_warm_up(qsl):
+    def predict(batch):
+        return np.zeros(len(batch) + 1, dtype=np.int64)
+
+    with pytest.raises(RuntimeError, match="returned 2 predictions for 1 samples"):
+        lgh.warm_up(predict, qsl, 4, min_iters=1, min_time_s=0.0)
+
+
+def test_wrong_prediction_count_in_a_batch_fails_the_run(qsl, tmp_path):
+    def predict(batch):
+        return np.zeros(1, dtype=np.int64)
+
+    with pytest.raises(RuntimeError, match="returned 1 predictions for 8 samples"):
+        lgh.run_scenario("Offline", lgh.SystemUnderTest(predict, qsl, 8), qsl, SETTINGS,
+                         lgh.Calibration(1e-3, 1e-3, 8), tmp_path)
+
+
+def test_cpu_predictor_hands_over_the_model_output_and_accuracy_converts_it(qsl, tmp_path):
+    # On the CPU the predictor adds no wrapper; LoadGen's accuracy log still gets int64 predictions.
+    def run(batch):
+        return (batch[:, 0] / 2).long() % 3
+
+    predict = lgh.torch_predictor(run, torch.device("cpu"))
+    assert predict is run
+    acc = lgh.run_accuracy(lgh.SystemUnderTest(predict, qsl, 5), qsl, SETTINGS, lgh.Calibration(1e-4, 1e-4, 5),
+                           tmp_path)
+    assert acc == 1.0
+
+
+def test_predictions_as_int64_flattens_tensors_and_arrays():
+    assert lgh.predictions_as_int64(torch.tensor([[1], [2]], dtype=torch.int32)).tolist() == [1, 2]
+    out = lgh.predictions_as_int64(np.array([True, False]))
+    assert out.dtype == np.int64 and out.flags.c_contiguous and out.tolist() == [1, 0]
+
+
+def test_predictor_with_sync_calls_it_per_batch():
+    calls = []
+    predict = lgh.torch_predictor(lambda x: x[:, 0].long(), torch.device("cpu"), sync=lambda: calls.append(1))
+    with torch.inference_mode():
+        assert predict(torch.ones(3, 2)).tolist() == [1, 1, 1]
+    assert calls == [1]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_batcher_fills_one_buffer_for_full_batches(dtype):
+    x = torch.randn(10, 3).to(dtype)
+    gather = lgh.QuerySampleLibrary(x).batcher(3)
+    first = gather(np.array([7, 2, 2]))
+    assert first.dtype == dtype and torch.equal(first, x[[7, 2, 2]])
+    second = gather(np.array([0, 1, 9]))
+    assert second.data_ptr() == first.data_ptr() and torch.equal(second, x[[0, 1, 9]])
+    tail = gather(np.array([4]))  # a short batch is gathered fresh, leaving the buffer alone
+    assert torch.equal(tail, x[[4]]) and torch.equal(second, x[[0, 1, 9]])
+
+
+def _recording_sut(predict, qsl, batch):
+    sut = lgh.SystemUnderTest(predict, qsl, batch)
+    sizes, real = [], sut._complete
+
+    def complete(responses):
+        sizes.append(len(responses))
+        real(responses)
+
+    sut._complete = complete
+    return sut, sizes
+
+
+def test_offline_groups_completions_and_multistream_does_not(qsl, tmp_path):
+    def predict(batch):
+        return np.zeros(len(batch), dtype=np.int64)
+
+    sut, sizes = _recording_sut(predict, qsl, 8)
+    calib = lgh.Calibration(1e-3, 1e-3, 8)  # 440 samples in one Offline query: one group
+    run = lgh.run_scenario("Offline", sut, qsl, SETTINGS, calib, tmp_path / "off")
+    assert sizes == [440] and run.samples == 440 and sut.completed == 440
+    sut, sizes = _recording_sut(predict, qsl, 4)
+    run = lgh.run_scenario("MultiStream", sut, qsl, SETTINGS, lgh.Calibration(1e-4, 1e-4, 4), tmp_path / "ms")
+    assert set(sizes) == {4} and len(sizes) == run.query_count
+
+
+@pytest.mark.parametrize("accuracy", [False, True])
+def test_failure_mid_query_completes_every_sample_and_is_raised(qsl, tmp_path, accuracy):
+    calls = []
+
+    def predict(batch):
+        calls.append(len(batch))
+        if len(calls) == 2:
+            raise ValueError("second batch broke")
+        return np.zeros(len(batch), dtype=np.int64)
+
+    sut = lgh.SystemUnderTest(predict, qsl, 8)
+    with pytest.raises(RuntimeError, match="second batch broke"):  # and LoadGen did not wait forever
+        if accuracy:
+            lgh.run_accuracy(sut, qsl, SETTINGS, lgh.Calibration(1e-3, 1e-3, 8), tmp_path)
+        else:
+            lgh.run_scenario("Offline", sut, qsl, SETTINGS, lgh.Calibration(1e-3, 1e-3, 8), tmp_path)
+    assert len(calls) == 2 and sut.completed == 8
