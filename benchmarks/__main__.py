@@ -40,8 +40,10 @@ def main(argv: list[str] | None = None) -> int:
             from cluster.probe import probe_local
 
             spec = load_sweep(a.config)
+            if a.results:  # LoadGen logs and checkpoints go beside the rows, not to the file's folder
+                spec = spec.model_copy(update={"results_uri": a.results})
             hw = probe_local() if a.hardware == "probe" else load_catalog(a.catalog)[a.hardware]
-            store = ResultsStore(a.results or spec.results_uri)
+            store = ResultsStore(spec.results_uri)
             n = run_sweep_locally(spec, hw, store)
             print(f"{n} trial repeats written to {store.uri}")
             return 0

@@ -63,10 +63,10 @@ def test_offline_batches_and_sample_floor(qsl, tmp_path):
         sizes.append(len(batch))
         return np.zeros(len(batch), dtype=np.int64)
 
-    calib = lgh.Calibration(1e-3, 1e-3, 8)  # expected 8000 samples/s -> 1.1 x 0.05 s x 8000 = 440 samples
+    calib = lgh.Calibration(1e-3, 1e-3, 8)  # warm-up 8000 samples/s, expected 2 x -> 1.1 x 0.05 s x 16000 = 880
     run = lgh.run_scenario("Offline", lgh.SystemUnderTest(predict, qsl, 8), qsl, SETTINGS, calib, tmp_path)
-    assert run.samples == 440 and sum(sizes) == 440 and max(sizes) == 8
-    assert run.latency_ns["p50"] is None and run.target_qps == pytest.approx(8000)
+    assert run.samples == 880 and sum(sizes) == 880 and max(sizes) == 8
+    assert run.latency_ns["p50"] is None and run.target_qps == pytest.approx(16000)
 
 
 def test_server_uses_target_and_bound(qsl, tmp_path):
@@ -231,9 +231,9 @@ def test_offline_groups_completions_and_multistream_does_not(qsl, tmp_path):
         return np.zeros(len(batch), dtype=np.int64)
 
     sut, sizes = _recording_sut(predict, qsl, 8)
-    calib = lgh.Calibration(1e-3, 1e-3, 8)  # 440 samples in one Offline query: one group
+    calib = lgh.Calibration(1e-3, 1e-3, 8)  # 880 samples in one Offline query: one group
     run = lgh.run_scenario("Offline", sut, qsl, SETTINGS, calib, tmp_path / "off")
-    assert sizes == [440] and run.samples == 440 and sut.completed == 440
+    assert sizes == [880] and run.samples == 880 and sut.completed == 880
     sut, sizes = _recording_sut(predict, qsl, 4)
     run = lgh.run_scenario("MultiStream", sut, qsl, SETTINGS, lgh.Calibration(1e-4, 1e-4, 4), tmp_path / "ms")
     assert set(sizes) == {4} and len(sizes) == run.query_count
