@@ -14,8 +14,6 @@ rows of matcher/instances.py (labelled: they are generated, not measured).
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -23,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import pandas as pd  # noqa: E402
+from perf_common import machine_line, read_results_or_exit  # noqa: E402
 
-from benchmarks.store import ResultsStore  # noqa: E402
 from cluster.hardware import load_catalog  # noqa: E402
 from matcher.candidates import config_keys  # noqa: E402
 from matcher.instances import synthetic_result_rows  # noqa: E402
@@ -60,11 +58,8 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true", help="also the seeded synthetic rows (labelled)")
     a = ap.parse_args()
     catalog = load_catalog()
-    print(f"Python {platform.python_version()}, {os.cpu_count()} logical CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start")
-    rows = ResultsStore(a.results).read()
-    if rows.empty:
-        raise SystemExit(f"{a.results}: no results; run `benchmatch quickstart` or a sweep first")
+    print(machine_line())
+    rows = read_results_or_exit(a.results)
     table(rows, catalog, f"measured: {a.results}")
     if a.synthetic:
         syn = synthetic_result_rows(hardware=("local-1c", "local-2c", "aws-c7i.2xlarge"), batches=(1, 2, 4, 8, 16, 32),

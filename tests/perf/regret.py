@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -37,8 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from perf_common import machine_line, read_results_or_exit  # noqa: E402
 
-from benchmarks.store import ResultsStore  # noqa: E402
 from cluster.hardware import load_catalog  # noqa: E402
 from matcher import milp  # noqa: E402
 from matcher.candidates import (  # noqa: E402
@@ -187,11 +186,8 @@ def main() -> None:
     ap.add_argument("--synthetic", action="store_true")
     a = ap.parse_args()
     catalog = load_catalog()
-    print(f"Python {platform.python_version()}, {os.cpu_count()} logical CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start; seed {a.seed}")
-    rows = ResultsStore(a.results).read()
-    if rows.empty:
-        raise SystemExit(f"{a.results}: no results; run `benchmatch quickstart` or a sweep first")
+    print(machine_line(a.seed))
+    rows = read_results_or_exit(a.results)
     t0 = time.perf_counter()
     stats = run(rows, catalog, splits=a.splits, n_req=a.requirements, seed=a.seed)
     report(stats, f"measured: {a.results}", pair_keys(slim(rows)).nunique(), a.splits, a.requirements,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -32,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from perf_common import machine_line, read_results_or_exit  # noqa: E402
 from regret import best_cost, draw_requirements, pair_keys, slim  # noqa: E402
 
-from benchmarks.store import ResultsStore  # noqa: E402
 from cluster.hardware import load_catalog  # noqa: E402
 from matcher import milp  # noqa: E402
 from matcher.candidates import CFG, candidates_from_results, config_columns, config_key  # noqa: E402
@@ -146,11 +145,8 @@ def main() -> None:
     ap.add_argument("--synthetic-per-round", type=int, default=3)
     a = ap.parse_args()
     catalog = load_catalog()
-    print(f"Python {platform.python_version()}, {os.cpu_count()} logical CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start; seed {a.seed}")
-    rows = ResultsStore(a.results).read()
-    if rows.empty:
-        raise SystemExit(f"{a.results}: no results; run `benchmatch quickstart` or a sweep first")
+    print(machine_line(a.seed))
+    rows = read_results_or_exit(a.results)
     t0 = time.perf_counter()
     res = run(rows, catalog, n_req=a.requirements, starts=a.starts, seed=a.seed, per_round=a.per_round,
               max_rounds=a.max_rounds, start_share=0.25)
