@@ -10,6 +10,7 @@ and the error, so that a sweep goes on.
 
 from __future__ import annotations
 
+import os
 import random
 import socket
 import time
@@ -24,7 +25,7 @@ import torch
 from torch import nn
 
 from benchmarks import loadgen_harness as lgh
-from benchmarks.assets import get_asset
+from benchmarks.assets import get_asset, loadable_ref
 from benchmarks.assets.base import AssetData, config_dtype, config_int
 from benchmarks.checkpoint import TrainCheckpoint, fingerprint
 from benchmarks.environment import static_environment, window_environment
@@ -39,13 +40,14 @@ from benchmarks.sensors import (
 )
 from benchmarks.spec import SCENARIOS, TrialSpec
 from benchmarks.training import TrainResult, _autocast, train_model
+from cluster.errors import BenchmatchError
 from cluster.probe import cpu_count
 
 Progress = Callable[[dict[str, Any]], None]
 TASKS = ("train", "infer")
 
 
-class TrialError(RuntimeError):
+class TrialError(BenchmatchError, RuntimeError):
     """The trial cannot run as configured on this machine (e.g. a GPU asked for, none present)."""
 
 
@@ -58,6 +60,7 @@ class TrialContext:
     device: torch.device
     dtype: torch.dtype
     num_threads: int
+    cpu_set: list[int] | None
     gpu_indices: list[int]
     sync: Callable[[], None] | None
     data: AssetData
@@ -71,8 +74,13 @@ class TrialContext:
         return config_int(self.spec.config, "batch_size", 1 if self.spec.task == "infer" else 64)
 
     def log_dir(self, part: str) -> Path:
-        s = self.spec
-        return Path(s.log_dir) / s.sweep_id / f"{s.trial_id}-r{s.repeat}" / part
+        return self.spec.trial_dir / part
+
+    def window(self) -> MeasurementWindow:
+        """A fresh measurement window; on a GPU the peak-memory counter restarts with it."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        return MeasurementWindow(self.gpu_indices, self.sync)
 
 
 # ------------------------------------------------------------------------------------------ public
@@ -85,11 +93,12 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
     failure is returned as rows with status "failed".
     """
     t0 = time.perf_counter_ns()
-    asset = get_asset(spec.asset)
+    asset = get_asset(loadable_ref(spec.loader_ref, spec.asset_source))
     _validate(spec, asset)
     scenarios = list(spec.loadgen.scenarios) if spec.task == "infer" else ["train"]
     emit = _safe(progress)
     prev_threads = torch.get_num_threads()
+    prev_cpus = _affinity()
     try:
         emit({"phase": "setup", "asset": spec.asset, "task": spec.task, "hardware": spec.hardware.name})
         try:
@@ -101,6 +110,8 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
             rows = _measure_infer(ctx, emit) if spec.task == "infer" else [_measure_train(ctx, emit)]
     finally:
         torch.set_num_threads(prev_threads)
+        if prev_cpus is not None:  # a reused Ray worker must not keep the last trial's pinning
+            os.sched_setaffinity(0, prev_cpus)
     duration = (time.perf_counter_ns() - t0) / 1e9
     for row in rows:
         row["duration_s"] = duration
@@ -109,11 +120,43 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
     return rows
 
 
+def _affinity() -> set[int] | None:
+    try:
+        return set(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity API (macOS): nothing to pin or restore
+        return None
+
+
+def resolve_cpu_set(spec: TrialSpec) -> list[int] | None:
+    """The CPUs an emulated (local) profile's trial is pinned to, or None for real hardware.
+
+    Emulated nodes share one machine: without pinning, a 1-core profile's single thread migrates
+    over every core and a 2-core profile's threads compete with whatever else runs, so profiles
+    were measured out of order between runs. A profile of k cores gets the last k CPUs of this
+    process's mask (CPU 0 serves most interrupts); one trial at a time per machine keeps them apart."""
+    hw = spec.hardware
+    available = _affinity()
+    if not hw.local or available is None:
+        return None
+    cpus = sorted(available)
+    if hw.cpu_cores > len(cpus):
+        raise TrialError(f"profile {hw.name!r} emulates {hw.cpu_cores} cores, but this machine offers "
+                         f"{len(cpus)} (CPUs {cpus}); use a profile with at most {len(cpus)} cores")
+    return cpus[-hw.cpu_cores:]
+
+
 def resolve_threads(spec: TrialSpec) -> int:
-    """cfg threads if given (as asked, even above the core count), else the granted or nominal CPUs,
-    capped at the CPUs this process can use so that an emulated profile never oversubscribes."""
+    """cfg threads if given, else the granted or nominal CPUs, capped at the CPUs this process can use.
+
+    An emulated profile refuses more threads than its cores: the result would describe
+    oversubscription of a machine that does not exist, not the profile."""
     if "threads" in spec.config:
-        return config_int(spec.config, "threads", 1)
+        threads = config_int(spec.config, "threads", 1)
+        if spec.hardware.local and threads > spec.hardware.cpu_cores:
+            n = spec.hardware.cpu_cores
+            raise TrialError(f"threads={threads} exceeds the {n} core{'s' if n != 1 else ''} that profile "
+                             f"{spec.hardware.name!r} emulates; use threads <= {n}")
+        return threads
     return max(1, min(spec.num_cpus or spec.hardware.cpu_cores, cpu_count()))
 
 
@@ -162,6 +205,9 @@ def seed_everything(seed: int) -> None:
 
 
 def _set_up(spec: TrialSpec, asset: Any) -> TrialContext:
+    cpu_set = resolve_cpu_set(spec)
+    if cpu_set is not None:
+        os.sched_setaffinity(0, cpu_set)
     num_threads = resolve_threads(spec)
     device = resolve_device(spec)
     dtype = resolve_dtype(spec, device)
@@ -179,7 +225,8 @@ def _set_up(spec: TrialSpec, asset: Any) -> TrialContext:
     else:
         model = model.to(device)  # float32 master weights; `dtype` is the autocast compute type
     return TrialContext(
-        spec=spec, asset=asset, device=device, dtype=dtype, num_threads=num_threads, gpu_indices=gpu_indices,
+        spec=spec, asset=asset, device=device, dtype=dtype, num_threads=num_threads, cpu_set=cpu_set,
+        gpu_indices=gpu_indices,
         sync=sync, data=data, model=model, env=static_environment(gpu_indices),
         parameters=sum(p.numel() for p in model.parameters()),
         # Training keeps float32 weights (autocast computes in `dtype`), so count with float32 inputs.
@@ -242,9 +289,7 @@ def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
             else:
                 sut_cls = lgh.ServerSUT if scenario == "Server" else lgh.SystemUnderTest
                 sut = sut_cls(predict, qsl, ctx.batch_size)
-                if ctx.device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(ctx.device)
-                with MeasurementWindow(ctx.gpu_indices, ctx.sync) as window:
+                with ctx.window() as window:
                     run = lgh.run_scenario(scenario, sut, qsl, spec.loadgen, calib, ctx.log_dir(scenario), seed=spec.seed)
                 stats = window.stats
             row = _infer_row(ctx, run, stats, accuracy)
@@ -278,10 +323,7 @@ def _server_search(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.
     The row reports the best passing probe (its run and its window); when none passed, the lowest
     offered load tried, with server_max_qps_within_bound missing.
     """
-    def window() -> MeasurementWindow:
-        if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
-        return MeasurementWindow(ctx.gpu_indices, ctx.sync)
+    window = ctx.window
 
     def on_probe(p: lgh.ServerProbe) -> None:
         emit({"phase": "server_probe", "target_qps": p.target_qps, "passed": p.passed,
@@ -326,9 +368,7 @@ def _measure_train(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
     holder: dict[str, MeasurementWindow] = {}
 
     def window() -> MeasurementWindow:
-        if ctx.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(ctx.device)
-        holder["w"] = MeasurementWindow(ctx.gpu_indices, ctx.sync)
+        holder["w"] = ctx.window()
         return holder["w"]
 
     try:
@@ -380,7 +420,7 @@ def _checkpoint(spec: TrialSpec) -> TrainCheckpoint | None:
         return None
     key = fingerprint(spec.sweep_id, spec.trial_id, spec.repeat, spec.asset, spec.config, spec.seed,
                       spec.train.model_dump(), spec.hardware.name)
-    folder = Path(spec.log_dir) / spec.sweep_id / f"{spec.trial_id}-r{spec.repeat}"
+    folder = spec.trial_dir
     return TrainCheckpoint(folder / "checkpoint.pt", key)
 
 
@@ -403,7 +443,7 @@ def _measure_scaling(ctx: TrialContext, emit: Progress) -> dict[str, Any]:
         workers = config_int(spec.config, "workers", 1)
         threads = config_int(spec.config, "threads", 1)  # per worker: a worker is a fixed amount of compute
         result, weights = run_scaling(
-            spec.asset, ctx.data, dict(spec.config), config_int(spec.config, "epochs", spec.train.epochs),
+            loadable_ref(spec.loader_ref, spec.asset_source), ctx.data, dict(spec.config), config_int(spec.config, "epochs", spec.train.epochs),
             spec.train.quality_target, spec.seed, workers=workers, threads_per_worker=threads, dtype=ctx.dtype,
             use_cuda=use_cuda, out_dir=ctx.log_dir("scaling"), window=window,
         )
@@ -452,7 +492,7 @@ def _base_row(spec: TrialSpec, scenario: str, num_threads: int | None,
     hw = spec.hardware
     row.update({
         "sweep_id": spec.sweep_id, "trial_id": spec.trial_id, "repeat": int(spec.repeat), "scenario": scenario,
-        "asset": spec.asset, "task": spec.task, "status": "ok", "error": "",
+        "asset": spec.asset, "asset_ref": spec.loader_ref, "task": spec.task, "status": "ok", "error": "",
         "hardware": hw.name, "accelerator_type": hw.accelerator_type,
         "device_count": 1 if ctx is not None and ctx.device.type == "cuda" else 0,
         "num_threads": int(num_threads) if num_threads is not None else None,
@@ -465,6 +505,7 @@ def _base_row(spec: TrialSpec, scenario: str, num_threads: int | None,
     env = ctx.env if ctx is not None else static_environment()
     row.update(env)
     if ctx is not None:
+        row["cpu_set"] = ",".join(map(str, ctx.cpu_set)) if ctx.cpu_set is not None else ""
         row["parameters"] = ctx.parameters
         row["flops_per_sample"] = ctx.flops_per_sample
     return row
@@ -490,6 +531,14 @@ def _window_columns(ctx: TrialContext, stats: WindowStats, samples: int | None) 
     }
 
 
+def failed_rows(spec: TrialSpec, exc: BaseException) -> list[dict[str, Any]]:
+    """The rows of a (trial, repeat) that could not run at all, one per planned scenario, with the
+    error; the traceback goes beside the logs. A sweep records them and goes on."""
+    _write_error(spec, exc)
+    scenarios = list(spec.loadgen.scenarios) if spec.task == "infer" else ["train"]
+    return [_failed_row(spec, sc, exc, None) for sc in scenarios]
+
+
 def _failed_row(spec: TrialSpec, scenario: str, exc: BaseException, num_threads: int | None,
                 ctx: TrialContext | None = None) -> dict[str, Any]:
     row = _base_row(spec, scenario, num_threads, ctx)
@@ -500,7 +549,7 @@ def _failed_row(spec: TrialSpec, scenario: str, exc: BaseException, num_threads:
 def _write_error(spec: TrialSpec, exc: BaseException, scenario: str = "") -> None:
     """The traceback beside the LoadGen logs, so that a failed row can be explained later."""
     try:
-        folder = Path(spec.log_dir) / spec.sweep_id / f"{spec.trial_id}-r{spec.repeat}"
+        folder = spec.trial_dir
         folder.mkdir(parents=True, exist_ok=True)
         name = f"error-{scenario}.txt" if scenario else "error.txt"
         (folder / name).write_text("".join(traceback.format_exception(exc)))

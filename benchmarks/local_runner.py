@@ -51,7 +51,7 @@ def run_sweep_locally(
     """
     say = progress or (lambda _msg: None)
     trials = local_trials(spec, hardware)
-    done = store.done(spec.name) if resume else set()
+    done = store.done(spec.name, ok_only=True) if resume else set()
     todo = [t for t in trials if (t.trial_id, t.repeat) not in done]
     if len(todo) < len(trials):
         say(f"{spec.name}: {len(trials) - len(todo)} of {len(trials)} trial repeats already in {store.uri}; skipped")

@@ -11,17 +11,21 @@ import itertools
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from cluster import yamlfile
+from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
+
+if TYPE_CHECKING:  # loading assets imports torch; reading a sweep file must not
+    from benchmarks.assets import ResolvedAsset
 
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline")
 
 
-class SpecError(ValueError):
+class SpecError(BenchmatchError, ValueError):
     """A sweep file is unusable; the message names the file, line or field."""
 
 
@@ -70,7 +74,7 @@ class SweepSpec(BaseModel):
     """A sweep file: the asset, task, hyperparameter space, hardware targets and settings."""
 
     model_config = ConfigDict(extra="forbid")
-    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$")
+    name: str = Field(..., pattern=r"^[A-Za-z0-9._-]+$", max_length=128)
     asset: str
     task: Literal["train", "infer"] = "infer"
     space: dict[str, list[Any]] = Field(default_factory=dict, description="hyperparameter -> values (grid)")
@@ -82,6 +86,13 @@ class SweepSpec(BaseModel):
     results_uri: str = "results"
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_one_path_component(cls, v: str) -> str:
+        if v in (".", "..") or v.startswith("."):
+            raise ValueError("must not start with '.': the name is a folder of the results store")
+        return v
 
     @field_validator("space")
     @classmethod
@@ -100,21 +111,25 @@ class SweepSpec(BaseModel):
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep YAML; errors name the file and the field (or the YAML line)."""
     path = Path(path)
+    if not path.is_file() and not path.exists():
+        raise SpecError(f"{path}: sweep file not found")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise SpecError(f"{path}: sweep file not found") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise SpecError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        doc = yamlfile.load(path)
+    except yamlfile.YamlError as exc:
+        raise SpecError(str(exc)) from None
     if not isinstance(doc, dict):
         raise SpecError(f"{path}: expected a mapping with keys name, asset, task, space, hardware, ...")
     try:
-        return SweepSpec.model_validate(doc)
+        spec = SweepSpec.model_validate(doc)
     except ValidationError as exc:
         msgs = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
         raise SpecError(f"{path}: " + "; ".join(msgs)) from exc
+    from benchmarks.assets import resolve_asset_path
+
+    try:  # a relative `file.py:Object` means: where the user runs the command, else beside the sweep file
+        return spec.model_copy(update={"asset": resolve_asset_path(spec.asset, [path.resolve().parent])})
+    except ValueError as exc:
+        raise SpecError(f"{path}: {exc}") from exc
 
 
 def trial_id(asset: str, task: str, hardware: str, config: dict[str, Any]) -> str:
@@ -130,7 +145,7 @@ class TrialSpec:
     sweep_id: str
     trial_id: str
     repeat: int
-    asset: str
+    asset: str  # the asset's own name (rows, ids)
     task: str
     hardware: HardwareSpec
     config: dict[str, Any]
@@ -139,6 +154,17 @@ class TrialSpec:
     train: TrainSettings = field(default_factory=TrainSettings)
     log_dir: str = "results/logs"
     num_cpus: int | None = None  # CPUs granted to the trial (Ray resources); caps torch threads
+    asset_ref: str = ""  # how to load the asset when it differs from its name (`file.py:Object`, `module:Object`)
+    asset_source: str | None = None  # a file asset's text, so the trial loads it on any node
+
+    @property
+    def loader_ref(self) -> str:
+        return self.asset_ref or self.asset
+
+    @property
+    def trial_dir(self) -> Path:
+        """This (trial, repeat)'s folder for LoadGen logs, checkpoints and error tracebacks."""
+        return Path(self.log_dir) / self.sweep_id / f"{self.trial_id}-r{self.repeat}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,22 +181,41 @@ class TrialSpec:
         return cls(**d)
 
 
-def expand_trials(spec: SweepSpec, catalog: dict[str, HardwareSpec]) -> list[TrialSpec]:
+def check_asset(spec: SweepSpec) -> ResolvedAsset:
+    """Load the sweep's asset here, once, before any trial is scheduled: a broken asset is one clear
+    SpecError, not a failure (and retries) per trial."""
+    from benchmarks.assets import get_asset, resolve_asset
+
+    try:
+        asset = resolve_asset(spec.asset)
+    except ValueError as exc:
+        raise SpecError(str(exc)) from exc
+    tasks = tuple(getattr(get_asset(asset.ref), "tasks", ()))
+    if spec.task not in tasks:
+        raise SpecError(f"asset {asset.name!r} supports tasks {list(tasks)}, not {spec.task!r}")
+    return asset
+
+
+def expand_trials(spec: SweepSpec, catalog: dict[str, HardwareSpec],
+                  asset: ResolvedAsset | None = None) -> list[TrialSpec]:
     """Every (hardware, config, repeat) of a sweep, with unknown hardware named in the error."""
     unknown = [h for h in spec.hardware if h not in catalog]
     if unknown:
         raise SpecError(f"hardware {unknown} not in the catalog; known: {sorted(catalog)}")
+    asset = asset or check_asset(spec)
+    ref = asset.ref if asset.ref != asset.name else ""
     out = []
     for hw in spec.hardware:
         for cfg in spec.configs():
-            tid = trial_id(spec.asset, spec.task, hw, cfg)
+            tid = trial_id(asset.name, spec.task, hw, cfg)
             for rep in range(spec.repeats):
                 out.append(
                     TrialSpec(
-                        sweep_id=spec.name, trial_id=tid, repeat=rep, asset=spec.asset, task=spec.task,
+                        sweep_id=spec.name, trial_id=tid, repeat=rep, asset=asset.name, task=spec.task,
                         hardware=catalog[hw], config=dict(cfg), seed=spec.seed + rep,
                         loadgen=spec.loadgen, train=spec.train,
                         log_dir=f"{spec.results_uri}/logs" if "://" not in spec.results_uri else "results/logs",
+                        asset_ref=ref, asset_source=asset.source,
                     )
                 )
     return out

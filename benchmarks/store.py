@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping
@@ -24,16 +25,33 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from benchmarks.schema import BY_NAME, KEY_COLUMNS
+from cluster.errors import BenchmatchError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
 
-class StoreError(RuntimeError):
+class StoreError(BenchmatchError, RuntimeError):
     """A results file or row is unusable; the message names the file or the field."""
 
 
+NAME_RULE = "1-128 characters of letters, digits, '.', '_', '=' or '-', not starting with '.'"
+
+
+def check_name(value: str, what: str) -> str:
+    """A name that becomes one path component of the store (a sweep id, a trial id), or a StoreError.
+
+    One rule wherever a name becomes a path: `..`, `.`, a leading dot (hidden, so never read back),
+    a separator or an empty name would write outside the sweep's folder or lose the file."""
+    text = str(value)
+    if not text or len(text) > 128 or text.startswith(".") or _SAFE.search(text):
+        raise StoreError(f"{what} {text!r} is not a valid name: use {NAME_RULE}")
+    return text
+
+
 def _safe(part: str) -> str:
-    return _SAFE.sub("_", str(part)) or "_"
+    """A path component for an id that may carry other characters (hardware names of imports):
+    those become '_'; what would still leave the folder or hide the file is refused."""
+    return check_name(_SAFE.sub("_", str(part)), "name")
 
 
 def _coerce(rows: list[dict[str, Any]]) -> pa.Table:
@@ -114,6 +132,38 @@ class ResultsStore:
             self.fs.move(tmp, final)
         return final
 
+    def repeat_ok(self, sweep_id: str, trial_id: str, repeat: int) -> bool | None:
+        """Whether a (sweep, trial, repeat) is written with every row ok; None when not written (or unreadable)."""
+        path = self.path_for(sweep_id, trial_id, repeat)
+        try:
+            with self.fs.open_input_file(path) as fh:
+                status = pq.read_table(fh, columns=["status"]).column("status").to_pylist()
+        except (FileNotFoundError, pa.ArrowInvalid, OSError, KeyError):
+            return None
+        return all(s == "ok" for s in status)
+
+    def remove_orphans(self, older_than_s: float = 600.0) -> list[str]:
+        """Delete temp files of writes that never finished (a killed writer), older than `older_than_s`.
+
+        A write takes milliseconds, so an old temp file belongs to no running writer; a young one may
+        (another sweep writing now) and is left alone."""
+        base = self.root
+        if self.fs.get_file_info(base).type == pafs.FileType.NotFound:
+            return []
+        now = time.time()
+        removed = []
+        for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+            if info.type != pafs.FileType.File or not (info.base_name.startswith(".") and info.base_name.endswith(".tmp")):
+                continue
+            mtime = info.mtime.timestamp() if info.mtime is not None else now
+            if now - mtime > older_than_s:
+                try:
+                    self.fs.delete_file(info.path)
+                    removed.append(info.path)
+                except OSError:
+                    pass
+        return removed
+
     def files(self, sweep_id: str | None = None) -> list[str]:
         base = f"{self.root}/{_safe(sweep_id)}" if sweep_id else self.root
         info = self.fs.get_file_info(base)
@@ -126,14 +176,20 @@ class ResultsStore:
             if f.type == pafs.FileType.File and f.path.endswith(".parquet") and not f.base_name.startswith(".")
         )
 
-    def done(self, sweep_id: str) -> set[tuple[str, int]]:
-        """(trial_id, repeat) pairs already written for a sweep, read from file names alone."""
+    def done(self, sweep_id: str, *, ok_only: bool = False) -> set[tuple[str, int]]:
+        """(trial_id, repeat) pairs already written for a sweep, read from file names alone; with
+        `ok_only`, only those whose rows all succeeded (that reads the files' status column)."""
         out = set()
         for path in self.files(sweep_id):
             stem = path.rsplit("/", 1)[1][: -len(".parquet")]
             trial, _, rep = stem.rpartition("-r")
             if rep.isdigit():
                 out.add((trial, int(rep)))
+        if ok_only and out:
+            df = self.read(sweep_id)
+            if "status" in df.columns and not df.empty:
+                failed = df.loc[df["status"] != "ok", ["trial_id", "repeat"]]
+                out -= {(str(t), int(r)) for t, r in failed.itertuples(index=False)}
         return out
 
     def read(self, sweep_id: str | None = None, *, on_corrupt: str = "warn") -> pd.DataFrame:

@@ -11,6 +11,7 @@ that outlives the short-lived trial actors, so their last values stay scrapeable
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
@@ -20,13 +21,14 @@ from typing import Any
 
 from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
 from benchmarks.store import ResultsStore
+from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
 
 PUBLISHER_NAME = "benchmatch-metrics"
 PUBLISHER_NAMESPACE = "benchmatch"
 
 
-class SweepError(RuntimeError):
+class SweepError(BenchmatchError, RuntimeError):
     """The sweep cannot run as asked; the message says what to change."""
 
 
@@ -43,6 +45,10 @@ class SweepReport:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def summary(self) -> str:
+        return (f"sweep {self.sweep_id}: {self.ran} trial repeats run ({self.failed} failed), "
+                f"{self.already_done} already done, {self.wall_s:.1f} s. Results: {self.results_uri}")
 
 
 def _publisher_cls() -> Any:
@@ -90,11 +96,10 @@ def _trial_fn(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from benchmarks.core import run_trial
+    from benchmarks.core import failed_rows, run_trial
 
     t = config["trial"]
     store = ResultsStore(t["results_uri"])
-    done = store.done(t["sweep_id"])
     publisher = ray.get_actor(PUBLISHER_NAME, namespace=PUBLISHER_NAMESPACE)
     node_id = ray.get_runtime_context().get_node_id()
     node_ip = ray.util.get_node_ip_address()
@@ -106,11 +111,14 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
     for spec_dict in t["repeats"]:
         spec = TrialSpec.from_dict(spec_dict)
-        if (spec.trial_id, spec.repeat) in done:
-            continue  # written by an earlier attempt of this trial
+        if store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
+            continue  # written by an earlier attempt of this trial (a worker died after writing it)
         publisher.started.remote(tags, t["planned"])
         t0 = time.monotonic()
-        rows = run_trial(spec, progress=forward)
+        try:
+            rows = run_trial(spec, progress=forward)
+        except Exception as exc:  # noqa: BLE001 - a trial that cannot run is a failed row, not a Tune retry
+            rows = failed_rows(spec, exc)
         for row in rows:
             row["node_id"], row["node_ip"] = node_id, node_ip
         store.write(rows)
@@ -125,12 +133,27 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
 
 def _connect(address: str | None) -> None:
+    """Connect to the named cluster. Never `address="auto"`: with several Ray instances on a machine,
+    "auto" picks any of them, and a sweep must land on the cluster it was meant for."""
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: dict[str, Any] = {"logging_level": "ERROR", "log_to_driver": False}
-    ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", **kwargs)
+    target = address or os.environ.get("RAY_ADDRESS")
+    if not target:
+        raise SweepError("not connected to a Ray cluster: pass --address (or set RAY_ADDRESS), start "
+                         "`benchmatch cluster up`, or run `benchmatch sweep` to start an embedded one")
+    ray.init(address=target, logging_level="ERROR", log_to_driver=False)
+
+
+def gcs_address() -> str:
+    """The GCS address of the cluster this process is connected to (named in placement errors)."""
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().gcs_address)
+    except Exception:  # an older Ray without the field: the message is still useful without it
+        return "unknown"
 
 
 def check_cluster(targets: list[HardwareSpec]) -> None:
@@ -148,7 +171,7 @@ def check_cluster(targets: list[HardwareSpec]) -> None:
     if missing:
         have = sorted({k for n in nodes for k in n["Resources"] if k.startswith("accelerator_type:")})
         raise SweepError(
-            f"no node of this Ray cluster can run hardware {missing}: a node needs the resource "
+            f"no node of the Ray cluster at {gcs_address()} can run hardware {missing}: a node needs the resource "
             f"'accelerator_type:<name>' and the profile's CPUs/GPUs. Nodes offer {have or 'none'}. "
             "Start `benchmatch cluster up`, add nodes with those resources, or remove the targets from the sweep."
         )
@@ -189,12 +212,14 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
 
     store = ResultsStore(spec.results_uri)
     trials = expand_trials(spec, catalog)
-    done = store.done(spec.name)
-    if done and not resume:
+    for path in store.remove_orphans():
+        progress(f"  removed {path}: the temp file of a write that never finished")
+    if store.done(spec.name) and not resume:
         raise SweepError(
-            f"sweep '{spec.name}' already has {len(done)} results in {spec.results_uri}; pass --resume to run "
-            "only the missing trials, or give the sweep another name"
+            f"sweep '{spec.name}' already has {len(store.done(spec.name))} results in {spec.results_uri}; pass "
+            "--resume to run only the missing (and failed) trials, or give the sweep another name"
         )
+    done = store.done(spec.name, ok_only=True)  # a resumed sweep measures failed repeats again
     report = SweepReport(spec.name, spec.results_uri, planned=len(trials),
                          already_done=sum((t.trial_id, t.repeat) in done for t in trials))
     _connect(address)
@@ -240,11 +265,19 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             if res.error:
                 report.trial_failures.append(f"{res.config['trial']['trial_id']}: {str(res.error).splitlines()[0]}")
     report.wall_s = time.monotonic() - t0
-    after = store.done(spec.name)
+    planned = {(t.trial_id, t.repeat) for t in trials}
+    after = store.done(spec.name) & planned
     report.ran = len(after) - report.already_done
     df = store.read(spec.name)
     if not df.empty and "status" in df.columns:
-        report.failed = int(df.loc[df["status"] != "ok", ["trial_id", "repeat"]].drop_duplicates().shape[0])
+        bad = df.loc[df["status"] != "ok"].drop_duplicates(["trial_id", "repeat"])
+        report.failed = len(bad)
+        report.trial_failures += [f"{r.trial_id} r{r.repeat}: {r.error}" for r in bad.itertuples()]
+        if len(bad):
+            first = bad.iloc[0]
+            progress(f"  {len(bad)} trial repeats failed; first: {first['trial_id']} r{first['repeat']}: "
+                     f"{first['error']} (traceback in the trial's error.txt under {spec.results_uri}/logs); "
+                     "fix the cause and run again with --resume to measure only those")
     missing = report.planned - len(after)
     if missing:
         progress(f"  {missing} trial repeats are missing after the sweep; run again with --resume")
@@ -276,3 +309,53 @@ def load_and_run(path: str, *, address: str | None = None, resume: bool = False,
     """Read a sweep file and run it on the cluster this process is connected to (or `address`)."""
     spec, catalog = prepare(path, catalog_path=catalog_path, results_uri=results_uri)
     return run_sweep(spec, catalog, address=address, resume=resume, progress=progress)
+
+
+# ---- the `sweep` command, shared by `benchmatch sweep` and `python -m benchmarks sweep` (ray job submit)
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="sweep file (YAML): asset, task, space, hardware, repeats, loadgen, ...")
+    p.add_argument("--address", help="Ray address to run on (default: $RAY_ADDRESS, else the cluster of "
+                                     "`benchmatch cluster up`, else an embedded local cluster)")
+    p.add_argument("--resume", action="store_true",
+                   help="measure only the trial repeats missing from the results store, and the failed ones")
+    p.add_argument("--results", help="results URI: a folder, s3:// or gs:// (default: the sweep file's results_uri)")
+    p.add_argument("--json", action="store_true", help="print the sweep report as JSON")
+
+
+def _in_job_package() -> bool:
+    """Whether this driver runs inside `ray job submit`'s unpacked working dir."""
+    return "working_dir_files" in os.getcwd()
+
+
+def sweep_command(a: argparse.Namespace, say: Callable[[str], None] = print) -> int:
+    """Run the sweep file `a.config` as asked; exit 0 when every trial repeat succeeded, 1 otherwise.
+
+    The asset and catalog are checked before any cluster starts, so a broken asset is one line."""
+    import json
+
+    from cluster.local import connect
+
+    # Under `ray job submit` the driver's working directory is Ray's unpacked package, which Ray
+    # deletes and re-extracts while this driver registers (seen with Ray 2.60): read every file
+    # first, make paths absolute, and leave that directory before connecting.
+    in_job = _in_job_package()
+    results = a.results
+    if in_job and not (results and ("://" in results or os.path.isabs(results))):
+        raise SpecError("under `ray job submit`, give --results an absolute path or a s3:// / gs:// URI: "
+                        "a relative path would land in Ray's temporary copy of the working dir and be lost")
+    catalog_path = getattr(a, "catalog", None)
+    spec, catalog = prepare(a.config, catalog_path=catalog_path, results_uri=results)
+    if in_job:
+        os.chdir(os.path.expanduser("~"))
+    owned = connect(a.address, catalog_path, progress=say)
+    try:
+        report = run_sweep(spec, catalog, resume=a.resume, progress=say)
+    finally:
+        if owned:
+            owned.shutdown()
+    if a.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        say(report.summary())
+    return 1 if report.trial_failures else 0

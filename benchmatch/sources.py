@@ -18,7 +18,7 @@ def default_models_dir(results: str) -> str:
 
 
 def add_source_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--results", default=DEFAULT_RESULTS)
+    p.add_argument("--results", default=DEFAULT_RESULTS, help="results store to answer from")
     p.add_argument("--models", help="performance models folder (default: RESULTS/models if present)")
     p.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
 

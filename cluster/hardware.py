@@ -7,14 +7,15 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
+from cluster import yamlfile
+from cluster.errors import BenchmatchError
 
 DEFAULT_CATALOG = Path(__file__).resolve().parent.parent / "configs" / "hardware.yaml"
 RESOURCE_PREFIX = "accelerator_type:"
 NODE_LABEL = "ray.io/accelerator-type"
 
 
-class CatalogError(ValueError):
+class CatalogError(BenchmatchError, ValueError):
     """A hardware catalog entry is malformed; the message names the file, entry and field."""
 
 
@@ -83,12 +84,12 @@ def _spec_from_entry(entry: Any, where: str) -> HardwareSpec:
 def load_catalog(path: str | os.PathLike[str] | None = None) -> dict[str, HardwareSpec]:
     """Read a catalog YAML (`hardware: [ {name, accelerator_type, ...}, ... ]`), keyed by name."""
     path = Path(path or os.environ.get("BENCHMATCH_CATALOG", DEFAULT_CATALOG))
+    if not path.exists():
+        raise CatalogError(f"{path}: hardware catalog not found")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except FileNotFoundError as exc:
-        raise CatalogError(f"{path}: hardware catalog not found") from exc
-    except yaml.YAMLError as exc:
-        raise CatalogError(f"{path}: not valid YAML: {exc}") from exc
+        doc = yamlfile.load(path)
+    except yamlfile.YamlError as exc:
+        raise CatalogError(str(exc)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("hardware"), list):
         raise CatalogError(f"{path}: expected a top-level key 'hardware' holding a list of entries")
     catalog: dict[str, HardwareSpec] = {}

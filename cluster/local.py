@@ -11,29 +11,64 @@ clusters started here, never when connecting to an existing (e.g. KubeRay) clust
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from cluster.errors import ClusterError
 from cluster.hardware import NODE_LABEL, HardwareSpec, load_catalog, local_profiles
 
 STATE_DIR = Path(os.environ.get("BENCHMATCH_HOME", Path.home() / ".benchmatch"))
 STATE_FILE = STATE_DIR / "cluster.json"
+TEMP_PREFIX = "bm-ray-"
+OWNER_FILE = "owner.json"  # in each cluster's temp root: which process owns it (for orphan clean-up)
+# Ray's unix socket paths live under the temp dir and must stay below ~107 characters.
+_MAX_TEMP_BASE = 40
+
+
+def secure_token_file() -> Path:
+    """Make sure ~/.ray/auth_token exists readable by its owner only (0600, folder 0700).
+
+    Ray writes a new token with the process umask (0644 seen): any local user could then read it
+    and submit jobs. We create it ourselves, atomically with its final mode, and tighten an
+    existing one of ours."""
+    from ray._private.authentication import authentication_token_setup as auth
+    from ray._private.authentication.authentication_token_generator import generate_new_authentication_token
+
+    path = auth._get_default_token_path()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        st = path.stat()
+        if st.st_uid == os.getuid() and st.st_mode & 0o077:
+            os.chmod(path, 0o600)
+    else:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(generate_new_authentication_token())
+    if path.parent.stat().st_uid == os.getuid() and path.parent.stat().st_mode & 0o077:
+        os.chmod(path.parent, 0o700)
+    return path
 
 
 def token_auth() -> None:
     """Turn Ray's token authentication on for clusters started here, as `ray.init()` does for its
-    own; an explicit RAY_AUTH_MODE is respected. The token lives in ~/.ray/auth_token."""
+    own; an explicit RAY_AUTH_MODE is respected. The token lives in ~/.ray/auth_token (0600)."""
     from ray._private.authentication import authentication_token_setup as auth
 
-    auth.enable_token_auth_by_default()
+    enabled = auth.enable_token_auth_by_default()
+    if enabled or os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        secure_token_file()
     auth.ensure_token_if_auth_enabled(None, create_token_if_missing=True)
 
 
@@ -66,6 +101,66 @@ def is_loopback(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
+def _process_start(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch), or None when it does not exist."""
+    import psutil
+
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def _is_same_process(pid: int, started: float) -> bool:
+    """A pid is recycled by the OS: it names the same process only if it started at the same time."""
+    now = _process_start(pid)
+    return now is not None and abs(now - started) < 1.0
+
+
+def _temp_base() -> str:
+    """Where cluster temp roots go: $RAY_TMPDIR when short enough for Ray's socket paths, else /tmp."""
+    base = os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()
+    return base if len(base) <= _MAX_TEMP_BASE and os.path.isdir(base) else "/tmp"
+
+
+def clean_orphaned_temp_roots(base: str | None = None) -> list[str]:
+    """Remove the temp roots of clusters whose owning process is gone (killed, crashed, rebooted).
+
+    Only folders that carry our owner file and belong to this user are touched."""
+    removed = []
+    for root in Path(base or _temp_base()).glob(f"{TEMP_PREFIX}*"):
+        try:
+            if root.stat().st_uid != os.getuid():
+                continue
+            owner = json.loads((root / OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _is_same_process(int(owner.get("pid", -1)), float(owner.get("started", 0))):
+            shutil.rmtree(root, ignore_errors=True)
+            removed.append(str(root))
+    return removed
+
+
+@contextlib.contextmanager
+def _ray_tmpdir(root: Path) -> Iterator[None]:
+    """Make `root` Ray's default temp root while a cluster starts or stops.
+
+    `ray.cluster_utils.Cluster` writes (and on shutdown deletes) `<RAY_TMPDIR>/ray/ray_current_cluster`.
+    Scoped to our own root, that file lands in the cluster's temp dir, which is where a `ray job submit`
+    driver looks for the cluster it was submitted to; a machine where Ray never ran (no /tmp/ray) works,
+    and another Ray instance's address file is left alone. The nodes started meanwhile inherit the same
+    root, so their own lookups agree."""
+    before = os.environ.get("RAY_TMPDIR")
+    os.environ["RAY_TMPDIR"] = str(root)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = before
+
+
 @dataclass
 class ClusterInfo:
     address: str  # GCS address for ray.init(address=...)
@@ -74,6 +169,8 @@ class ClusterInfo:
     service_discovery_file: str  # Prometheus file-SD written by Ray's dashboard
     profiles: list[str]
     pid: int = 0
+    pid_started: float = 0.0  # the owning process's start time: a recycled pid is not our daemon
+    uid: int = -1
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -86,17 +183,24 @@ class LocalCluster:
                  dashboard_port: int | None = None, object_store_mb: int = 128):
         self.profiles = profiles if profiles is not None else local_profiles(load_catalog())
         if not self.profiles:
-            raise ValueError("no local profiles: mark catalog entries with `local: true` (configs/hardware.yaml)")
+            raise ClusterError("no local profiles: mark catalog entries with `local: true` (configs/hardware.yaml)")
         self.dashboard = dashboard
         self.dashboard_port = dashboard_port
         self.object_store_bytes = object_store_mb * 1024 * 1024
         self._cluster: Any = None
         self._nodes: dict[str, Any] = {}  # profile name -> its Ray node (cluster_utils.Node)
+        self._root: Path | None = None
 
     def start(self) -> ClusterInfo:
         loopback_only()
         token_auth()
         from ray.cluster_utils import Cluster
+
+        clean_orphaned_temp_roots()
+        self._root = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, dir=_temp_base()))
+        (self._root / OWNER_FILE).write_text(json.dumps({"pid": os.getpid(), "started": _process_start(os.getpid())}))
+        temp_dir = self._root / "ray"
+        temp_dir.mkdir()
 
         head: dict[str, Any] = {
             "num_cpus": 0,  # the head schedules no trials: every trial lands on a profiled node
@@ -107,28 +211,29 @@ class LocalCluster:
             # Ray's default agent port (52365) is one per machine; every node here needs its own.
             "dashboard_agent_listen_port": free_port(),
             # Its own temp dir: Ray writes the Prometheus SD file there, and clusters must not share one.
-            # Short, because Ray's unix socket paths live under it (limit ~107 characters).
-            "temp_dir": tempfile.mkdtemp(prefix="bm-ray-", dir="/tmp"),
+            "temp_dir": str(temp_dir),
             # Export ray.util.metrics every 2 s (default 10 s) so Prometheus sees short trials live.
             "_system_config": {"metrics_report_interval_ms": 2000},
         }
         if self.dashboard:
             # A free port unless one is asked for: several clusters (tests, a `cluster up`) coexist.
             head["dashboard_port"] = self.dashboard_port or free_port()
-        self._cluster = Cluster(initialize_head=True, head_node_args=head)
-        for spec in self.profiles:
-            self._add(spec)
+        with _ray_tmpdir(self._root):
+            self._cluster = Cluster(initialize_head=True, head_node_args=head)
+            for spec in self.profiles:
+                self._add(spec)
         self._cluster.wait_for_nodes()
         head_node = self._cluster.head_node
-        temp_dir = head_node.get_temp_dir_path()
         dash = getattr(head_node, "webui_url", None) or ""
         return ClusterInfo(
             address=self._cluster.address,
             dashboard_url=f"http://{dash}" if dash and not dash.startswith("http") else dash,
-            temp_dir=temp_dir,
-            service_discovery_file=str(Path(temp_dir) / "prom_metrics_service_discovery.json"),
+            temp_dir=str(temp_dir),
+            service_discovery_file=str(temp_dir / "prom_metrics_service_discovery.json"),
             profiles=[p.name for p in self.profiles],
             pid=os.getpid(),
+            pid_started=_process_start(os.getpid()) or 0.0,
+            uid=os.getuid(),
         )
 
     def _add(self, spec: HardwareSpec) -> None:
@@ -145,9 +250,10 @@ class LocalCluster:
     def kill_node(self, profile: str) -> None:
         """Kill the worker node of a profile (failure tests) and start a fresh one in its place."""
         if profile not in self._nodes:
-            raise KeyError(f"no node for profile {profile}; nodes: {sorted(self._nodes)}")
+            raise ClusterError(f"no node for profile {profile}; nodes: {sorted(self._nodes)}")
         self._cluster.remove_node(self._nodes.pop(profile), allow_graceful=False)
-        self._add(next(p for p in self.profiles if p.name == profile))
+        with _ray_tmpdir(self._root or Path(_temp_base())):
+            self._add(next(p for p in self.profiles if p.name == profile))
 
     def shutdown(self) -> None:
         import ray
@@ -159,9 +265,13 @@ class LocalCluster:
             # killed driver (seen: a minute per node); results are already on disk, atomically.
             for node in list(self._cluster.worker_nodes):
                 self._cluster.remove_node(node, allow_graceful=False)
-            self._cluster.shutdown()  # the head, and Ray's process-wide address state
+            with _ray_tmpdir(self._root or Path(_temp_base())):
+                self._cluster.shutdown()  # the head, and the address file in our own temp dir
             self._cluster = None
             self._nodes.clear()
+        if self._root is not None:
+            shutil.rmtree(self._root, ignore_errors=True)
+            self._root = None
 
     def __enter__(self) -> ClusterInfo:
         return self.start()
@@ -173,15 +283,18 @@ class LocalCluster:
 # ---- `benchmatch cluster up|status|down`: the same cluster kept alive by a daemon process ----
 
 def read_state() -> ClusterInfo | None:
+    """The cluster of this user's `benchmatch cluster up`, or None.
+
+    The state file is trusted only while the process it names is the very daemon that wrote it
+    (same pid, same start time, same user): a recycled pid or a copied file never makes `sweep`
+    attach to someone else's cluster, nor `cluster down` signal a process it did not start."""
     try:
         data = json.loads(STATE_FILE.read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        info = ClusterInfo(**data)
+    except (FileNotFoundError, json.JSONDecodeError, TypeError):
         return None
-    info = ClusterInfo(**data)
-    try:
-        os.kill(info.pid, 0)
-    except (ProcessLookupError, PermissionError):
-        return None  # daemon gone: the state is stale
+    if info.uid != os.getuid() or not _is_same_process(info.pid, info.pid_started):
+        return None  # daemon gone (the state is stale) or not ours
     return info
 
 
@@ -236,10 +349,10 @@ def up(catalog_path: str | None = None, dashboard_port: int | None = 8265, timeo
         if info:
             return info
         if proc.poll() is not None:
-            raise RuntimeError(f"the cluster daemon exited with {proc.returncode}; see {STATE_DIR / 'cluster.log'}")
+            raise ClusterError(f"the cluster daemon exited with {proc.returncode}; see {STATE_DIR / 'cluster.log'}")
         time.sleep(0.5)
     proc.terminate()
-    raise TimeoutError(f"the cluster did not come up in {timeout_s:.0f} s; see {STATE_DIR / 'cluster.log'}")
+    raise ClusterError(f"the cluster did not come up in {timeout_s:.0f} s; see {STATE_DIR / 'cluster.log'}")
 
 
 def down(timeout_s: float = 60) -> bool:
@@ -251,12 +364,11 @@ def down(timeout_s: float = 60) -> bool:
     os.kill(info.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(info.pid, 0)
-        except ProcessLookupError:
+        if not _is_same_process(info.pid, info.pid_started):
             return True
         time.sleep(0.3)
-    os.kill(info.pid, signal.SIGKILL)
+    if _is_same_process(info.pid, info.pid_started):
+        os.kill(info.pid, signal.SIGKILL)
     return True
 
 

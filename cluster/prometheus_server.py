@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from cluster.errors import BenchmatchError
 from cluster.prometheus import CONFIG_TEMPLATE, RULE_FILES
 
 INSTALL_HINT = "install Debian's prometheus: apt-get install -y prometheus (or set BENCHMATCH_PROMETHEUS to the binary)"
@@ -32,11 +33,11 @@ EXTRA_JOB = "benchmatch-extra"
 PID_FILE = "prometheus.pid"
 
 
-class PrometheusNotFound(FileNotFoundError):
+class PrometheusNotFound(BenchmatchError, FileNotFoundError):
     """No Prometheus binary on this machine."""
 
 
-class PrometheusError(RuntimeError):
+class PrometheusError(BenchmatchError, RuntimeError):
     """The server did not start, or answered a query with an error (the message carries its reason)."""
 
 

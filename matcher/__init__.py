@@ -10,6 +10,8 @@ Public API (docs/matcher.md):
     brute_force, greedy
     MatcherError, RequirementsError, CandidateError, NoDataError, ModelError
 Models are imported lazily (scikit-learn is slow to import and the HTTP path may not need it).
+`matcher.solve` and `matcher.diagnose` are these functions, which shadow the modules of the same
+name as attributes of the package: reach the modules with `from matcher.solve import ...`.
 """
 
 from __future__ import annotations
@@ -17,16 +19,16 @@ from __future__ import annotations
 from typing import Any
 
 from matcher.api import build_candidates, plan_from_sources, recommend_from_sources
-from matcher.bruteforce import brute_force
+from matcher.baselines.bruteforce import brute_force
+from matcher.baselines.greedy import greedy
 from matcher.candidates import (
     candidates_from_csv,
     candidates_from_results,
     merge_candidates,
     validate_candidates,
 )
+from matcher.diagnose import apply_relaxations, diagnose
 from matcher.errors import CandidateError, MatcherError, ModelError, NoDataError, RequirementsError
-from matcher.greedy import greedy
-from matcher.milp import Diagnosis, Option, PlanSolution, Solution, apply_relaxations, diagnose, plan, solve
 from matcher.recommend import PlanRecommendation, Recommendation, recommend, recommend_plan
 from matcher.requirements import (
     Constraints,
@@ -36,6 +38,8 @@ from matcher.requirements import (
     parse_plan,
     parse_requirements,
 )
+from matcher.solution import Diagnosis, Option, PlanSolution, Solution
+from matcher.solve import plan, solve
 
 _LAZY = {"PerformanceModel", "ModelSet", "train_models", "predict_candidates"}
 

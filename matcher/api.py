@@ -107,7 +107,7 @@ def plan_from_sources(
 ) -> dict[str, Any]:
     """`{workloads: [requirements...], inventory, budget_per_hour_usd, objective}` + a source of
     candidates -> the plan answer (a dict): each workload's candidates are built as for
-    recommend_from_sources (its own asset and task), then placed jointly (matcher.milp.plan)."""
+    recommend_from_sources (its own asset and task), then placed jointly (matcher.solve.plan)."""
     plan = parse_plan(plan)
     tables: dict[tuple[str | None, str], pd.DataFrame] = {}
     per_workload = []

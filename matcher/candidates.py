@@ -1,6 +1,6 @@
 """The candidate table: one row per (hardware, configuration) describing ONE replica.
 
-Columns (docs/matcher.md "Candidates" has the full story):
+Columns (docs/matcher.md "Candidates" has the full story; the metrics are metrics.METRICS):
   hardware, price_per_hour_usd, latency_p99_ms, throughput_qps, accuracy   required
   power_w, energy_per_sample_j, inventory, devices (default 1)              optional
   basis ("measured" | "predicted"), repeats, <metric>_point, <metric>_iqr    provenance / band
@@ -21,19 +21,11 @@ import numpy as np
 import pandas as pd
 
 from matcher.errors import CandidateError, NoDataError, RequirementsError
+from matcher.metrics import METRICS, measured_rows, metric_values, numeric
 
 CFG = "cfg_"
-REQUIRED = ("hardware", "price_per_hour_usd", "latency_p99_ms", "throughput_qps", "accuracy")
-METRICS = ("latency_p99_ms", "throughput_qps", "accuracy", "energy_per_sample_j", "power_w")
-# Which side of a band is the conservative one for each metric (used by models and answers).
-SIDE = {
-    "latency_p99_ms": "upper",
-    "throughput_qps": "lower",
-    "accuracy": "lower",
-    "energy_per_sample_j": "upper",
-    "power_w": "upper",
-}
-OPTIONAL_NUMERIC = ("power_w", "energy_per_sample_j", "inventory", "devices")
+REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
+OPTIONAL_NUMERIC = (*(m.name for m in METRICS if m.presence == "optional"), "inventory", "devices")
 KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
 
 
@@ -133,17 +125,17 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
                 raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be a whole number, got {r!r}")
         out[col] = num
 
-    # Measured rows must have all three numbers; predicted rows may lack one (the MILP then
+    # Measured rows must have every "value" metric; predicted rows may lack one (the MILP then
     # excludes them wherever that number matters), so only the CSV path insists.
     strict = line_offset is not None
     check("price_per_hour_usd", required=True, low=0, low_ok=True)
-    check("latency_p99_ms", required=strict, low=0, low_ok=False)
-    check("throughput_qps", required=strict, low=0, low_ok=False)
-    check("accuracy", required=False, low=0, low_ok=True, high=1)
-    if "power_w" in out:
-        check("power_w", required=False, low=0, low_ok=True)
-    if "energy_per_sample_j" in out:
-        check("energy_per_sample_j", required=False, low=0, low_ok=True)
+    for m in METRICS:
+        if m.name in out:
+            check(m.name, required=strict and m.presence == "value", low=0, low_ok=not m.positive,
+                  high=1 if m.fraction else None)
+    for m in METRICS:
+        if m.derived_from is not None and all(d in out for d in m.derived_from):
+            out[m.name] = metric_values(out, m.name)
     if "inventory" in out:
         check("inventory", required=False, low=0, low_ok=True, integer=True)
     if "devices" in out:
@@ -208,18 +200,14 @@ def candidates_from_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
 # ----------------------------------------------------------------------------------------------
 
 
-def _median(s: pd.Series) -> float:
-    s = pd.to_numeric(s, errors="coerce").dropna()
-    return float(s.median()) if len(s) else math.nan
+def _median(v: np.ndarray) -> float:
+    v = v[~np.isnan(v)]
+    return float(np.median(v)) if len(v) else math.nan
 
 
-def _iqr(s: pd.Series) -> float:
-    s = pd.to_numeric(s, errors="coerce").dropna()
-    return float(s.quantile(0.75) - s.quantile(0.25)) if len(s) >= 2 else math.nan
-
-
-def _col(df: pd.DataFrame, name: str) -> pd.Series:
-    return df[name] if name in df.columns else pd.Series(np.nan, index=df.index)
+def _iqr(v: np.ndarray) -> float:
+    v = v[~np.isnan(v)]
+    return float(np.quantile(v, 0.75) - np.quantile(v, 0.25)) if len(v) >= 2 else math.nan
 
 
 def select_rows(df: pd.DataFrame, asset: str | None, task: str, where: str = "results") -> tuple[pd.DataFrame, str]:
@@ -262,59 +250,39 @@ def candidates_from_results(
 ) -> pd.DataFrame:
     """Measured candidates from result rows: one per (asset, hardware, cfg_*), medians over repeats.
 
-    infer: latency_p99_ms = median MultiStream p99 (one query = one batch of cfg_batch_size
-    samples), SingleStream p99 when no MultiStream row exists; throughput_qps = median Offline
-    throughput_samples_per_s; accuracy = median over rows that have it; energy_per_sample_j and
-    power_w (avg_power_w) from Offline rows. train: the `train` rows (p99 step time, training
-    samples/s). Price and devices come from the catalog, else from the rows."""
+    Each metric is the median of its `row_column` over the rows metrics.measured_rows picks. infer:
+    latency_p99_ms = MultiStream p99 (one query = one batch of cfg_batch_size samples), SingleStream
+    p99 when the group has no MultiStream value; throughput_qps = Offline throughput_samples_per_s;
+    accuracy = every row that has it, once per repeat; energy_per_sample_j and power_w (avg_power_w)
+    from Offline rows. train: the `train` rows (p99 step time, training samples/s). Price and
+    devices come from the catalog, else from the rows."""
     rows, asset = select_rows(df, asset, task)
     cfg = config_columns(rows)
     keys = ["hardware", *cfg]
     out = []
-    scen = _col(rows, "scenario").astype(str)
     for key, grp in rows.groupby(keys, dropna=False, sort=True):
         key = key if isinstance(key, tuple) else (key,)
         hw = str(key[0])
-        s = scen.loc[grp.index]
-        if task == "train":
-            lat_rows, thr_rows, src = grp[s == "train"], grp[s == "train"], "train"
-        else:
-            lat_rows, src = grp[s == "MultiStream"], "MultiStream"
-            if _col(lat_rows, "latency_p99_ms").notna().sum() == 0:
-                lat_rows, src = grp[s == "SingleStream"], "SingleStream"
-            thr_rows = grp[s == "Offline"]
-        lat = _col(lat_rows, "latency_p99_ms")
-        thr = _col(thr_rows, "throughput_samples_per_s")
-        acc = _col(grp, "accuracy")
-        if "repeat" in grp.columns:
-            # One accuracy per measured repeat: scenarios of one repeat share the same model.
-            keep = grp[acc.notna()].drop_duplicates(subset=[c for c in ("sweep_id", "trial_id", "repeat") if c in grp])
-            acc = _col(keep, "accuracy")
         spec = catalog.get(hw)
         price = getattr(spec, "price_per_hour_usd", None) if spec is not None else None
         if price is None:
-            price = _median(_col(grp, "price_per_hour_usd"))
-        devices = spec.devices if spec is not None else max(int(_median(_col(grp, "device_count")) or 0), 1)
-        repeats = int(_col(grp, "repeat").nunique()) if "repeat" in grp.columns else len(grp)
-        row = {
-            "asset": asset,
-            "hardware": hw,
-            "price_per_hour_usd": float(price),
-            "latency_p99_ms": _median(lat),
-            "throughput_qps": _median(thr),
-            "accuracy": _median(acc),
-            "energy_per_sample_j": _median(_col(thr_rows, "energy_per_sample_j")),
-            "power_w": _median(_col(thr_rows, "avg_power_w")),
-            "devices": float(devices),
-            "basis": "measured",
-            "repeats": repeats,
-            "latency_source": src if lat.notna().any() else "",
-            "latency_p99_ms_iqr": _iqr(lat),
-            "throughput_qps_iqr": _iqr(thr),
-        }
+            price = _median(numeric(grp, "price_per_hour_usd"))
+        devices = spec.devices if spec is not None else max(int(_median(numeric(grp, "device_count")) or 0), 1)
+        repeats = int(grp["repeat"].nunique()) if "repeat" in grp.columns else len(grp)
+        row: dict[str, Any] = {"asset": asset, "hardware": hw, "price_per_hour_usd": float(price)}
+        spread, source = {}, {}
+        for m in METRICS:
+            sel, source[m.name] = measured_rows(grp, m, task)
+            values = numeric(sel, m.row_column)
+            row[m.name] = _median(values)
+            if m.spread:
+                spread[f"{m.name}_iqr"] = _iqr(values)
+        row.update(devices=float(devices), basis="measured", repeats=repeats,
+                   latency_source=source["latency_p99_ms"] if not math.isnan(row["latency_p99_ms"]) else "",
+                   **spread)
         for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
             if extra in grp.columns:
-                row[extra] = _median(grp[extra])
+                row[extra] = _median(numeric(grp, extra))
         row.update(dict(zip(cfg, key[1:], strict=True)))
         out.append(row)
     cands = pd.DataFrame(out)

@@ -3,8 +3,10 @@ so a service maps them to a 4xx answer, and each message names the file, row, fi
 
 from __future__ import annotations
 
+from cluster.errors import BenchmatchError
 
-class MatcherError(ValueError):
+
+class MatcherError(BenchmatchError, ValueError):
     """Base class: the input to the matcher cannot be used as given."""
 
 

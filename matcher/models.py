@@ -44,12 +44,13 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from matcher.candidates import CFG, SIDE, config_columns, config_dict, config_keys, select_rows
+from matcher.candidates import CFG, REQUIRED, config_columns, config_dict, config_keys, select_rows
 from matcher.errors import ModelError
+from matcher.metrics import BY_NAME, NAMES, measured_rows, numeric
 
 HW_NUMERIC = ("cpu_cores", "peak_tflops", "memory_bandwidth_gbps", "memory_gb", "device_count")
 COMPLEXITY = ("parameters", "flops_per_sample")
-MODEL_METRICS = ("latency_p99_ms", "throughput_qps", "accuracy", "energy_per_sample_j", "power_w")
+MODEL_METRICS = NAMES
 # Types in our .skops files beyond skops' default-trusted scikit-learn/numpy types. Anything else
 # in a file is refused: a models folder is data, not code.
 TRUSTED_TYPES = ["sklearn.tree._tree.Tree"]
@@ -198,12 +199,12 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         X, y = X.loc[ok].reset_index(drop=True), y[ok]
         if len(y) == 0:
             raise ModelError(f"{self.metric}: no finite values to fit on")
-        if self.metric not in SIDE:
-            raise ModelError(f"metric must be one of {sorted(SIDE)}, got {self.metric!r}")
+        if self.metric not in BY_NAME:
+            raise ModelError(f"metric must be one of {sorted(BY_NAME)}, got {self.metric!r}")
         if self.estimator not in ("auto", "gbr", "ridge"):
             raise ModelError(f"estimator must be 'auto', 'gbr' or 'ridge', got {self.estimator!r}")
-        self.side_ = SIDE[self.metric]
-        self.log_ = bool(self.metric != "accuracy" and (y > 0).all())
+        self.side_ = BY_NAME[self.metric].side
+        self.log_ = bool(not BY_NAME[self.metric].fraction and (y > 0).all())
         self.spec_ = _feature_spec(X)
         F = _design(X, self.spec_)
         t = self._to_t(y)
@@ -251,15 +252,16 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         for regime, mask in (("seen", seen), ("new", ~seen)):
             if mask.any():
                 t[mask] = self.estimators_[regime].predict(F[mask])
+        fraction = BY_NAME[self.metric].fraction
         point = self._from_t(t)
-        if self.metric == "accuracy":
+        if fraction:
             point = np.clip(point, 0.0, 1.0)
         if not return_bound:
             return point
         q = np.where(seen, self.q_["heldout_config"], self.q_["loho"])
         sign = 1.0 if self.side_ == "upper" else -1.0
         bound = self._from_t(t + sign * q)
-        if self.metric == "accuracy":
+        if fraction:
             bound = np.clip(bound, 0.0, 1.0)
         return point, bound
 
@@ -301,31 +303,12 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
 
 def _target_rows(rows: pd.DataFrame, metric: str, task: str) -> tuple[pd.DataFrame, np.ndarray]:
-    scen = rows["scenario"].astype(str) if "scenario" in rows else pd.Series("", index=rows.index)
-
-    def col(df: pd.DataFrame, name: str) -> np.ndarray:
-        return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if name in df \
-            else np.full(len(df), np.nan)
-
-    if task == "train":
-        sel = rows[scen == "train"]
-        source = {"latency_p99_ms": "latency_p99_ms", "throughput_qps": "throughput_samples_per_s",
-                  "accuracy": "accuracy", "energy_per_sample_j": "energy_per_sample_j", "power_w": "avg_power_w"}
-        return sel, col(sel, source[metric])
-    if metric == "latency_p99_ms":
-        # One scenario per asset, so that the target means one thing: MultiStream p99 (a batch).
-        ms = rows[scen == "MultiStream"]
-        sel = ms if np.isfinite(col(ms, "latency_p99_ms")).any() else rows[scen == "SingleStream"]
-        return sel, col(sel, "latency_p99_ms")
-    if metric == "accuracy":
-        sel = rows[np.isfinite(col(rows, "accuracy"))]
-        sel = sel.drop_duplicates(subset=[c for c in ("sweep_id", "trial_id", "repeat") if c in sel]) \
-            if "repeat" in sel else sel
-        return sel, col(sel, "accuracy")
-    sel = rows[scen == "Offline"]
-    name = {"throughput_qps": "throughput_samples_per_s", "energy_per_sample_j": "energy_per_sample_j",
-            "power_w": "avg_power_w"}[metric]
-    return sel, col(sel, name)
+    # The rows a candidate's number is the median of, so that a model predicts what a measured
+    # candidate would state. candidates_from_results picks a latency scenario per (hardware,
+    # configuration); here one scenario serves the whole asset, so the target means one thing.
+    spec = BY_NAME[metric]
+    sel, _ = measured_rows(rows, spec, task)
+    return sel, numeric(sel, spec.row_column)
 
 
 def training_table(rows: pd.DataFrame, catalog: Mapping[str, Any], metric: str, task: str = "infer"
@@ -529,7 +512,7 @@ def predict_candidates(
             usable.append(h)
     grid = pd.DataFrame([{"hardware": h, **r} for h in usable for r in cfg_df.to_dict("records")])
     if grid.empty:
-        out = pd.DataFrame(columns=["hardware", "price_per_hour_usd", "latency_p99_ms", "throughput_qps", "accuracy"])
+        out = pd.DataFrame(columns=list(REQUIRED))
         out.attrs["skipped_hardware"] = skipped
         return out
     X = pd.concat([grid.reset_index(drop=True), hardware_features(grid["hardware"], catalog)], axis=1)

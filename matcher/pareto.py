@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from matcher.milp import Option, solve
 from matcher.requirements import Requirements
+from matcher.solution import Option
+from matcher.solve import solve
 
 
 @dataclass(frozen=True)

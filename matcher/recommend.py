@@ -11,10 +11,13 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
-from matcher import milp
-from matcher.candidates import METRICS, SIDE, config_columns, config_dict, validate_candidates
+from matcher.candidates import config_columns, config_dict, validate_candidates
 from matcher.errors import RequirementsError
+from matcher.metrics import METRICS, metric_values, numeric
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
+from matcher.solution import Diagnosis, Option
+from matcher.solve import plan as solve_plan
+from matcher.solve import solve
 
 
 class RelaxationOut(BaseModel):
@@ -59,53 +62,41 @@ def _f(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _col(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
 def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """Metrics of a mix. Per-replica figures combine as the worst case (latency, energy: max;
-    accuracy: min); capacities add up (throughput, power). `<metric>` is the point estimate and
-    `<metric>_bound` the conservative bound the MILP used, where a band exists."""
+    """Metrics of a mix, each combined over its replicas as the metric table says (capacities add
+    up; per-query figures take the worst). `<metric>` is the point estimate and `<metric>_bound`
+    the conservative bound the MILP used, where a band exists."""
     out: dict[str, float | None] = {}
     band: dict[str, Any] = {}
-    thr = _col(rows, "throughput_qps")
-    energy = _col(rows, "energy_per_sample_j")
-    power = _col(rows, "power_w")
-    power = np.where(np.isnan(power), energy * thr, power)
-    values = {"latency_p99_ms": _col(rows, "latency_p99_ms"), "throughput_qps": thr,
-              "accuracy": _col(rows, "accuracy"), "energy_per_sample_j": energy, "power_w": power}
     for m in METRICS:
-        bound = values[m]
-        point = _col(rows, f"{m}_point")
+        bound = metric_values(rows, m.name)
+        point = numeric(rows, f"{m.name}_point")
         has_band = ~np.isnan(point)
         point = np.where(has_band, point, bound)
 
-        def combine(v: np.ndarray, m: str = m) -> float | None:
+        def combine(v: np.ndarray, how: str = m.combine) -> float | None:
             if np.isnan(v).all():
                 return None
-            if m in ("throughput_qps", "power_w"):
+            if how == "sum":
                 return None if np.isnan(v).any() else float(n @ v)
-            return float(np.nanmin(v) if m == "accuracy" else np.nanmax(v))
+            return float(np.nanmin(v) if how == "min" else np.nanmax(v))
 
-        out[m] = _f(combine(point))
+        out[m.name] = _f(combine(point))
         if has_band.any():
-            out[f"{m}_bound"] = _f(combine(bound))
-            band[m] = {"point": out[m], "bound": out[f"{m}_bound"], "side": SIDE[m],
-                       "method": str(rows["band_method"].dropna().iloc[0]) if "band_method" in rows and
-                       rows["band_method"].notna().any() else "model bound"}
+            out[f"{m.name}_bound"] = _f(combine(bound))
+            band[m.name] = {"point": out[m.name], "bound": out[f"{m.name}_bound"], "side": m.side,
+                            "method": str(rows["band_method"].dropna().iloc[0]) if "band_method" in rows and
+                            rows["band_method"].notna().any() else "model bound"}
         else:
-            iqr = _col(rows, f"{m}_iqr")
+            iqr = numeric(rows, f"{m.name}_iqr")
             if not np.isnan(iqr).all():
-                band[m] = {"iqr": _f(np.nanmax(iqr)), "repeats": int(_col(rows, "repeats").min())
-                           if "repeats" in rows and not np.isnan(_col(rows, "repeats")).all() else None,
-                           "note": "spread of the measured repeats (largest over the hardware used)"}
+                band[m.name] = {"iqr": _f(np.nanmax(iqr)), "repeats": int(numeric(rows, "repeats").min())
+                                if "repeats" in rows and not np.isnan(numeric(rows, "repeats")).all() else None,
+                                "note": "spread of the measured repeats (largest over the hardware used)"}
     return out, band
 
 
-def _option_out(opt: milp.Option, cands: pd.DataFrame, cfg_cols: list[str]) -> OptionOut:
+def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> OptionOut:
     pos = list(opt.replicas)
     rows = cands.iloc[pos]
     n = np.array([opt.replicas[p] for p in pos], dtype=float)
@@ -150,7 +141,7 @@ def recommend(
     req = parse_requirements(req)
     cands = validate_candidates(candidates)
     _check_inventory(req.inventory, cands)
-    sol = milp.solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    sol = solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
     diagnosis = _diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options))
@@ -159,7 +150,7 @@ def recommend(
                           candidates_considered=sol.candidates_considered)
 
 
-def _diagnosis_out(d: milp.Diagnosis | None, status: str, reason: str, have_options: bool) -> DiagnosisOut | None:
+def _diagnosis_out(d: Diagnosis | None, status: str, reason: str, have_options: bool) -> DiagnosisOut | None:
     if d is not None:
         return DiagnosisOut(blocking=list(d.blocking), message=d.message,
                             relaxations=[RelaxationOut(constraint=r.constraint, required=_f(r.required),
@@ -205,9 +196,9 @@ def recommend_plan(
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         _check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     _check_inventory(plan.inventory, tables)
-    sol = milp.plan(list(zip(plan.workloads, tables, strict=True)), inventory=plan.inventory,
-                    budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
-                    single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    sol = solve_plan(list(zip(plan.workloads, tables, strict=True)), inventory=plan.inventory,
+                     budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
+                     single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     placed = [o is not None for o in sol.workloads]
     workloads = []
     for i, req in enumerate(plan.workloads):

@@ -64,7 +64,7 @@ _MSG_REWRITES = (
 
 
 class Plan(BaseModel):
-    """Several workloads placed jointly (matcher.milp.plan): each keeps its own requirements, and
+    """Several workloads placed jointly (matcher.solve.plan): each keeps its own requirements, and
     together they share `inventory` (devices per hardware type) and `budget_per_hour_usd`."""
 
     model_config = _STRICT

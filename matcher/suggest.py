@@ -40,10 +40,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matcher import milp
 from matcher.candidates import (
     CFG,
-    METRICS,
     candidates_from_results,
     clean_value,
     config_columns,
@@ -54,21 +52,23 @@ from matcher.candidates import (
     select_rows,
 )
 from matcher.errors import NoDataError
+from matcher.metrics import BY_NAME, METRICS, NAMES, numeric
 from matcher.requirements import Requirements, parse_requirements
+from matcher.solution import Option
+from matcher.solve import solve
 
 _TOL = 1e-9
 
 
 def needed_metrics(req: Requirements) -> tuple[str, ...]:
-    """The metrics whose models a requirement can use: fitting only those keeps a refine loop fast."""
-    c = req.constraints
-    out = ["latency_p99_ms", "throughput_qps"]
-    if c.accuracy is not None:
-        out.append("accuracy")
-    if c.energy_per_sample_j is not None:
-        out.append("energy_per_sample_j")
-    if c.max_power_w is not None or req.objective == "energy":
-        out += ["power_w", "energy_per_sample_j"]
+    """The metrics whose models a requirement can use: fitting only those keeps a refine loop fast.
+    Every candidate needs the "value" metrics; the others only when a constraint bounds them or the
+    objective sums them (energy: power), along with what a missing one is derived from."""
+    out = [m.name for m in METRICS if m.presence == "value" or m.bound(req.constraints) is not None]
+    if req.objective == "energy":
+        out.append("power_w")
+    for name in list(out):
+        out += BY_NAME[name].derived_from or ()
     return tuple(dict.fromkeys(out))
 
 
@@ -95,6 +95,7 @@ class Suggestion:
     measured: int = 0  # of those, already measured
     skipped_hardware: dict[str, str] = field(default_factory=dict)  # no prediction possible, and why
     notes: list[str] = field(default_factory=list)
+    asset_ref: str = ""  # how a sweep loads the asset (rows' `asset_ref`) when it is not its name
 
     def to_dict(self) -> dict[str, Any]:
         return json.loads(json.dumps(asdict(self), default=_json))
@@ -126,7 +127,7 @@ def config_grid(rows: pd.DataFrame) -> list[dict[str, Any]]:
 def _optimistic(point: np.ndarray, bound: np.ndarray, metric: str) -> np.ndarray:
     """The other side of the band, taken as symmetric to the conservative one (module docstring)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        if metric == "accuracy":
+        if BY_NAME[metric].fraction:  # a fraction's band is additive on its own scale
             opt = np.clip(2 * point - bound, 0.0, 1.0)
         else:
             opt = point * point / bound
@@ -139,12 +140,12 @@ def optimistic_table(table: pd.DataFrame, rows: Sequence[int]) -> pd.DataFrame:
     idx = np.asarray(list(rows), dtype=int)
     if len(idx) == 0:
         return out
-    for m in METRICS:
+    for m in NAMES:
         pcol = f"{m}_point"
         if pcol not in out or m not in out:
             continue
-        point = pd.to_numeric(out[pcol], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[idx]
-        bound = pd.to_numeric(out[m], errors="coerce").to_numpy(dtype=float, na_value=np.nan)[idx]
+        point = numeric(out, pcol)[idx]
+        bound = numeric(out, m)[idx]
         opt = _optimistic(point, bound, m)
         col = out.columns.get_loc(m)
         out.iloc[idx, col] = np.where(np.isnan(point), bound, opt)
@@ -181,8 +182,8 @@ def candidate_table(
     return merge_candidates(measured, predicted).reset_index(drop=True), skipped, asset
 
 
-def _top1(req: Requirements, table: pd.DataFrame, solver: str) -> milp.Option | None:
-    sol = milp.solve(req, table, top_k=1, explain=False, solver=solver)
+def _top1(req: Requirements, table: pd.DataFrame, solver: str) -> Option | None:
+    sol = solve(req, table, top_k=1, explain=False, solver=solver)
     return sol.options[0] if sol.options else None
 
 
@@ -217,8 +218,8 @@ def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: p
     either), and hardware never measured whose predictions have no band. The pair picked is the
     one with the lowest price per optimistic sample/s among those of the gap."""
     seen = {c: {clean_value(v) for v in ok[c].tolist()} if c in ok else set() for c in cfg_cols}
-    price = pd.to_numeric(table["price_per_hour_usd"], errors="coerce").to_numpy(dtype=float)
-    thr = pd.to_numeric(opt["throughput_qps"], errors="coerce").to_numpy(dtype=float)
+    price = numeric(table, "price_per_hour_usd")
+    thr = numeric(opt, "throughput_qps")
     with np.errstate(divide="ignore", invalid="ignore"):
         per_sample = np.where(thr > 0, price / thr, np.inf)
 
@@ -239,8 +240,7 @@ def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: p
     banded = np.zeros(len(table), dtype=bool)
     for m in ("latency_p99_ms", "throughput_qps"):
         if f"{m}_point" in table:
-            banded |= pd.to_numeric(table[m], errors="coerce").notna().to_numpy() & \
-                pd.to_numeric(table[f"{m}_point"], errors="coerce").notna().to_numpy()
+            banded |= ~np.isnan(numeric(table, m)) & ~np.isnan(numeric(table, f"{m}_point"))
     for h in sorted(set(hw[predicted]) - measured_hw):
         rows = [p for p in predicted if hw[p] == h]
         if not banded[rows].any():
@@ -293,8 +293,11 @@ def suggest(
     cfg_cols = config_columns(table)
     basis = table["basis"].astype(str).to_numpy()
     predicted = [i for i in range(len(table)) if basis[i] == "predicted"]
+    refs = ok["asset_ref"].dropna().astype(str) if "asset_ref" in ok.columns else []
+    refs = sorted({r for r in refs if r and r != asset})
     out = Suggestion(asset=asset, task=req.task, objective=req.objective, best=None,
-                     grid_size=len(wanted), measured=len(wanted & measured_keys), skipped_hardware=skipped)
+                     grid_size=len(wanted), measured=len(wanted & measured_keys), skipped_hardware=skipped,
+                     asset_ref=refs[-1] if refs else "")
     best = _top1(req1, table, solver)
     B = best.objective_value if best is not None else math.inf
     rests = [p for p in best.replicas if basis[p] == "predicted"] if best is not None else []
@@ -405,7 +408,8 @@ def suggestion_sweeps(
     docs = []
     for cfgs, hws in sorted(groups.items(), key=lambda kv: kv[1]):
         for space in _grids(list(cfgs)):
-            body = {"asset": suggestion.asset, "task": suggestion.task, "space": space, "hardware": sorted(hws)}
+            body = {"asset": suggestion.asset_ref or suggestion.asset, "task": suggestion.task, "space": space,
+                    "hardware": sorted(hws)}
             digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
             prefix = name or f"suggest-{suggestion.asset}"
             doc = {"name": f"{prefix}-{digest}", **body, **base, "results_uri": results_uri}

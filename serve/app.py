@@ -31,6 +31,7 @@ from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve.core import MAX_BODY_BYTES, ServiceCore, ServiceError, ServiceSettings, dumps
+from serve.loopback import keep_replica_grpc_on_loopback
 from serve.metrics import recorder, route_label
 from serve.schemas import (
     ERROR_RESPONSES,
@@ -388,6 +389,7 @@ class BenchmatchService:
     """One replica: loads the data once, then answers from memory and reloads when it changes."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
+        keep_replica_grpc_on_loopback()  # runs before Serve starts this replica's gRPC server
         self.core = ServiceCore(ServiceSettings(**settings), on_reload=recorder().reloaded)
 
 

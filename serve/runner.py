@@ -62,38 +62,65 @@ def run_service(
     from serve.app import build_app
 
     out = out or sys.stdout
-    # Keep Ray's own listeners on loopback for a local instance started here.
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    started_ray = False
-    if not ray.is_initialized():
-        if address is None:
-            ray.init(address="local", include_dashboard=False, namespace="serve", runtime_env=_local_runtime_env())
-            started_ray = True
-        else:
-            # A remote cluster needs the code there already (installed, or a RayService image).
-            ray.init(address=address, namespace="serve")
-    serve.start(http_options={"host": host, "port": port})
-    args = {"results_uri": results_uri, "models_dir": models_dir, "candidates_csv": candidates_csv,
-            "catalog_path": catalog_path, **(app_args or {})}
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
     url = _serve_url(host, port)
-    print(f"benchmatch service: {url}  (OpenAPI: {url}/docs)", file=out)
-    print(f"  try: {_curl_example(url, _first_asset(url))}", file=out)
-    if not blocking:
-        return url
-    print("  Ctrl-C to stop", file=out, flush=True)
-    _sigterm_as_interrupt()
+    if blocking:  # SIGTERM stops the service at any point, also while it still connects
+        _sigterm_as_interrupt()
+    started_ray = deployed = False
     try:
+        started_ray = _connect(address)
+        if blocking:  # again: ray.init installs a native handler that prints stack traces on SIGTERM
+            _sigterm_as_interrupt()
+        serve.start(http_options={"host": host, "port": port})
+        args = {"results_uri": results_uri, "models_dir": models_dir, "candidates_csv": candidates_csv,
+                "catalog_path": catalog_path, **(app_args or {})}
+        serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+        deployed = True
+        url = _serve_url(host, port)
+        print(f"benchmatch service: {url}  (OpenAPI: {url}/docs)", file=out)
+        print(f"  try: {_curl_example(url, _first_asset(url))}", file=out)
+        if not blocking:
+            return url
+        print("  Ctrl-C to stop", file=out, flush=True)
         while True:
             time.sleep(1.0)
     except KeyboardInterrupt:
+        if not blocking:
+            raise
         print("stopping benchmatch service", file=out, flush=True)
     finally:
-        serve.delete(APP_NAME)
-        if started_ray:
-            serve.shutdown()
-            ray.shutdown()
+        if blocking:
+            _ignore_sigterm()  # a second SIGTERM (a service manager, `timeout`) must not cut the stop short
+            if started_ray:
+                ray.shutdown()  # our own instance: stopping it stops Serve, its proxy and replicas at once
+            elif deployed:
+                serve.delete(APP_NAME)  # someone else's cluster: remove only what we deployed
     return url
+
+
+def _connect(address: str | None) -> bool:
+    """Connect this process to Ray; True when it started a private local instance (ours to stop).
+
+    `address=None` starts a fresh instance rather than `ray.init()`, which could attach to a stale
+    cluster; its listeners stay on loopback like our clusters'. A loopback address gets the token
+    and keeps Ray from rewriting 127.0.0.1 to this machine's external address."""
+    import ray
+
+    from cluster.local import client_auth, is_loopback, loopback_only, token_auth
+
+    if ray.is_initialized():
+        return False
+    if address is None:
+        loopback_only()
+        token_auth()  # as ray.init() would, but with the token file readable by its owner only
+        ray.init(address="local", include_dashboard=False, namespace="serve", runtime_env=_local_runtime_env(),
+                 _node_ip_address="127.0.0.1", logging_level="ERROR")
+        return True
+    if is_loopback(address):
+        loopback_only()
+        client_auth()
+    # A remote cluster needs the code there already (installed, or a RayService image).
+    ray.init(address=address, namespace="serve", logging_level="ERROR")
+    return False
 
 
 def _local_runtime_env() -> dict[str, Any]:
@@ -119,6 +146,14 @@ def _sigterm_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def _ignore_sigterm() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def _serve_url(host: str, port: int) -> str:

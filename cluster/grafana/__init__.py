@@ -40,18 +40,25 @@ def _panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from _panels(panel.get("panels") or [])
 
 
-def panel_queries(dashboard_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
-    """(panel title, PromQL expr) of every query target of every panel, in dashboard order.
+def panel_targets(dashboard_path: str | os.PathLike[str]) -> list[tuple[str, str, bool]]:
+    """(panel title, PromQL expr, instant) of every query target of every panel, in dashboard order.
 
-    A panel with several targets gives several pairs, titled "<panel> [<refId>]" after the first.
+    `instant` targets are evaluated once at the range's end (Grafana's "Instant" query type); the
+    others as range queries. A panel with several targets gives several entries, titled
+    "<panel> [<refId>]" after the first.
     """
-    out: list[tuple[str, str]] = []
+    out: list[tuple[str, str, bool]] = []
     for panel in _panels(load_dashboard(dashboard_path).get("panels", [])):
         targets = [t for t in panel.get("targets") or [] if t.get("expr")]
         for i, target in enumerate(targets):
             title = panel.get("title", "") if i == 0 else f"{panel.get('title', '')} [{target.get('refId', i)}]"
-            out.append((title, target["expr"]))
+            out.append((title, target["expr"], bool(target.get("instant")) and not target.get("range")))
     return out
+
+
+def panel_queries(dashboard_path: str | os.PathLike[str]) -> list[tuple[str, str]]:
+    """(panel title, PromQL expr) of every query target of every panel, in dashboard order."""
+    return [(title, expr) for title, expr, _ in panel_targets(dashboard_path)]
 
 
 def _duration(seconds: float) -> str:

@@ -106,3 +106,39 @@ def test_killing_a_worker_node_mid_sweep_loses_and_duplicates_nothing(cluster, t
     assert (df["status"] == "ok").all()
     # Rows from before and after the kill ran on different Ray nodes of the same profile.
     assert df["node_id"].nunique() >= 2
+
+
+def test_a_user_model_by_relative_path_runs_on_the_cluster_under_its_own_name(cluster, tmp_path, monkeypatch):
+    """`asset: my_models/encoder.py:TinyEncoder` as a user writes it, resolved where the command runs."""
+    from benchmarks.sweep import prepare
+
+    _, _, catalog = cluster
+    (tmp_path / "my_models").mkdir()
+    source = (ROOT / "tests" / "fixtures" / "user_asset.py").read_text()
+    (tmp_path / "my_models" / "encoder.py").write_text(
+        source + '\n\nclass TinyEncoder(Blobs):\n    name = "tiny-encoder"\n')
+    sweep = tmp_path / "encoder.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "name": "encoder", "asset": "my_models/encoder.py:TinyEncoder", "task": "infer",
+        "space": {"batch_size": [1, 4]}, "hardware": ["local-1c"], "results_uri": "results",
+        "loadgen": FAST.model_dump()}))
+    monkeypatch.chdir(tmp_path)
+    spec, _ = prepare(str(sweep), catalog_path=None)
+    report = run_sweep(spec, catalog, progress=lambda m: None)
+    assert report.ran == 2 and report.failed == 0, report.trial_failures
+    df = ResultsStore(tmp_path / "results").read()
+    assert set(df["asset"]) == {"tiny-encoder"} and (df["status"] == "ok").all()
+    assert set(df["asset_ref"]) == {f"{tmp_path / 'my_models' / 'encoder.py'}:TinyEncoder"}
+
+
+def test_a_trial_that_cannot_run_is_a_failed_row_not_a_retry_and_resume_measures_it_again(cluster, tmp_path):
+    _, _, catalog = cluster
+    broken = f"{ROOT / 'tests' / 'fixtures' / 'user_asset.py'}:Broken"
+    spec = _spec(tmp_path, "broken", asset=broken, hardware=["local-1c"], space={"batch_size": [1]})
+    lines: list[str] = []
+    report = run_sweep(spec, catalog, progress=lines.append)
+    assert report.ran == 1 and report.failed == 1 and report.trial_failures
+    assert any("failed; first:" in line and "broken on purpose" in line for line in lines), lines
+    assert not any("errored; Tune retries" in line for line in lines)
+    again = run_sweep(spec, catalog, resume=True, progress=lambda m: None)
+    assert again.already_done == 0 and again.ran == 1  # the failed repeat is measured again, not skipped

@@ -23,10 +23,37 @@ RAY = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
 
 
 @pytest.fixture(scope="module")
-def cluster_up():
+def other_ray():
+    """An unrelated Ray instance on the same machine, as a user may have: it writes the default
+    `ray_current_cluster`, so a job driver that looked up "auto" could land on it."""
+    code = ("import ray, time; ray.init(num_cpus=1, include_dashboard=False); "
+            "print(ray.get_runtime_context().gcs_address, flush=True); time.sleep(3600)")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    address = proc.stdout.readline().strip()
+    assert address, "the unrelated Ray instance did not start"
+    yield address
+    proc.send_signal(signal.SIGINT)  # KeyboardInterrupt: its atexit stops the instance it started
+    try:
+        proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def cluster_up(other_ray):
     info = local.up(dashboard_port=local.free_port())
+    assert info.address != other_ray
     yield info
     local.down()
+
+
+def _submit(cluster_up, *args: str, timeout: int = 400) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    return subprocess.run([RAY, "job", "submit", "--address", cluster_up.dashboard_url, "--working-dir", str(ROOT),
+                           "--", "python", "-m", "benchmarks", "sweep", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def _small_sweep(tmp_path: Path, name: str, repeats: int = 1) -> Path:
@@ -54,28 +81,35 @@ def test_cluster_up_is_loopback_with_token_auth(cluster_up):
     assert '"local-1c"' in status.stdout and '"local-2c"' in status.stdout
 
 
-def test_ray_job_submit_runs_the_readme_sweep(cluster_up, tmp_path):
+def test_ray_job_submit_runs_the_readme_sweep_and_again_with_resume(cluster_up, tmp_path):
+    """The README's block, twice: the second run (as after `make quickstart`) resumes instead of failing."""
     sweep = _small_sweep(tmp_path, "jobsweep")
     results = tmp_path / "results"
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster_up.dashboard_url, "--working-dir", str(ROOT), "--",
-         "python", "-m", "benchmarks", "sweep", str(sweep), "--results", str(results)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
+    for _ in range(2):
+        proc = _submit(cluster_up, str(sweep), "--results", str(results), "--resume")
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
+    assert "0 trial repeats run (0 failed), 4 already done" in out
     df = ResultsStore(results).read()
     assert len(ResultsStore(results).done("jobsweep")) == 4
     assert set(df["hardware"]) == {"local-1c", "local-2c"} and (df["status"] == "ok").all()
 
 
+def test_every_job_driver_lands_on_the_cluster_it_was_submitted_to(cluster_up, other_ray, tmp_path):
+    """Five submissions while another Ray instance runs: each driver sees our cluster's GCS, which the
+    placement error for hardware no node has names."""
+    sweep = tmp_path / "gpu.yaml"
+    sweep.write_text("name: gpu\nasset: digits-mlp\nhardware: [aws-g5.xlarge]\n")
+    for i in range(5):
+        proc = _submit(cluster_up, str(sweep), "--results", str(tmp_path / "r"), timeout=300)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0 and "aws-g5.xlarge" in out, out[-3000:]
+        assert f"the Ray cluster at {cluster_up.address}" in out, f"submission {i + 1}: " + out[-3000:]
+        assert other_ray not in out
+
+
 def test_relative_results_under_a_job_are_refused_with_the_reason(cluster_up, tmp_path):
-    sweep = _small_sweep(tmp_path, "jobrel")
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
-    proc = subprocess.run(
-        [RAY, "job", "submit", "--address", cluster_up.dashboard_url, "--working-dir", str(ROOT), "--",
-         "python", "-m", "benchmarks", "sweep", str(sweep)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    proc = _submit(cluster_up, str(_small_sweep(tmp_path, "jobrel")), timeout=300)
     assert proc.returncode != 0
     assert "absolute path" in proc.stdout + proc.stderr
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from cluster.grafana import SERVICE_DASHBOARD, SWEEPS_DASHBOARD, panel_queries, render_query
+from cluster.grafana import SERVICE_DASHBOARD, SWEEPS_DASHBOARD, panel_queries, panel_targets, render_query
 from cluster.prometheus_server import INSTALL_HINT, PrometheusServer, find_prometheus
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -134,7 +134,7 @@ def prom(cluster, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def sweep(cluster, prom, tmp_path_factory: pytest.TempPathFactory):
-    """A tiny real sweep: 2 hardware x {float32 (ok), float16 (refused on CPU: failed)}."""
+    """A tiny real sweep: 2 hardware x batch {1, 8} x {float32 (ok), float16 (refused on CPU: failed)}."""
     from benchmarks.spec import SweepSpec, expand_trials
     from benchmarks.sweep import run_sweep
 
@@ -144,7 +144,8 @@ def sweep(cluster, prom, tmp_path_factory: pytest.TempPathFactory):
         "name": f"it-prom-{uuid.uuid4().hex[:8]}",
         "asset": "digits-mlp",
         "task": "infer",
-        "space": {"batch_size": [8], "dtype": ["float32", "float16"]},
+        # Two working configurations per hardware, so "best" and "last" can differ on the dashboards.
+        "space": {"batch_size": [1, 8], "dtype": ["float32", "float16"]},
         "hardware": list(PROFILES),
         "loadgen": {"scenarios": ["SingleStream", "Offline"], "min_duration_ms": 100,
                     "min_query_count": 16, "offline_samples": 128},
@@ -190,7 +191,7 @@ def test_every_trial_publishes_its_metrics(sweep, prom):
         predicate=lambda r: sum(float(s["value"][1]) for s in r) >= len(expected),
     )
     by = {(s["metric"]["hardware"], s["metric"]["status"]): float(s["value"][1]) for s in completed}
-    assert by == {(hw, st): 1.0 for hw in PROFILES for st in ("ok", "failed")}
+    assert by == {(hw, st): 2.0 for hw in PROFILES for st in ("ok", "failed")}
     planned = prom.query(f'max(ray_benchmatch_sweep_trials{{sweep="{name}"}})')
     assert float(planned[0]["value"][1]) == len(expected)
 
@@ -199,10 +200,10 @@ def _range_check(prom, dashboard: Path, variables: dict[str, str], start: float,
                  optional: dict[str, tuple[str, str]]) -> dict[str, str]:
     """Run every panel query as Grafana's range query over [start, now]; return the failures."""
     failures: dict[str, str] = {}
-    for title, expr in panel_queries(dashboard):
+    for title, expr, instant in panel_targets(dashboard):
         end = time.time()
         promql = render_query(expr, variables, range_s=end - start, step_s=SCRAPE_S, scrape_interval_s=SCRAPE_S)
-        result = prom.query_range(promql, start, end, SCRAPE_S)
+        result = prom.query(promql) if instant else prom.query_range(promql, start, end, SCRAPE_S)
         if _finite_values(result):
             continue
         base = title.split(" [")[0]
@@ -229,6 +230,38 @@ def test_every_sweep_panel_returns_data(sweep, prom):
             break
         time.sleep(SCRAPE_S)
     assert not failures, json.dumps(failures, indent=1)
+
+
+def _panel_values(prom, title: str, variables: dict[str, str], start: float) -> dict[tuple[str, str], float]:
+    """An instant panel's value per (hardware, scenario), as Grafana shows it over [start, now]."""
+    (expr,) = [e for t, e, instant in panel_targets(SWEEPS_DASHBOARD) if t == title and instant]
+    promql = render_query(expr, variables, range_s=time.time() - start, step_s=SCRAPE_S, scrape_interval_s=SCRAPE_S)
+    return {(s["metric"]["hardware"], s["metric"]["scenario"]): float(s["value"][1]) for s in prom.query(promql)}
+
+
+def test_best_panels_show_the_best_measured_and_per_trial_series_outlive_the_sweep(sweep, prom):
+    """The bar gauges agree with the results store (best over the range, not the last trial), and
+    minutes after the sweep every finished trial's gauges are still scraped."""
+    from benchmarks.store import ResultsStore
+
+    name = sweep["spec"].name
+    df = ResultsStore(sweep["results"]).read()
+    ok = df[df["status"] == "ok"]
+    # Longer than Ray's gauge TTL (2 export intervals) and several scrapes: a series that is no
+    # longer exported would be stale by now.
+    time.sleep(8 * SCRAPE_S)
+    live = prom.query(f'ray_benchmatch_trial_latency_p99_seconds{{sweep="{name}"}}')
+    assert {s["metric"]["trial"] for s in live} == set(ok["trial_id"]), "finished trials' gauges went stale"
+    variables = {"sweep": name, "hardware": ".*"}
+    best_p99 = _panel_values(prom, "Best p99 latency per hardware", variables, sweep["start"])
+    want_p99 = ok.groupby(["hardware", "scenario"])["latency_p99_ms"].min().dropna()
+    assert set(best_p99) == set(want_p99.index)
+    for key, ms in want_p99.items():
+        assert best_p99[key] == pytest.approx(ms / 1000, rel=1e-6), key
+    best_tput = _panel_values(prom, "Best throughput per hardware", variables, sweep["start"])
+    want_tput = ok.groupby(["hardware", "scenario"])["throughput_samples_per_s"].max().dropna()
+    for key, v in want_tput.items():
+        assert best_tput[key] == pytest.approx(v, rel=1e-6), key
 
 
 def test_failed_trials_fire_the_alert_and_rules_evaluate(sweep, prom):

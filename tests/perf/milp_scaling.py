@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import numpy as np  # noqa: E402
 import pulp  # noqa: E402
 
-from matcher import milp  # noqa: E402
-from matcher.bruteforce import brute_force  # noqa: E402
-from matcher.greedy import greedy  # noqa: E402
-from matcher.instances import random_candidates  # noqa: E402
+from matcher.baselines.bruteforce import brute_force  # noqa: E402
+from matcher.baselines.greedy import greedy  # noqa: E402
 from matcher.requirements import Requirements  # noqa: E402
+from matcher.solve import plan, solve  # noqa: E402
+from tests.fixtures.instances import random_candidates  # noqa: E402
 
 HARDWARE = 8
 INVENTORY = 3
@@ -69,7 +69,7 @@ def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: in
             level = float(label.rstrip("u"))
             cands, req = instance(n, level, seed, capped)
             t = time.perf_counter()
-            s = milp.solve(req, cands, top_k=1, explain=False, time_limit_s=time_limit)
+            s = solve(req, cands, top_k=1, explain=False, time_limit_s=time_limit)
             t_cbc = time.perf_counter() - t
             tm = s.timings
             cbc = f"{fmt_s(t_cbc)} ({fmt_s(tm.get('screen_s'))} / {fmt_s(tm.get('build_s'))} / {fmt_s(tm.get('solver_s'))})"
@@ -78,14 +78,14 @@ def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: in
             t_highs = None
             if highs and n <= highs_max:
                 t = time.perf_counter()
-                sh = milp.solve(req, cands, top_k=1, explain=False, solver="highs", time_limit_s=time_limit)
+                sh = solve(req, cands, top_k=1, explain=False, solver="highs", time_limit_s=time_limit)
                 t_highs = time.perf_counter() - t
                 assert not sh.options or not s.options or \
                     abs(sh.options[0].cost_per_hour_usd - s.options[0].cost_per_hour_usd) < 1e-6
             t_top = None
             if n <= topk_max:
                 t = time.perf_counter()
-                milp.solve(req, cands, top_k=3, explain=False, time_limit_s=time_limit)
+                solve(req, cands, top_k=3, explain=False, time_limit_s=time_limit)
                 t_top = time.perf_counter() - t
             b = brute_force(req, cands, time_cap_s=brute_cap)
             if b.timed_out:
@@ -124,9 +124,9 @@ def plan_scaling(workloads: list[int], per_workload: int, inv_per_workload: floa
                                                     "latency_p99_ms": slo}, top_k=1), c))
         inventory = {f"hw{h:03d}": int(np.ceil(inv_per_workload * w)) for h in range(HARDWARE)}
         t = time.perf_counter()
-        p = milp.plan(items, inventory=inventory, time_limit_s=time_limit)
+        p = plan(items, inventory=inventory, time_limit_s=time_limit)
         dt = time.perf_counter() - t
-        alone = [milp.solve(r, c, top_k=1, explain=False) for r, c in items]
+        alone = [solve(r, c, top_k=1, explain=False) for r, c in items]
         lower = sum(a.options[0].cost_per_hour_usd for a in alone) if all(a.options for a in alone) else np.nan
         ratio = p.cost_per_hour_usd / lower if p.workloads and p.workloads[0] is not None else np.nan
         print(f"| {w} | {sum(len(c) for _, c in items):,} | {fmt_s(dt)} | {p.status} | {fmt_cost(p.cost_per_hour_usd)} | "

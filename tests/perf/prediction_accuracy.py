@@ -25,8 +25,8 @@ from perf_common import machine_line, read_results_or_exit  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
 from matcher.candidates import config_keys  # noqa: E402
-from matcher.instances import synthetic_result_rows  # noqa: E402
 from matcher.models import train_models  # noqa: E402
+from tests.fixtures.instances import synthetic_result_rows  # noqa: E402
 
 
 def pct(v: float | None) -> str:

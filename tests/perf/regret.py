@@ -39,17 +39,17 @@ import pandas as pd  # noqa: E402
 from perf_common import machine_line, read_results_or_exit  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
-from matcher import milp  # noqa: E402
 from matcher.candidates import (  # noqa: E402
-    METRICS,
     candidates_from_results,
     config_columns,
     config_keys,
     merge_candidates,
 )
-from matcher.instances import synthetic_result_rows  # noqa: E402
+from matcher.metrics import NAMES as METRICS  # noqa: E402
 from matcher.models import predict_candidates, train_models  # noqa: E402
 from matcher.requirements import Requirements  # noqa: E402
+from matcher.solve import solve  # noqa: E402
+from tests.fixtures.instances import synthetic_result_rows  # noqa: E402
 
 KEEP = ["sweep_id", "trial_id", "repeat", "scenario", "asset", "task", "status", "hardware", "accelerator_type",
         "device_count", "latency_p99_ms", "throughput_samples_per_s", "accuracy", "parameters", "flops_per_sample"]
@@ -82,7 +82,7 @@ def draw_requirements(rng: np.random.Generator, truth: pd.DataFrame, n: int) -> 
 
 
 def best_cost(req: Requirements, table: pd.DataFrame) -> float:
-    sol = milp.solve(req, table, top_k=1, explain=False)
+    sol = solve(req, table, top_k=1, explain=False)
     return sol.options[0].cost_per_hour_usd if sol.options else math.nan
 
 
@@ -137,7 +137,7 @@ def run(rows: pd.DataFrame, catalog: dict, *, splits: int, n_req: int, seed: int
             if np.isnan(best):
                 continue
             for mode, table in tables.items():
-                sol = milp.solve(req, table, top_k=1, explain=False)
+                sol = solve(req, table, top_k=1, explain=False)
                 s = stats[mode]
                 if not sol.options:
                     s["none"].append(1)

@@ -35,10 +35,10 @@ from perf_common import machine_line, read_results_or_exit  # noqa: E402
 from regret import best_cost, draw_requirements, pair_keys, slim  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
-from matcher import milp  # noqa: E402
 from matcher.candidates import CFG, candidates_from_results, config_columns, config_key  # noqa: E402
-from matcher.instances import synthetic_result_rows  # noqa: E402
+from matcher.solve import solve  # noqa: E402
 from matcher.suggest import refine  # noqa: E402
+from tests.fixtures.instances import synthetic_result_rows  # noqa: E402
 
 WITHIN = 0.05
 
@@ -62,7 +62,7 @@ def random_baseline(req, rows: pd.DataFrame, start: list[str], rest: list[str], 
     order = list(start) + list(rest)
     for n in range(len(start), len(order) + 1):
         cands = candidates_from_results(rows[keys.isin(order[:n])], catalog)
-        sol = milp.solve(req, cands, top_k=1, explain=False)
+        sol = solve(req, cands, top_k=1, explain=False)
         if sol.options:
             o = sol.options[0]
             first = cands.iloc[next(iter(o.replicas))]

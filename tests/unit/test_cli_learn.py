@@ -1,5 +1,5 @@
 """`benchmatch import | plan | suggest` through their command functions (argparse Namespaces, as
-`benchmatch` builds them), so that these tests do not depend on how cli.py wires them in."""
+`benchmatch` builds them), and once through `main` with its error handling."""
 
 from __future__ import annotations
 
@@ -13,11 +13,13 @@ import yaml
 
 from benchmarks.spec import load_sweep
 from benchmarks.store import ResultsStore
-from benchmatch.commands_learn import cmd_import, cmd_plan, cmd_suggest, register
+from benchmatch.cli import build_parser, main
+from benchmatch.commands.learn import cmd_import
+from benchmatch.commands.match import cmd_plan, cmd_suggest
 from matcher.candidates import config_keys
 from matcher.errors import ModelError, NoDataError, RequirementsError
-from matcher.instances import synthetic_result_rows
 from matcher.requirements import parse_plan
+from tests.fixtures.instances import synthetic_result_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,9 +44,8 @@ def results(tmp_path_factory) -> Path:
     return write_store(rows[keep], tmp_path_factory.mktemp("store") / "results")
 
 
-def test_register_adds_the_three_subcommands():
-    p = argparse.ArgumentParser()
-    register(p.add_subparsers(dest="cmd"))
+def test_the_parser_wires_the_three_subcommands():
+    p = build_parser()
     a = p.parse_args(["import", "f.csv", "--mapping", "m.yaml", "--dry-run"])
     assert a.fn is cmd_import and a.results == "results" and a.dry_run and a.sweep is None
     a = p.parse_args(["plan", "plan.yaml", "--json"])
@@ -190,19 +191,8 @@ def test_suggest_with_a_models_folder_that_holds_none(results, tmp_path):
         cmd_suggest(a)
 
 
-def _wired() -> bool:
-    from benchmatch import cli
-
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return {"import", "plan", "suggest"} <= set(sub.choices)
-
-
-def test_through_benchmatch_main_once_wired(tmp_path, capsys):
-    """Once cli.py calls register(), `benchmatch import` runs through main() and its error handling."""
-    if not _wired():
-        pytest.skip("benchmatch.cli does not call commands_learn.register yet")
-    from benchmatch.cli import main
-
+def test_through_benchmatch_main(tmp_path, capsys):
+    """`benchmatch import` runs through main() and its error handling."""
     rc = main(["import", str(ROOT / "configs/examples/generic-results.csv"), "--mapping",
                str(ROOT / "configs/mappings/generic-csv.yaml"), "--results", str(tmp_path / "s")])
     assert rc == 0 and capsys.readouterr().out.startswith("24 rows imported, 0 rejected")

@@ -98,3 +98,59 @@ def test_bad_threads_value_is_a_failed_row(tmp_path):
     rows = run_trial(spec(tmp_path, config={"batch_size": 4, "threads": 0}))
     assert all(r["status"] == "failed" and "'threads' must be a positive integer" in r["error"] for r in rows)
     assert rows[0]["num_threads"] is None
+
+
+def test_a_file_asset_absent_on_the_worker_loads_from_its_shipped_source(tmp_path, monkeypatch):
+    """A trial runs in its own working dir, maybe on another node: the file travels as text."""
+    monkeypatch.setenv("BENCHMATCH_HOME", str(tmp_path / "home"))
+    source = Path(FIXTURE).read_text()
+    s = spec(tmp_path, asset="blobs-logreg")
+    s.asset_ref, s.asset_source = "/nowhere/on/this/node/user_asset.py:Blobs", source
+    rows = run_trial(s)
+    assert all(r["status"] == "ok" for r in rows), rows[0]["error"]
+    assert {r["asset"] for r in rows} == {"blobs-logreg"}
+    assert {r["asset_ref"] for r in rows} == {"/nowhere/on/this/node/user_asset.py:Blobs"}
+    cached = list((tmp_path / "home" / "assets").glob("*/user_asset.py"))
+    assert len(cached) == 1 and cached[0].read_text() == source
+
+
+def test_a_sweep_resolves_a_relative_asset_where_it_is_run_and_names_it_by_its_name(tmp_path, monkeypatch):
+    from benchmarks.spec import SpecError, SweepSpec, expand_trials, load_sweep
+
+    (tmp_path / "my_models").mkdir()
+    (tmp_path / "my_models" / "encoder.py").write_text(Path(FIXTURE).read_text().replace(
+        'name = "blobs-logreg"', 'name = "tiny-encoder"', 1))
+    sweep = tmp_path / "sweeps" / "s.yaml"
+    sweep.parent.mkdir()
+    sweep.write_text("name: s\nasset: my_models/encoder.py:Blobs\nhardware: [test-cpu]\n")
+    monkeypatch.chdir(tmp_path)
+    loaded = load_sweep(sweep)
+    assert loaded.asset == f"{tmp_path / 'my_models' / 'encoder.py'}:Blobs"
+    trials = expand_trials(loaded, {"test-cpu": CPU})
+    assert {t.asset for t in trials} == {"tiny-encoder"} and trials[0].asset_source.startswith('"""A user')
+    monkeypatch.chdir(sweep.parent)  # found beside the sweep file too? no: only where run, then the file's folder
+    with pytest.raises(SpecError, match=r"my_models/encoder.py' not found \(looked in .*sweeps/my_models"):
+        load_sweep(sweep)
+    with pytest.raises(SpecError, match="supports tasks"):
+        expand_trials(SweepSpec(name="t", asset="tiny-cnn", task="train", hardware=["test-cpu"]), {"test-cpu": CPU})
+
+
+LOCAL_1C = HardwareSpec(name="local-1c", accelerator_type="cpu", cpu_cores=1, local=True)
+
+
+def test_an_emulated_profile_is_pinned_to_its_own_cpus_and_restored_after(tmp_path):
+    import os
+
+    before = os.sched_getaffinity(0)
+    rows = run_trial(spec(tmp_path, hardware=LOCAL_1C, config={"batch_size": 4}))
+    assert all(r["status"] == "ok" for r in rows), rows[0]["error"]
+    assert {r["cpu_set"] for r in rows} == {str(max(before))} and {r["num_threads"] for r in rows} == {1}
+    assert os.sched_getaffinity(0) == before  # a reused worker gets its whole mask back
+    real = run_trial(spec(tmp_path, config={"batch_size": 4, "threads": 1}))
+    assert {r["cpu_set"] for r in real} == {""}
+
+
+def test_more_threads_than_an_emulated_profile_has_cores_is_refused(tmp_path):
+    rows = run_trial(spec(tmp_path, hardware=LOCAL_1C, config={"batch_size": 4, "threads": 2}))
+    assert all(r["status"] == "failed" for r in rows)
+    assert "threads=2 exceeds the 1 core that profile 'local-1c' emulates" in rows[0]["error"]

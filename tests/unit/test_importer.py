@@ -26,8 +26,8 @@ from matcher.importer import (
     import_file,
     load_mapping,
 )
-from matcher.instances import synthetic_result_rows
 from matcher.recommend import recommend
+from tests.fixtures.instances import synthetic_result_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPERF_MAP = ROOT / "configs" / "mappings" / "mlperf-inference-summary.yaml"

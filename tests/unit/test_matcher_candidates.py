@@ -16,7 +16,7 @@ from matcher.candidates import (
     validate_candidates,
 )
 from matcher.errors import CandidateError, NoDataError, RequirementsError
-from matcher.instances import synthetic_result_rows
+from tests.fixtures.instances import synthetic_result_rows
 
 HEADER = "hardware,price_per_hour_usd,latency_p99_ms,throughput_qps,accuracy,inventory,batch_size,dtype\n"
 

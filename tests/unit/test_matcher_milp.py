@@ -8,20 +8,23 @@ import math
 
 import numpy as np
 import pandas as pd
+import pulp
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher import milp
 from matcher.api import recommend_from_sources
-from matcher.bruteforce import brute_force
+from matcher.baselines.bruteforce import brute_force
+from matcher.baselines.greedy import greedy
+from matcher.diagnose import apply_relaxations
 from matcher.errors import RequirementsError
-from matcher.greedy import greedy
-from matcher.instances import random_candidates, random_requirements
 from matcher.recommend import recommend
 from matcher.requirements import Requirements
+from matcher.solution import STATUSES, Diagnosis
+from matcher.solve import plan, solve
+from tests.fixtures.instances import random_candidates, random_requirements
 
-HIGHS = milp.pulp.HiGHS().available()
+HIGHS = pulp.HiGHS().available()
 
 
 def small_instance(rng, *, objective="cost", top_k=1, single_config=True, max_vectors=20_000):
@@ -80,8 +83,8 @@ def test_top1_equals_brute_force(objective):
         single = i % 4 != 3
         c, r, b = small_instance(rng, objective=objective, single_config=single)
         solver = "highs" if (HIGHS and i % 2) else "cbc"
-        s = milp.solve(r, c, single_config=single, solver=solver, top_k=1)
-        assert s.status in milp.STATUSES and s.reason
+        s = solve(r, c, single_config=single, solver=solver, top_k=1)
+        assert s.status in STATUSES and s.reason
         if not b.feasible:
             infeasible += 1
             assert s.status == "infeasible" and not s.options, (i, r)
@@ -103,7 +106,7 @@ def test_top_k_sequence_equals_brute_force():
     compared = 0
     for _ in range(20):
         c, r, b = small_instance(rng, top_k=3)
-        s = milp.solve(r, c, top_k=3)
+        s = solve(r, c, top_k=3)
         assert [o.objective_value for o in s.options] == pytest.approx([o.objective_value for o in b.options], rel=1e-7)
         compared += len(b.options) >= 2
     assert compared >= 5
@@ -113,7 +116,7 @@ def test_top_k_options_are_distinct_and_non_decreasing():
     rng = np.random.default_rng(3)
     c = random_candidates(rng, 4, 6)
     r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.median() * 3)}, top_k=8)
-    s = milp.solve(r, c)
+    s = solve(r, c)
     assert len(s.options) == 8
     costs = [o.cost_per_hour_usd for o in s.options]
     assert costs == sorted(costs)
@@ -137,19 +140,19 @@ def test_no_answer_violates_a_constraint_and_relaxation_restores_feasibility(see
     c = random_candidates(rng, int(rng.integers(1, 4)), int(rng.integers(1, 4)), with_energy=True,
                           missing_accuracy=0.2)
     r = random_requirements(rng, c, objective=objective, top_k=2, tight=tight)
-    s = milp.solve(r, c)
+    s = solve(r, c)
     for opt in s.options:
         assert violations(r, c, opt.replicas) == [], opt
     if s.status == "infeasible":
         d = s.diagnosis
         assert d is not None and d.blocking and d.message
-        relaxed = milp.apply_relaxations(r, d)
-        again = milp.solve(relaxed, c, top_k=1)
+        relaxed = apply_relaxations(r, d)
+        again = solve(relaxed, c, top_k=1)
         assert again.status == "optimal", (d, relaxed)
         assert violations(relaxed, c, again.options[0].replicas) == []
         for alt in d.alternatives:  # each single-constraint fix works on its own too
-            one = milp.apply_relaxations(r, milp.Diagnosis((alt.constraint,), alt.message, (alt,)))
-            assert milp.solve(one, c, top_k=1).status == "optimal", alt
+            one = apply_relaxations(r, Diagnosis((alt.constraint,), alt.message, (alt,)))
+            assert solve(one, c, top_k=1).status == "optimal", alt
 
 
 def test_deterministic_and_independent_of_row_order():
@@ -157,9 +160,9 @@ def test_deterministic_and_independent_of_row_order():
     c = random_candidates(rng, 5, 8)
     r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.quantile(0.8) * 2.5),
                                   "latency_p99_ms": float(c.latency_p99_ms.median())}, top_k=4)
-    a, b = milp.solve(r, c), milp.solve(r, c)
+    a, b = solve(r, c), solve(r, c)
     shuffled = c.sample(frac=1.0, random_state=1).reset_index(drop=True)
-    s = milp.solve(r, shuffled)
+    s = solve(r, shuffled)
 
     def canon(sol, table):
         return [(o.mix, o.cfg_keys, sorted((table.iloc[p]["hardware"], n) for p, n in o.replicas.items()))
@@ -174,9 +177,9 @@ def test_callers_dataframe_is_unchanged():
     c = random_candidates(rng, 3, 3, with_energy=True)
     before = c.copy(deep=True)
     r = Requirements(objective="energy", constraints={"throughput_qps": 500.0, "max_power_w": 1e6})
-    milp.solve(r, c)
+    solve(r, c)
     recommend(r, c)
-    milp.solve(Requirements(constraints={"latency_p99_ms": 1e-6}), c)  # infeasible path + diagnosis
+    solve(Requirements(constraints={"latency_p99_ms": 1e-6}), c)  # infeasible path + diagnosis
     pd.testing.assert_frame_equal(c, before)
 
 
@@ -197,7 +200,7 @@ def table():
 
 
 def test_diagnosis_names_unreachable_latency_with_the_best():
-    s = milp.solve(Requirements(constraints={"latency_p99_ms": 5}), table())
+    s = solve(Requirements(constraints={"latency_p99_ms": 5}), table())
     assert s.status == "infeasible" and not s.options
     assert s.diagnosis.blocking == ("latency_p99_ms",)
     assert s.diagnosis.message == "latency_p99_ms <= 5 is unreachable; the best is 7.2 ms on local-2c with batch_size=1"
@@ -206,7 +209,7 @@ def test_diagnosis_names_unreachable_latency_with_the_best():
 
 def test_diagnosis_budget_shortfall():
     req = Requirements(constraints={"throughput_qps": 600, "budget_per_hour_usd": 0.05, "latency_p99_ms": 20})
-    s = milp.solve(req, table())
+    s = solve(req, table())
     assert s.status == "infeasible"
     # one local-2c at batch 8 (600 samples/s, 18 ms) would do, at 0.08 USD/h
     assert s.diagnosis.blocking == ("budget_per_hour_usd",)
@@ -218,12 +221,12 @@ def test_diagnosis_budget_shortfall():
 
 
 def test_diagnosis_inventory_and_missing_accuracy():
-    s = milp.solve(Requirements(constraints={"throughput_qps": 1200}, inventory={"local-1c": 1, "local-2c": 1}),
+    s = solve(Requirements(constraints={"throughput_qps": 1200}, inventory={"local-1c": 1, "local-2c": 1}),
                    table())
     assert s.status == "infeasible"
     assert any(b.startswith("inventory[") or b == "throughput_qps" for b in s.diagnosis.blocking)
     nothing = table().assign(accuracy=np.nan)
-    s = milp.solve(Requirements(constraints={"accuracy": 0.5}), nothing)
+    s = solve(Requirements(constraints={"accuracy": 0.5}), nothing)
     assert s.diagnosis.blocking == ("accuracy",)
     assert "4 without accuracy" in s.diagnosis.message
     assert "have no accuracy" in s.diagnosis.relaxations[0].message
@@ -231,12 +234,12 @@ def test_diagnosis_inventory_and_missing_accuracy():
 
 
 def test_errors_are_records_not_none():
-    s = milp.solve(Requirements(), table(), solver="gurobi-please")
+    s = solve(Requirements(), table(), solver="gurobi-please")
     assert s.status == "error" and "unknown solver" in s.reason
 
 
 def test_binding_constraints():
-    s = milp.solve(Requirements(constraints={"throughput_qps": 600, "latency_p99_ms": 10}, top_k=1), table())
+    s = solve(Requirements(constraints={"throughput_qps": 600, "latency_p99_ms": 10}, top_k=1), table())
     opt = s.options[0]
     assert opt.mix == {"local-2c": 3}
     # demand needs all 3 replicas; the SLO screened out batch 8, which is cheaper per sample/s
@@ -250,7 +253,7 @@ def test_binding_constraints():
 
 def test_hardware_mix_under_inventory():
     req = Requirements(constraints={"throughput_qps": 800}, inventory={"local-2c": 1}, top_k=1)
-    s = milp.solve(req, table())
+    s = solve(req, table())
     assert s.options[0].mix == {"local-1c": 1, "local-2c": 1}  # 300 + 600 >= 800, one config (batch 8)
     assert s.options[0].cfg_keys == ("batch_size=8",)
     assert "inventory[local-2c]" in s.options[0].binding
@@ -261,8 +264,8 @@ def test_mixed_configurations_only_when_allowed():
     # local-2c alone, batch 1 gives 100 + 200. Mixing batch 8 on local-2c with batch 1 on local-1c: 700.
     req = Requirements(constraints={"throughput_qps": 700, "latency_p99_ms": 20},
                        inventory={"local-2c": 1, "local-1c": 1}, top_k=1)
-    assert milp.solve(req, table()).status == "infeasible"
-    many = milp.solve(req, table(), single_config=False)
+    assert solve(req, table()).status == "infeasible"
+    many = solve(req, table(), single_config=False)
     assert many.status == "optimal" and many.options[0].mix == {"local-1c": 1, "local-2c": 1}
     assert len(many.options[0].cfg_keys) == 2
     ans = recommend(req, table(), single_config=False).model_dump()
@@ -274,17 +277,17 @@ def test_plan_shares_inventory_and_matches_independent_solves_without_it():
     c = random_candidates(rng, 4, 5)
     w = [(Requirements(constraints={"throughput_qps": 2000}), c),
          (Requirements(constraints={"throughput_qps": 3000, "latency_p99_ms": 50}), c)]
-    free = milp.plan(w)
-    alone = sum(milp.solve(r, cc, top_k=1).options[0].cost_per_hour_usd for r, cc in w)
+    free = plan(w)
+    alone = sum(solve(r, cc, top_k=1).options[0].cost_per_hour_usd for r, cc in w)
     assert free.status == "optimal" and free.cost_per_hour_usd == pytest.approx(alone)
-    tight = milp.plan(w, inventory={h: 1 for h in c.hardware.unique()})
+    tight = plan(w, inventory={h: 1 for h in c.hardware.unique()})
     assert tight.status == "optimal" and tight.cost_per_hour_usd >= free.cost_per_hour_usd - 1e-9
     used = {}
     for o in tight.workloads:
         for h, n in o.mix.items():
             used[h] = used.get(h, 0) + n
     assert max(used.values()) <= 1
-    broke = milp.plan(w, budget_per_hour_usd=0.01)
+    broke = plan(w, budget_per_hour_usd=0.01)
     assert broke.status == "infeasible" and "budget_per_hour_usd" in broke.diagnosis.blocking
 
 
@@ -293,7 +296,7 @@ def test_greedy_is_never_cheaper_than_the_milp():
     compared = 0
     for _ in range(15):
         c, r, _ = small_instance(rng)
-        g, s = greedy(r, c), milp.solve(r, c, top_k=1)
+        g, s = greedy(r, c), solve(r, c, top_k=1)
         if g.feasible:
             compared += 1
             assert s.options and s.options[0].cost_per_hour_usd <= g.cost_per_hour_usd + 1e-9
@@ -345,7 +348,7 @@ def test_time_limit_is_a_status_not_a_crash():
     rng = np.random.default_rng(4)
     c = random_candidates(rng, 4, 10)
     r = Requirements(constraints={"throughput_qps": float(c.throughput_qps.median() * 5)})
-    s = milp.solve(r, c, time_limit_s=0)
+    s = solve(r, c, time_limit_s=0)
     assert s.status == "time_limit" and not s.options and "time limit" in s.reason
     ans = recommend(r, c, time_limit_s=0).model_dump()
     assert ans["feasible"] is False and ans["diagnosis"]["message"].startswith("time_limit:")

@@ -14,7 +14,6 @@ import pytest
 from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results, merge_candidates
 from matcher.errors import ModelError
-from matcher.instances import synthetic_result_rows
 from matcher.models import (
     TRUSTED_TYPES,
     ModelSet,
@@ -25,6 +24,7 @@ from matcher.models import (
 )
 from matcher.recommend import recommend
 from matcher.requirements import Requirements
+from tests.fixtures.instances import synthetic_result_rows
 
 CATALOG = {
     "local-1c": HardwareSpec("local-1c", "cpu", cpu_cores=1, memory_gb=4, price_per_hour_usd=0.0446, price_source="t"),

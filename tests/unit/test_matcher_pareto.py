@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from matcher.bruteforce import brute_force
+from matcher.baselines.bruteforce import brute_force
 from matcher.pareto import pareto_front
 from matcher.requirements import parse_requirements
 

@@ -3,6 +3,7 @@ import multiprocessing as mp
 import os
 import signal
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -87,3 +88,40 @@ def test_killed_writer_never_leaves_a_partial_visible_file(tmp_path):
             pd.read_parquet(path)  # every visible file is complete
         df = store.read(on_corrupt="raise")
         assert set(df["trial_id"]) <= {"big"}
+
+
+@pytest.mark.parametrize("sweep", ["..", ".", ".hidden", "../..", ""])
+def test_a_name_never_writes_outside_the_store_or_hides_its_file(tmp_path, sweep):
+    store = ResultsStore(tmp_path / "results")
+    row = {"sweep_id": sweep, "trial_id": "t", "repeat": 0, "scenario": "Offline", "asset": "a", "hardware": "h"}
+    with pytest.raises(StoreError):
+        store.write([row])
+    assert not any(p for p in tmp_path.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize("name", ["..", ".", ".x"])
+def test_a_sweep_file_named_like_a_parent_folder_is_refused(name):
+    from benchmarks.spec import SweepSpec
+
+    with pytest.raises(ValueError, match="name"):
+        SweepSpec(name=name, asset="digits-mlp", hardware=["local-1c"])
+
+
+def test_separators_in_an_id_stay_inside_the_store(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    path = store.write([{"sweep_id": "a/../..", "trial_id": "t/../../x", "repeat": 0, "scenario": "Offline",
+                         "asset": "a", "hardware": "h"}])
+    assert Path(path).resolve().is_relative_to((tmp_path / "results").resolve())
+
+
+def test_old_temp_files_of_killed_writers_are_removed_and_young_ones_kept(tmp_path):
+    store = ResultsStore(tmp_path / "results")
+    folder = tmp_path / "results" / "s"
+    folder.mkdir(parents=True)
+    old, young, data = folder / ".t-r0.parquet.abc.tmp", folder / ".t-r1.parquet.def.tmp", folder / "keep.parquet"
+    for f in (old, young, data):
+        f.write_bytes(b"x")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    os.utime(data, (time.time() - 3600, time.time() - 3600))
+    assert store.remove_orphans() == [str(old)]
+    assert not old.exists() and young.exists() and data.exists()

@@ -10,12 +10,13 @@ import pandas as pd
 import pytest
 import yaml
 
+from benchmarks.assets import ResolvedAsset
 from benchmarks.spec import expand_trials, load_sweep
 from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results, config_keys
-from matcher.instances import synthetic_result_rows
 from matcher.recommend import recommend
 from matcher.suggest import _grids, optimistic_table, refine, suggest, suggestion_sweeps
+from tests.fixtures.instances import synthetic_result_rows
 
 # local-2c is priced below two local-1c so that threads pay off and one pair is clearly best.
 CATALOG = {
@@ -161,7 +162,8 @@ def test_sweep_files_measure_exactly_the_suggested_trials(oracle, tmp_path):
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         spec = load_sweep(path)  # what `benchmatch sweep` reads
         assert spec.repeats == 2 and spec.loadgen.min_duration_ms == 300  # settings from the template
-        for trial in expand_trials(spec, CATALOG):
+        # 'mlp' is the synthetic oracle's asset: nothing to load, so it is given as resolved.
+        for trial in expand_trials(spec, CATALOG, ResolvedAsset(ref=spec.asset, name=spec.asset)):
             planned.add((trial.hardware.name, tuple(sorted(trial.config.items())), trial.repeat))
     wanted = {(t.hardware, tuple(sorted(t.config.items())), r) for t in s.trials for r in range(2)}
     assert planned == wanted  # no trial outside the suggestion, none missing

@@ -1,6 +1,6 @@
 """Exhaustive enumeration of replica counts: the reference the MILP is tested against.
 
-Written independently of milp.py (own screening, own feasibility test) so that a shared bug
+Written independently of the MILP (own screening, own feasibility test) so that a shared bug
 does not hide. It enumerates every replica vector y with 0 <= y_i <= ub_i, where ub_i is what
 candidate i needs to carry the demand alone (more never helps any objective) capped by inventory,
 within one configuration at a time when `single_config` (the default), vectorised with numpy.

@@ -10,7 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from matcher.metrics import metric_values, numeric
 from matcher.requirements import Requirements
+from matcher.screen import THRESHOLDS
 
 _EPS = 1e-9
 
@@ -24,30 +26,22 @@ class GreedyResult:
     reason: str = ""
 
 
-def _col(df: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in df.columns:
-        return np.full(len(df), np.nan)
-    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-
-
 def greedy(req: Requirements, candidates: pd.DataFrame) -> GreedyResult:
     c = req.constraints
     demand = c.throughput_qps or 0.0
-    price, thr, lat, acc = (_col(candidates, k) for k in ("price_per_hour_usd", "throughput_qps", "latency_p99_ms", "accuracy"))
-    energy, power = _col(candidates, "energy_per_sample_j"), _col(candidates, "power_w")
-    power = np.where(np.isnan(power), energy * thr, power)
-    devices = np.nan_to_num(_col(candidates, "devices"), nan=1.0) if "devices" in candidates else np.ones(len(price))
-    inv_col = _col(candidates, "inventory")
+    price = numeric(candidates, "price_per_hour_usd")
+    thr, power = metric_values(candidates, "throughput_qps"), metric_values(candidates, "power_w")
+    devices = np.nan_to_num(numeric(candidates, "devices"), nan=1.0) if "devices" in candidates else np.ones(len(price))
+    inv_col = numeric(candidates, "inventory")
     hw = candidates["hardware"].astype(str).to_numpy()
     inventory = dict(req.inventory or {})
 
     ok = ~np.isnan(price) & (~np.isnan(thr) & (thr > 0) if demand > 0 else True)
-    if c.latency_p99_ms is not None:
-        ok &= lat <= c.latency_p99_ms * (1 + _EPS)
-    if c.accuracy is not None:
-        ok &= acc >= c.accuracy * (1 - _EPS)
-    if c.energy_per_sample_j is not None:
-        ok &= energy <= c.energy_per_sample_j * (1 + _EPS)
+    for t in THRESHOLDS:
+        bound = t.bound(req)
+        if bound is not None:
+            v = metric_values(candidates, t.metric)
+            ok &= ~np.isnan(v) & ~t.breaks(v, bound)
     if c.max_power_w is not None:
         ok &= ~np.isnan(power)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,0 +1,1 @@
+"""The `benchmatch` subcommands, one module per stage: measure, learn, match."""

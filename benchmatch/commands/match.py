@@ -1,0 +1,157 @@
+"""Match: `recommend` (and its Pareto front), `plan`, `suggest`, and `serve` over HTTP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from benchmatch import render
+from benchmatch.sources import DEFAULT_RESULTS, add_source_args, candidate_sources, default_models_dir
+
+FEASIBLE, INFEASIBLE = 0, 3  # exit codes of recommend / plan
+
+
+def cmd_recommend(a: argparse.Namespace) -> int:
+    from matcher.api import build_candidates, recommend_from_sources
+    from matcher.pareto import pareto_answer
+    from matcher.requirements import load_requirements
+
+    req = load_requirements(a.requirements)
+    if a.pareto:
+        ans = pareto_answer(req, build_candidates(req, **candidate_sources(a)))
+        show = render.print_pareto
+    else:
+        ans = recommend_from_sources(req, **candidate_sources(a))
+        show = render.print_recommendation
+    if a.json:
+        print(json.dumps(ans, indent=2, default=str))
+    else:
+        show(ans)
+    return FEASIBLE if ans.get("feasible") else INFEASIBLE
+
+
+def _load_document(path: str, what: str) -> Any:
+    from cluster import yamlfile
+    from matcher.errors import RequirementsError
+
+    p = Path(path)
+    if not p.is_file():
+        raise RequirementsError(f"{p}: {what} file not found")
+    try:
+        if p.suffix.lower() == ".json":
+            return json.loads(p.read_text())
+        return yamlfile.load(p)
+    except json.JSONDecodeError as exc:
+        raise RequirementsError(f"{p}: not valid JSON: {exc}") from None
+    except yamlfile.YamlError as exc:
+        raise RequirementsError(str(exc)) from None
+
+
+def cmd_plan(a: argparse.Namespace) -> int:
+    from matcher.api import plan_from_sources
+    from matcher.requirements import parse_plan
+
+    plan = parse_plan(_load_document(a.plan, "plan"), source=a.plan)
+    ans = plan_from_sources(plan, **candidate_sources(a))
+    if a.json:
+        print(json.dumps(ans, indent=2, default=str))
+    else:
+        render.print_plan(ans)
+    return FEASIBLE if ans.get("feasible") else INFEASIBLE
+
+
+def _sweep_paths(out: str, n: int) -> list[Path]:
+    p = Path(out)
+    return [p] + [p.with_name(f"{p.stem}-{i}{p.suffix or '.yaml'}") for i in range(2, n + 1)]
+
+
+def _write_sweeps(out: str, sweeps: list[dict[str, Any]]) -> list[str]:
+    import yaml
+
+    files = []
+    for path, doc in zip(_sweep_paths(out, len(sweeps)), sweeps, strict=True):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text("# Written by `benchmatch suggest`: exactly the suggested trials.\n"
+                       + yaml.safe_dump(doc, sort_keys=False))
+        os.replace(tmp, path)
+        files.append(str(path))
+    return files
+
+
+def cmd_suggest(a: argparse.Namespace) -> int:
+    from matcher.api import suggest_from_sources
+    from matcher.requirements import load_requirements
+
+    ans = suggest_from_sources(load_requirements(a.requirements), results_uri=a.results, models_dir=a.models,
+                               catalog_path=a.catalog, space_from=a.space_from,
+                               local_only=a.local_only, max_trials=a.max_trials)
+    ans["files"] = _write_sweeps(a.out, ans["sweeps"]) if a.out and ans["sweeps"] else []
+    if a.json:
+        print(json.dumps(ans, indent=2, default=str))
+    else:
+        render.print_suggestion(ans)
+    return 0
+
+
+def cmd_serve(a: argparse.Namespace) -> int:
+    from serve.runner import run_service
+
+    # Always pass the folder: the service picks models up when they appear (`benchmatch train` later).
+    run_service(results_uri=a.results, models_dir=a.models or default_models_dir(a.results),
+                candidates_csv=a.candidates, host=a.host, port=a.port, address=a.address,
+                catalog_path=a.catalog)
+    return 0
+
+
+def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argparse.HelpFormatter]) -> None:
+    """Add `recommend`, `plan`, `suggest` and `serve` to the `benchmatch` subparsers."""
+    r = sub.add_parser("recommend", help="recommend hardware × count × configuration for REQUIREMENTS",
+                       description="Answer a requirements file with the cheapest (or least-energy, or fastest) "
+                                   "hardware mix and configuration; exit 3 with a diagnosis when none is feasible.",
+                       parents=parents, formatter_class=fmt)
+    r.add_argument("requirements", help="requirements YAML or JSON")
+    add_source_args(r)
+    r.add_argument("--pareto", action="store_true", help="print the cost–latency Pareto front instead")
+    r.add_argument("--json", action="store_true", help="print the answer as JSON")
+    r.set_defaults(fn=cmd_recommend)
+
+    p = sub.add_parser("plan", help="place several workloads sharing inventory and budget (PLAN: YAML/JSON)",
+                       description="Place several workloads at once on a shared inventory and budget; exit 3 "
+                                   "with a diagnosis when no plan is feasible.",
+                       parents=parents, formatter_class=fmt)
+    p.add_argument("plan", help="plan file: workloads (requirements each), inventory, budget_per_hour_usd, objective")
+    add_source_args(p)
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(fn=cmd_plan)
+
+    s = sub.add_parser("suggest", help="the unmeasured (hardware, configuration) trials worth measuring next",
+                       description="Rank the unmeasured (hardware, configuration) pairs by how much measuring "
+                                   "them could change the answer, and optionally write them as sweep files.",
+                       parents=parents, formatter_class=fmt)
+    s.add_argument("requirements", help="requirements YAML or JSON")
+    s.add_argument("--results", default=DEFAULT_RESULTS, help="results store to read")
+    s.add_argument("--models", help="a saved model set to predict with (default: fit one on the results now)")
+    s.add_argument("--out", help="write the suggested trials as sweep file(s): OUT, OUT-2.yaml, ...")
+    s.add_argument("--max-trials", type=int, default=10, help="at most this many trials")
+    s.add_argument("--space-from", help="a sweep file whose space (and settings) to consider "
+                                        "(default: the configurations seen in the results)")
+    s.add_argument("--local-only", action="store_true", help="only the local profiles of the catalog")
+    s.add_argument("--json", action="store_true", help="print the suggestion as JSON")
+    s.set_defaults(fn=cmd_suggest)
+
+    v = sub.add_parser("serve", help="serve the recommender over HTTP with Ray Serve (127.0.0.1)",
+                       description="Serve POST /recommend, /plan, /pareto and GET /hardware, /assets, /healthz "
+                                   "with Ray Serve on loopback until Ctrl-C or SIGTERM.",
+                       parents=parents, formatter_class=fmt)
+    v.add_argument("--results", default=DEFAULT_RESULTS, help="results store to answer from")
+    v.add_argument("--models", help="performance models folder (default: RESULTS/models)")
+    v.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
+    v.add_argument("--host", default="127.0.0.1", help="HTTP host to bind; anything but loopback exposes the service")
+    v.add_argument("--port", type=int, default=8000, help="HTTP port")
+    v.add_argument("--address", help="Ray cluster to deploy on, e.g. 127.0.0.1:6379 or the address `cluster up` "
+                                     "printed (default: a private local Ray instance on loopback)")
+    v.set_defaults(fn=cmd_serve)

@@ -1,0 +1,129 @@
+"""The metric table: every per-replica number the matcher knows, in one place.
+
+A candidate row describes ONE replica of an asset on one (hardware, configuration). Each number it
+carries is one MetricSpec in METRICS: what it is (name, unit), which side of an uncertainty band is
+the conservative one, how the replicas of a mix combine it, where a result row measures it, and how
+a requirement bounds it. Everything downstream reads the table instead of listing metrics itself:
+
+* candidates.py: the columns of a candidate table and their validation, and the result rows each
+  candidate number is the median of (`measured_rows`);
+* models.py: one model per metric, trained on the same rows, on log scale unless a fraction;
+* recommend.py: the predicted metrics of a mix (`combine`) and their band (`side`);
+* screen.py: the threshold constraints (per-replica caps and floors) of the MILP;
+* suggest.py: the models a requirement needs, and the optimistic side of a band.
+
+So a new metric is one entry here plus its measurement (a result-row column written by benchmarks/),
+and, if users may bound it, a field of requirements.Constraints named by `requirement`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+Side = Literal["upper", "lower"]
+Combine = Literal["sum", "max", "min"]
+ConstraintKind = Literal["cap", "floor", "demand"]
+Presence = Literal["value", "column", "optional"]
+
+TRAIN_SCENARIO = "train"  # a training row's scenario; train candidates read every metric from it
+_REPEAT_KEY = ("sweep_id", "trial_id", "repeat")
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    name: str  # the candidate column, the model's metric, the key in an answer's `predicted`
+    unit: str  # "fraction" for a share in 0..1 (linear scale, clipped; no unit in messages)
+    side: Side  # the conservative side of a band: "upper" where more is worse
+    combine: Combine  # over the replicas of a mix: capacities add up, per-query figures take the worst
+    row_column: str  # the result-row column (benchmarks/schema.py) it is measured as
+    # infer scenarios it is read from, in order of preference (the first with a value wins); None:
+    # every scenario measures it alike, so every row counts once per (sweep, trial, repeat)
+    row_scenarios: tuple[str, ...] | None
+    constraint: ConstraintKind | None = None  # how a requirement bounds it, if one can
+    requirement: str | None = None  # the requirements.Constraints field that does
+    # "value": a candidate table must have the column and a CSV row a number; "column": the column
+    # must exist but may be blank (unknown); "optional": the column may be absent
+    presence: Presence = "optional"
+    positive: bool = False  # > 0 (a time or a rate); else >= 0
+    spread: bool = False  # measured candidates carry `<name>_iqr` over repeats, shown in the answer's band
+    derived_from: tuple[str, str] | None = None  # the product of these two where not measured
+
+    @property
+    def fraction(self) -> bool:
+        return self.unit == "fraction"
+
+    @property
+    def per_replica(self) -> bool:
+        """Bounded replica by replica (the worst one used decides), rather than summed over the mix."""
+        return self.combine != "sum"
+
+    def bound(self, constraints: Any) -> float | None:
+        """The requirement's value for this metric (None: unconstrained)."""
+        return getattr(constraints, self.requirement) if self.requirement else None
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    # One query of MultiStream is one batch of cfg_batch_size samples, which is what a replica
+    # serves; SingleStream (one sample per query) only for assets measured without MultiStream.
+    MetricSpec("latency_p99_ms", "ms", "upper", "max", "latency_p99_ms", ("MultiStream", "SingleStream"),
+               "cap", "latency_p99_ms", presence="value", positive=True, spread=True),
+    MetricSpec("throughput_qps", "samples/s", "lower", "sum", "throughput_samples_per_s", ("Offline",),
+               "demand", "throughput_qps", presence="value", positive=True, spread=True),
+    # The accuracy of a repeat does not depend on the scenario: count each repeat once.
+    MetricSpec("accuracy", "fraction", "lower", "min", "accuracy", None, "floor", "accuracy", presence="column"),
+    MetricSpec("energy_per_sample_j", "J", "upper", "max", "energy_per_sample_j", ("Offline",),
+               "cap", "energy_per_sample_j"),
+    # Average power at full load: without a power reading, energy per sample x samples per second
+    # (both Offline figures) is the same quantity.
+    MetricSpec("power_w", "W", "upper", "sum", "avg_power_w", ("Offline",), "cap", "max_power_w",
+               derived_from=("energy_per_sample_j", "throughput_qps")),
+)
+
+BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+SIDE: dict[str, Side] = {m.name: m.side for m in METRICS}
+
+
+def numeric(df: pd.DataFrame, col: str) -> np.ndarray:
+    """A column as floats: NaN where a value is missing or not a number, all NaN without the column."""
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def metric_values(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A metric's column of a candidate table, derived (`derived_from`) where it was not measured.
+    validate_candidates stores the derived values; this keeps unvalidated tables (solve() on a
+    caller's frame, predicted rows) to the same rule."""
+    values = numeric(df, name)
+    spec = BY_NAME[name]
+    if spec.derived_from is not None:
+        a, b = (metric_values(df, n) for n in spec.derived_from)
+        values = np.where(np.isnan(values), a * b, values)
+    return values
+
+
+def measured_rows(rows: pd.DataFrame, spec: MetricSpec, task: str) -> tuple[pd.DataFrame, str]:
+    """The result rows `spec` is read from, and their scenario ("" when read from every scenario).
+
+    train: the training rows. infer: the rows of the first of `spec.row_scenarios` that has a value
+    (the last one when none has), or every row with a value, once per (sweep, trial, repeat)."""
+    scen = rows["scenario"].astype(str) if "scenario" in rows else pd.Series("", index=rows.index)
+    if task == TRAIN_SCENARIO:
+        sel, source = rows[scen == TRAIN_SCENARIO], TRAIN_SCENARIO
+    elif spec.row_scenarios is None:
+        sel, source = rows, ""
+    else:
+        for source in spec.row_scenarios:
+            sel = rows[scen == source]
+            if not np.isnan(numeric(sel, spec.row_column)).all():
+                break
+    if spec.row_scenarios is None:
+        sel = sel[~np.isnan(numeric(sel, spec.row_column))]
+        if "repeat" in sel:
+            sel = sel.drop_duplicates(subset=[c for c in _REPEAT_KEY if c in sel])
+    return sel, source

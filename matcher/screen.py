@@ -1,0 +1,198 @@
+"""Screening: a workload's candidate table as arrays, each candidate kept or excluded, and its
+replica bound (C0) — pure numpy, before any solver variable exists.
+
+The caller's DataFrame is never modified: everything here is a sorted numpy copy. Candidates are
+sorted by (hardware, cfg_key), so the model milp.py builds is the same whatever the row order.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from matcher.candidates import config_columns, config_dict, config_keys
+from matcher.metrics import METRICS, metric_values, numeric
+from matcher.requirements import Requirements
+from matcher.solution import BUDGET_H, BUDGET_TOTAL, LATENCY, POWER, TOL
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A bound each replica used must meet on its own: a cap or a floor on a per-replica metric."""
+
+    name: str  # the requirement field, and the constraint's name in answers
+    metric: str  # the metric it bounds (Workload.values)
+    sign: int  # +1: value <= bound (a cap); -1: value >= bound (a floor)
+    label: str  # the constraint family's label in milp.py's formulation
+    unit: str  # as messages print it after a value ("" for a fraction)
+
+    @property
+    def relation(self) -> str:
+        return "<=" if self.sign > 0 else ">="
+
+    def bound(self, req: Requirements) -> float | None:
+        return getattr(req.constraints, self.name)
+
+    def excess(self, values: np.ndarray, bound: float) -> np.ndarray:
+        """How far each value is on the wrong side of the bound (<= 0: within it)."""
+        return self.sign * (values - bound)
+
+    def breaks(self, values: np.ndarray, bound: float) -> np.ndarray:
+        """Beyond the bound by more than the relative tolerance (NaN never breaks: screened apart)."""
+        return self.sign * values > self.sign * bound * (1 + self.sign * TOL)
+
+
+# Labels of the threshold families in milp.py's formulation. A new threshold metric in the metric
+# table needs its own label here and a line in that formulation.
+_LABELS = {"latency_p99_ms": "C2", "accuracy": "C3", "energy_per_sample_j": "C4"}
+
+
+THRESHOLDS: tuple[Threshold, ...] = tuple(
+    Threshold(m.requirement, m.name, +1 if m.constraint == "cap" else -1, _LABELS[m.name], "" if m.fraction else m.unit)
+    for m in METRICS if m.requirement and m.constraint in ("cap", "floor") and m.per_replica)
+
+# A candidate without throughput is useless under a demand, whatever else it lacks: that is the
+# reason it is counted under; then the table's order.
+_SCREEN_ORDER = sorted(METRICS, key=lambda m: m.constraint != "demand")
+
+
+@dataclass
+class Workload:
+    """One workload's candidates after screening, in (hardware, cfg_key) order."""
+
+    req: Requirements
+    prefix: str  # "" for one workload, "workloads[i]." in a plan: names its constraints
+    pos: np.ndarray  # caller's iloc positions of kept candidates, in sorted order
+    hw: list[str]
+    cfg: list[str]
+    describe_cfg: Callable[[str], str]  # cfg_key -> "batch_size=8, dtype=fp32" (lazy: only answers need it)
+    price: np.ndarray
+    devices: np.ndarray
+    values: dict[str, np.ndarray]  # metric name (metrics.METRICS) -> its value per candidate
+    ub: np.ndarray  # max replicas of each candidate (C0, see screen)
+    inventory: dict[str, float]  # devices per hardware; absent = unlimited
+    excluded: Counter
+    n_total: int
+
+    @property
+    def demand(self) -> float:
+        return self.req.constraints.throughput_qps or 0.0
+
+    @property
+    def thr(self) -> np.ndarray:
+        return self.values["throughput_qps"]
+
+    @property
+    def lat(self) -> np.ndarray:
+        return self.values["latency_p99_ms"]
+
+    @property
+    def power(self) -> np.ndarray:
+        return self.values["power_w"]
+
+
+def _inventory(req: Requirements, cands: pd.DataFrame) -> dict[str, float]:
+    """Devices available per hardware: the table's `inventory` column, overridden by requirements."""
+    inv: dict[str, float] = {}
+    if "inventory" in cands.columns:
+        col = pd.to_numeric(cands["inventory"], errors="coerce")
+        for hw, val in zip(cands["hardware"].astype(str), col, strict=True):
+            if not math.isnan(val):
+                inv[hw] = min(inv.get(hw, math.inf), float(val))
+    inv.update({hw: float(n) for hw, n in (req.inventory or {}).items()})
+    return inv
+
+
+def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: bool, prefix: str = "",
+           extra_inventory: Mapping[str, float] | None = None) -> Workload:
+    """Turn the candidate table into arrays and decide, per candidate, whether it may be used.
+
+    Missing data excludes a candidate wherever that number matters (no throughput with a demand,
+    no accuracy under a floor, ...): no slack can make an unknown number acceptable. Threshold
+    constraints (C2-C4) exclude candidates here in the ordinary model; the elastic model keeps them
+    and prices the violation with slack instead. C0: no candidate gets more replicas than it needs
+    to carry the whole demand alone (more can never lower cost, power or worst latency), nor more
+    than inventory, budget or power cap allow one candidate alone."""
+    c = req.constraints
+    n_total = len(cands)
+    keys = config_keys(cands)
+    order = np.lexsort((np.arange(n_total), keys.to_numpy(dtype=str), cands["hardware"].astype(str).to_numpy()))
+    hw_all = cands["hardware"].astype(str).to_numpy()[order]
+    cfg_all = keys.to_numpy(dtype=object)[order]
+    price = numeric(cands, "price_per_hour_usd")[order]
+    values = {m.name: metric_values(cands, m.name)[order] for m in METRICS}
+    thr, power = values["throughput_qps"], values["power_w"]
+    devices = numeric(cands, "devices")[order] if "devices" in cands.columns else np.ones(n_total)
+    devices = np.where(np.isnan(devices), 1.0, devices)
+
+    keep = np.ones(n_total, dtype=bool)
+    excluded: Counter = Counter()
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        hit = mask & keep
+        if hit.any():
+            excluded[reason] += int(hit.sum())
+            keep[hit] = False
+
+    demand = c.throughput_qps or 0.0
+    drop(np.isnan(price) | (price < 0), "missing:price_per_hour_usd")
+    needed = {m.name for m in METRICS if m.bound(c) is not None}
+    if objective == "latency":
+        needed.add(LATENCY)
+    for m in _SCREEN_ORDER:
+        if m.name in needed:
+            v = values[m.name]
+            drop(np.isnan(v) | (v <= 0) if m.constraint == "demand" else np.isnan(v), f"missing:{m.name}")
+    if objective == "energy":
+        drop(np.isnan(power), "missing:power_w (energy objective)")
+    if not elastic:
+        for t in THRESHOLDS:
+            bound = t.bound(req)
+            if bound is not None:
+                drop(t.breaks(values[t.metric], bound), t.name)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        need = np.ceil(demand / thr - TOL) if demand > 0 else np.ones(n_total)
+    need = np.where(np.isfinite(need), np.maximum(need, 1), 1)
+    ub = need.copy()
+    inventory = _inventory(req, cands)
+    for hw, n in (extra_inventory or {}).items():
+        inventory[hw] = min(inventory.get(hw, math.inf), float(n))
+    if not elastic:
+        caps: list[tuple[str, np.ndarray]] = []
+        inv_arr = np.array([inventory.get(h, math.inf) for h in hw_all], dtype=float)
+        caps.append(("inventory", inv_arr / devices))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if c.budget_per_hour_usd is not None:
+                caps.append((BUDGET_H, np.where(price > 0, c.budget_per_hour_usd / price, math.inf)))
+            if c.budget_total_usd is not None and c.duration_h is not None:
+                per_h = c.budget_total_usd / c.duration_h
+                caps.append((BUDGET_TOTAL, np.where(price > 0, per_h / price, math.inf)))
+            if c.max_power_w is not None:
+                caps.append((POWER, np.where(power > 0, c.max_power_w / power, math.inf)))
+        for reason, cap in caps:
+            cap = np.floor(cap + TOL)
+            drop(cap < 1, reason)
+            ub = np.minimum(ub, cap)
+    ub = np.where(np.isfinite(ub), ub, need).astype(int)
+
+    cfg_cols = config_columns(cands)
+    first_pos = {key: int(order[i]) for i, key in reversed(list(enumerate(cfg_all)))}
+
+    def describe_cfg(key: str) -> str:
+        d = config_dict(cands.iloc[first_pos[key]], cfg_cols) if key in first_pos else {}
+        return ", ".join(f"{k}={v}" for k, v in d.items()) or "the default configuration"
+
+    k = keep
+    values = {name: v[k] for name, v in values.items()}
+    values["throughput_qps"] = np.nan_to_num(values["throughput_qps"], nan=0.0)
+    return Workload(
+        req=req, prefix=prefix, pos=order[k], hw=list(hw_all[k]), cfg=list(cfg_all[k]), describe_cfg=describe_cfg,
+        price=price[k], devices=devices[k], values=values, ub=ub[k], inventory=inventory, excluded=excluded,
+        n_total=n_total,
+    )
