@@ -14,9 +14,9 @@ import sys
 def _run_local(a: argparse.Namespace) -> int:
     from benchmarks.local_runner import run_sweep_locally
     from benchmarks.spec import load_sweep
-    from benchmarks.store import ResultsStore
     from cluster.hardware import load_catalog
     from cluster.probe import probe_local
+    from results.store import ResultsStore
 
     spec = load_sweep(a.config)
     if a.results:  # LoadGen logs and checkpoints go beside the rows, not to the file's folder

@@ -4,19 +4,20 @@
 with only torch all call the same code. Its phases: resolve the asset (a bad spec raises), set up
 (device, dtype, threads, seeds, data, model), warm up, measure (LoadGen scenarios for `infer`, the
 training loop for `train`), and turn each measurement into a row with exactly the columns of
-benchmarks/schema.py. A failure inside the asset or the model becomes rows with status "failed"
+results/schema.py. A failure inside the asset or the model becomes rows with status "failed"
 and the error, so that a sweep goes on.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import socket
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,6 @@ from benchmarks.assets.base import AssetData, config_dtype, config_int
 from benchmarks.checkpoint import TrainCheckpoint, fingerprint
 from benchmarks.environment import static_environment, window_environment
 from benchmarks.model_metrics import asset_model_metrics
-from benchmarks.schema import BY_NAME, COLUMN_NAMES, CONFIG_PREFIX
 from benchmarks.sensors import (
     BACKGROUND_CORES,
     MeasurementWindow,
@@ -42,6 +42,7 @@ from benchmarks.spec import SCENARIOS, TrialSpec
 from benchmarks.training import TrainResult, _autocast, train_model
 from cluster.errors import BenchmatchError
 from cluster.probe import cpu_count
+from results.schema import BY_NAME, COLUMN_NAMES, CONFIG_PREFIX
 
 Progress = Callable[[dict[str, Any]], None]
 TASKS = ("train", "infer")
@@ -117,6 +118,66 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
         row["duration_s"] = duration
     emit({"phase": "done", "status": "ok" if all(r["status"] == "ok" for r in rows) else "failed",
           "duration_s": duration, "rows": len(rows)})
+    return rows
+
+
+OFFLINE_BELOW_SINGLESTREAM = 0.5  # Offline batches, so it should not fall far below one-at-a-time
+
+
+def row_flags(rows: list[dict[str, Any]]) -> list[list[str]]:
+    """Why each row of one repeat is not a trustworthy measurement (empty: nothing found).
+
+    `loadgen_invalid`: LoadGen did not call the run VALID (too short, too few queries, or its
+    early-stopping check on the latency percentile failed). `background_load`: other processes used
+    more than half a core during the window. `offline_below_singlestream`: the batched Offline
+    throughput is under half the one-at-a-time SingleStream throughput of the same repeat, which no
+    healthy machine does (seen: 559 vs 14,792 samples/s under interference)."""
+    single = next((r.get("throughput_samples_per_s") for r in rows
+                   if r.get("scenario") == "SingleStream" and r.get("status") == "ok"), None)
+    out = []
+    for r in rows:
+        flags = []
+        if r.get("status") == "ok":
+            if r.get("loadgen_result") not in (None, "", "VALID") and r.get("scenario") != "train":
+                flags.append("loadgen_invalid")
+            if r.get("env_background_load") is True:
+                flags.append("background_load")
+            tput = r.get("throughput_samples_per_s")
+            if (r.get("scenario") == "Offline" and single and tput is not None
+                    and tput < OFFLINE_BELOW_SINGLESTREAM * single):
+                flags.append("offline_below_singlestream")
+        out.append(flags)
+    return out
+
+
+def measure(spec: TrialSpec, progress: Progress | None = None) -> list[dict[str, Any]]:
+    """run_trial, measured again while its rows are flagged (at most `spec.remeasure` times more).
+
+    Each new attempt runs LoadGen twice as long (a short run is the usual reason for INVALID) after
+    the others had their go; the attempt with the fewest flagged rows is kept (the latest of equals),
+    and its rows carry `flags` (why a row is still not trustworthy) and `remeasured` (attempts - 1),
+    so that a disturbed measurement is never passed off as a clean one."""
+    emit = _safe(progress)
+    attempts: list[tuple[list[dict[str, Any]], list[list[str]]]] = []
+    current = spec
+    for attempt in range(spec.remeasure + 1):
+        rows = run_trial(current, progress)
+        flags = row_flags(rows)
+        attempts.append((rows, flags))
+        if not any(flags) or any(r.get("status") != "ok" for r in rows) or attempt == spec.remeasure:
+            break
+        why = sorted({f for fl in flags for f in fl})
+        emit({"phase": "remeasure", "attempt": attempt + 1, "flags": why})
+        loadgen = current.loadgen.model_copy(update={
+            "min_duration_ms": current.loadgen.min_duration_ms * 2,
+            "min_query_count": current.loadgen.min_query_count * 2})
+        current = replace(current, loadgen=loadgen, attempt=attempt + 1)
+        time.sleep(1.0)  # let a passing burst of other work end before measuring again
+    best = min(range(len(attempts)), key=lambda i: (sum(bool(f) for f in attempts[i][1]), -i))
+    rows, flags = attempts[best]
+    for row, fl in zip(rows, flags, strict=True):
+        row["flags"] = ",".join(fl)
+        row["remeasured"] = len(attempts) - 1
     return rows
 
 
@@ -256,8 +317,17 @@ def count_flops_per_sample(asset: Any, model: nn.Module, one: torch.Tensor, devi
 # ------------------------------------------------------------------------------------------ infer
 
 
+def _scenario_order(settings: Any) -> list[str]:
+    """The scenarios as asked, except that a Server curve needs Offline's throughput first."""
+    scenarios = list(settings.scenarios)
+    if settings.curve and scenarios.index("Offline") > scenarios.index("Server"):
+        scenarios.remove("Offline")
+        scenarios.insert(scenarios.index("Server"), "Offline")
+    return scenarios
+
+
 def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
-    spec, scenarios = ctx.spec, list(ctx.spec.loadgen.scenarios)
+    spec, scenarios = ctx.spec, _scenario_order(ctx.spec.loadgen)
     try:
         samples = ctx.data.x_test.to(dtype=ctx.dtype)
         if ctx.device.type == "cuda":
@@ -283,9 +353,13 @@ def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
     rows = []
     for scenario in scenarios:
         try:
-            search = None
+            search = curve = None
             if scenario == "Server" and spec.loadgen.searches_server:
                 run, stats, search = _server_search(ctx, qsl, predict, calib, emit)
+            elif scenario == "Server" and spec.loadgen.curve:
+                capacity = next((r.get("throughput_samples_per_s") for r in rows
+                                 if r["scenario"] == "Offline" and r["status"] == "ok"), None)
+                run, stats, curve = _server_curve(ctx, qsl, predict, calib, capacity, emit)
             else:
                 sut_cls = lgh.ServerSUT if scenario == "Server" else lgh.SystemUnderTest
                 sut = sut_cls(predict, qsl, ctx.batch_size)
@@ -297,6 +371,8 @@ def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
                 row["server_latency_bound_ms"] = spec.loadgen.server_latency_bound_ms
             if search is not None:
                 row.update({"server_max_qps_within_bound": search.max_qps, "server_probes": len(search.probes)})
+            if curve is not None:
+                row.update({"server_curve": json.dumps(curve), "server_probes": len(curve)})
             emit({"phase": "infer", "scenario": scenario, "throughput_samples_per_s": row["throughput_samples_per_s"],
                   "latency_p99_ms": row["latency_p99_ms"], "loadgen_result": row["loadgen_result"]})
         except Exception as exc:
@@ -335,6 +411,39 @@ def _server_search(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.
     )
     chosen = search.best or min(search.probes, key=lambda p: p.target_qps)
     return chosen.run, chosen.extra.stats, search
+
+
+def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.Predict, calib: lgh.Calibration,
+                  capacity: float | None, emit: Progress) -> tuple[lgh.LoadGenRun, WindowStats, list[dict[str, Any]]]:
+    """Latency under load: one LoadGen Server run (Poisson arrivals, dynamic batching up to the
+    batch size) at each fraction of the Offline throughput `capacity`, lightest first.
+
+    Each point keeps what the matcher needs to read capacity at an SLO off the curve: offered and
+    completed samples/s, p50/p99, and whether LoadGen ran long enough to count (min duration and
+    query count met); its early-stopping verdict is kept too, since short runs rarely satisfy it.
+    The row reports the heaviest point that counts (else the lightest)."""
+    spec = ctx.spec
+    base = capacity or calib.single_throughput  # Offline failed: the warm-up's estimate, said in the point
+    points, runs = [], []
+    for i, fraction in enumerate(spec.loadgen.server_curve or []):
+        qps = max(1e-3, fraction * base)
+        # A huge latency bound: a curve point is a measurement at a load, not a pass/fail probe.
+        settings = spec.loadgen.model_copy(update={"server_target_qps": qps, "server_latency_bound_ms": 1e6})
+        with ctx.window() as window:
+            run = lgh.run_scenario("Server", lgh.ServerSUT(predict, qsl, ctx.batch_size), qsl, settings, calib,
+                                   ctx.log_dir(f"Server/load-{i:02d}"), seed=spec.seed)
+        details = run.details
+        counts = bool(details.get("result_min_duration_met", True)) and bool(details.get("result_min_queries_met", True))
+        point = {"fraction": fraction, "offered_qps": qps, "completed_qps": run.throughput_samples_per_s,
+                 "latency_p50_ms": run.latency_ms("p50"), "latency_p99_ms": run.latency_ms("p99"),
+                 "queries": run.query_count, "valid": counts,
+                 "early_stopping_met": details.get("early_stopping_met"),
+                 "capacity_source": "Offline" if capacity else "warm-up estimate"}
+        points.append(point)
+        runs.append((run, window.stats, counts))
+        emit({"phase": "server_load", **point})
+    chosen = next((r for r in reversed(runs) if r[2]), runs[0])
+    return chosen[0], chosen[1], points
 
 
 def _infer_row(ctx: TrialContext, run: lgh.LoadGenRun, stats: WindowStats, accuracy: float | None) -> dict[str, Any]:
@@ -570,5 +679,5 @@ def _safe(progress: Progress | None) -> Progress:
     return emit
 
 
-__all__ = ["TrialContext", "TrialError", "count_flops_per_sample", "resolve_device", "resolve_dtype",
+__all__ = ["measure", "row_flags", "TrialContext", "TrialError", "count_flops_per_sample", "resolve_device", "resolve_dtype",
            "resolve_threads", "run_trial", "seed_everything"]

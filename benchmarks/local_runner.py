@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from benchmarks.core import run_trial
+from benchmarks.core import measure
 from benchmarks.spec import SweepSpec, TrialSpec, expand_trials
-from benchmarks.store import ResultsStore
 from cluster.hardware import HardwareSpec
+from results.store import ResultsStore
 
 
 def local_trials(spec: SweepSpec, hardware: HardwareSpec) -> list[TrialSpec]:
@@ -64,9 +64,12 @@ def run_sweep_locally(
             if text:
                 say(f"{label}: {text}")
 
-        rows = run_trial(trial, progress=forward)
+        rows = measure(trial, progress=forward)
         path = store.write(rows)
         failed = [r for r in rows if r.get("status") != "ok"]
-        status = f"FAILED: {failed[0]['error']}" if failed else "ok"
+        flags = sorted({f for r in rows for f in str(r.get("flags") or "").split(",") if f})
+        status = f"FAILED: {failed[0]['error']}" if failed else f"FLAGGED ({', '.join(flags)})" if flags else "ok"
+        if rows[0].get("remeasured"):
+            status += f", re-measured {rows[0]['remeasured']}x"
         say(f"{label}: {status} ({rows[0]['duration_s']:.1f} s) -> {path}")
     return len(todo)

@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from benchmarks import stats
-from benchmarks.schema import BY_NAME, CONFIG_PREFIX
+from results.schema import BY_NAME, CONFIG_PREFIX
 
 TITLES = {
     "summary": "Summary",

@@ -9,6 +9,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -18,6 +21,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from cluster import yamlfile
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
+from cluster.validation import field_errors, one_line
+from results.ids import trial_id
 
 if TYPE_CHECKING:  # loading assets imports torch; reading a sweep file must not
     from benchmarks.assets import ResolvedAsset
@@ -46,17 +51,35 @@ class LoadGenSettings(BaseModel):
     server_search_tolerance: float = Field(
         0.05, gt=0, lt=1, description="the search stops once the highest passing and lowest failing QPS are this close (relative)"
     )
+    server_curve: list[float] | None = Field(
+        None, min_length=2, max_length=12,
+        description="measure the Server scenario's latency-vs-load curve: one LoadGen Server run at each of these "
+        "fractions of the Offline throughput measured just before (e.g. [0.25, 0.5, 0.75, 0.9]); the matcher sizes "
+        "replicas from it (docs/matcher.md, capacity at the SLO)",
+    )
 
     @model_validator(mode="after")
     def _search_needs_bound(self) -> LoadGenSettings:
         if self.server_search and self.server_latency_bound_ms is None:
             raise ValueError("server_search needs server_latency_bound_ms: the search looks for the highest QPS within that bound")
+        if self.server_curve is not None:
+            if any(not 0 < f <= 1.5 for f in self.server_curve) or sorted(set(self.server_curve)) != self.server_curve:
+                raise ValueError("server_curve must be increasing fractions of the Offline throughput in (0, 1.5]")
+            if not {"Server", "Offline"} <= set(self.scenarios):
+                raise ValueError("server_curve needs both Server and Offline in scenarios: its loads are fractions "
+                                 "of the Offline throughput")
+            if self.server_search:
+                raise ValueError("server_curve and server_search are two ways to measure Server; choose one")
         return self
+
+    @property
+    def curve(self) -> bool:
+        return self.server_curve is not None
 
     @property
     def searches_server(self) -> bool:
         """Whether the Server scenario searches for the latency-bounded peak (see docs/measurement.md)."""
-        if self.server_latency_bound_ms is None or self.server_search is False:
+        if self.server_latency_bound_ms is None or self.server_search is False or self.server_curve is not None:
             return False
         return self.server_search is True or self.server_target_qps is None
 
@@ -86,6 +109,12 @@ class SweepSpec(BaseModel):
     results_uri: str = "results"
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    remeasure: int = Field(
+        2, ge=0, le=5,
+        description="a repeat whose rows are flagged (LoadGen INVALID, background load, Offline far below "
+        "SingleStream) is measured again up to this many times, each with twice the LoadGen duration; the least "
+        "flagged attempt is kept, its flags in the rows",
+    )
 
     @field_validator("name")
     @classmethod
@@ -122,20 +151,13 @@ def load_sweep(path: str | Path) -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(doc)
     except ValidationError as exc:
-        msgs = [f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}" for e in exc.errors()]
-        raise SpecError(f"{path}: " + "; ".join(msgs)) from exc
+        raise SpecError(f"{path}: " + one_line(field_errors(exc.errors(), SweepSpec))) from None
     from benchmarks.assets import resolve_asset_path
 
     try:  # a relative `file.py:Object` means: where the user runs the command, else beside the sweep file
         return spec.model_copy(update={"asset": resolve_asset_path(spec.asset, [path.resolve().parent])})
     except ValueError as exc:
         raise SpecError(f"{path}: {exc}") from exc
-
-
-def trial_id(asset: str, task: str, hardware: str, config: dict[str, Any]) -> str:
-    """Stable id of a (asset, task, hardware, config): the same trial keeps its id across resumes."""
-    blob = json.dumps([asset, task, hardware, config], sort_keys=True, default=str)
-    return f"{hardware}-{hashlib.sha1(blob.encode()).hexdigest()[:10]}"
 
 
 @dataclass
@@ -156,6 +178,8 @@ class TrialSpec:
     num_cpus: int | None = None  # CPUs granted to the trial (Ray resources); caps torch threads
     asset_ref: str = ""  # how to load the asset when it differs from its name (`file.py:Object`, `module:Object`)
     asset_source: str | None = None  # a file asset's text, so the trial loads it on any node
+    remeasure: int = 0  # flagged repeats measured again up to this many times (SweepSpec.remeasure)
+    attempt: int = 0  # which measurement of this repeat (0: the first); later ones log beside the first
 
     @property
     def loader_ref(self) -> str:
@@ -164,7 +188,8 @@ class TrialSpec:
     @property
     def trial_dir(self) -> Path:
         """This (trial, repeat)'s folder for LoadGen logs, checkpoints and error tracebacks."""
-        return Path(self.log_dir) / self.sweep_id / f"{self.trial_id}-r{self.repeat}"
+        suffix = f"-a{self.attempt}" if self.attempt else ""
+        return Path(self.log_dir) / self.sweep_id / f"{self.trial_id}-r{self.repeat}{suffix}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -215,7 +240,85 @@ def expand_trials(spec: SweepSpec, catalog: dict[str, HardwareSpec],
                         hardware=catalog[hw], config=dict(cfg), seed=spec.seed + rep,
                         loadgen=spec.loadgen, train=spec.train,
                         log_dir=f"{spec.results_uri}/logs" if "://" not in spec.results_uri else "results/logs",
-                        asset_ref=ref, asset_source=asset.source,
+                        asset_ref=ref, asset_source=asset.source, remeasure=spec.remeasure,
                     )
                 )
     return out
+
+
+# ---- sweep files for chosen (hardware, configuration) pairs (`benchmatch suggest --out`) ----
+
+
+def _plain(v: Any) -> Any:
+    """A configuration value as YAML writes it: 8.0 -> 8, numpy scalars -> builtins."""
+    if hasattr(v, "item") and not isinstance(v, str | bytes):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
+def grids(configs: list[tuple[tuple[str, Any], ...]]) -> list[dict[str, list[Any]]]:
+    """Split a set of configurations into exact grids (a grid's product is exactly its part)."""
+    if not configs:
+        return []
+    keys = [k for k, _ in configs[0]]
+    as_dicts = [dict(c) for c in configs]
+
+    def is_grid(part: list[dict[str, Any]]) -> dict[str, list[Any]] | None:
+        space = {k: sorted({c[k] for c in part}, key=lambda v: (isinstance(v, str), v)) for k in keys}
+        n = math.prod(len(v) for v in space.values()) if space else 1
+        return space if n == len(part) else None
+
+    whole = is_grid(as_dicts)
+    if whole is not None:
+        return [whole]
+    best: list[dict[str, list[Any]]] | None = None
+    for k in keys:  # vary one key per sweep, fix the others: always exact
+        parts: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for c in as_dicts:
+            parts.setdefault(tuple(c[o] for o in keys if o != k), []).append(c)
+        spaces = [is_grid(p) for p in parts.values()]
+        if all(s is not None for s in spaces) and (best is None or len(spaces) < len(best)):
+            best = spaces  # type: ignore[assignment]
+    return best or [{k: [v] for k, v in c.items()} for c in as_dicts]
+
+
+def sweeps_for_pairs(
+    pairs: Iterable[tuple[str, Mapping[str, Any]]],
+    *,
+    asset: str,
+    task: str,
+    results_uri: str,
+    template: SweepSpec | None = None,
+    name: str | None = None,
+) -> list[dict[str, Any]]:
+    """SweepSpec documents (validated dicts) that measure exactly these (hardware, configuration)
+    pairs: hardware with the same configurations share a sweep, and configurations that do not
+    form a grid are split into grids that vary one hyperparameter. `asset` is how the sweep loads
+    it (a built-in name, `module:Object`, `file.py:Object`); `template` lends its settings
+    (repeats, seed, loadgen, train, concurrency)."""
+    by_hw: dict[str, list[tuple[tuple[str, Any], ...]]] = {}
+    for hw, cfg in pairs:
+        by_hw.setdefault(hw, []).append(tuple(sorted((k, _plain(v)) for k, v in cfg.items())))
+    groups: dict[tuple[Any, ...], list[str]] = {}
+    for hw, cfgs in by_hw.items():
+        groups.setdefault(tuple(sorted(set(cfgs), key=repr)), []).append(hw)
+    base: dict[str, Any] = {}
+    if template is not None:
+        base = template.model_dump(exclude={"name", "asset", "task", "space", "hardware", "results_uri"})
+    prefix = name or f"suggest-{_name_part(asset)}"
+    docs = []
+    for cfgs, hws in sorted(groups.items(), key=lambda kv: kv[1]):
+        for space in grids(list(cfgs)):
+            body = {"asset": asset, "task": task, "space": space, "hardware": sorted(hws)}
+            digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
+            doc = {"name": f"{prefix}-{digest}", **body, **base, "results_uri": results_uri}
+            docs.append(SweepSpec.model_validate(doc).model_dump(mode="json"))
+    return docs
+
+
+def _name_part(asset: str) -> str:
+    """A sweep-name part from an asset reference: `path/encoder.py:TinyEncoder` -> `TinyEncoder`."""
+    tail = asset.rpartition(":")[2] or asset
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", tail).strip("-.") or "asset"

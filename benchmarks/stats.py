@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from benchmarks.schema import CONFIG_PREFIX
+from results.schema import CONFIG_PREFIX
 
 BASE_GROUP = ("asset", "task", "scenario", "hardware")
 DEFAULT_METRICS = (

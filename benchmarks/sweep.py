@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
-from benchmarks.store import ResultsStore
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
+from results.store import ResultsStore
 
 PUBLISHER_NAME = "benchmatch-metrics"
 PUBLISHER_NAMESPACE = "benchmatch"
@@ -42,12 +42,16 @@ class SweepReport:
     failed: int = 0
     wall_s: float = 0.0
     trial_failures: list[str] = field(default_factory=list)
+    remeasured: int = 0  # repeats measured again because their rows were flagged
+    flagged: list[str] = field(default_factory=list)  # "<trial> r<repeat> <scenario>: <flags>" still flagged
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"sweep {self.sweep_id}: {self.ran} trial repeats run ({self.failed} failed), "
+        quality = (f"; {self.remeasured} re-measured, {len(self.flagged)} rows still flagged"
+                   if self.remeasured or self.flagged else "")
+        return (f"sweep {self.sweep_id}: {self.ran} trial repeats run ({self.failed} failed{quality}), "
                 f"{self.already_done} already done, {self.wall_s:.1f} s. Results: {self.results_uri}")
 
 
@@ -96,7 +100,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from benchmarks.core import failed_rows, run_trial
+    from benchmarks.core import failed_rows, measure
 
     t = config["trial"]
     store = ResultsStore(t["results_uri"])
@@ -116,7 +120,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
         publisher.started.remote(tags, t["planned"])
         t0 = time.monotonic()
         try:
-            rows = run_trial(spec, progress=forward)
+            rows = measure(spec, progress=forward)
         except Exception as exc:  # noqa: BLE001 - a trial that cannot run is a failed row, not a Tune retry
             rows = failed_rows(spec, exc)
         for row in rows:
@@ -127,8 +131,10 @@ def _trial_fn(config: dict[str, Any]) -> None:
         publisher.finished.remote(tags, status, time.monotonic() - t0)
         summary = {f"{r['scenario']}/{k}": r.get(k) for r in rows
                    for k in ("latency_p99_ms", "throughput_samples_per_s", "accuracy")}
+        flags = sorted({f for r in rows for f in str(r.get("flags") or "").split(",") if f})
         tune.report({"repeat": spec.repeat, "status": status, "node_id": node_id,
                      "error": next((r.get("error") for r in rows if r.get("error")), ""),
+                     "flags": ",".join(flags), "remeasured": int(rows[0].get("remeasured") or 0),
                      **{k: v for k, v in summary.items() if isinstance(v, int | float)}})
 
 
@@ -195,8 +201,10 @@ class _Progress:
                 thr = result.get("Offline/throughput_samples_per_s") or result.get("train/throughput_samples_per_s")
                 extra = (f" p99={p99:.2f} ms" if p99 else "") + (f" {thr:.0f} samples/s" if thr else "")
                 err = f" ERROR {result.get('error')}" if result.get("status") != "ok" else ""
+                again = f", re-measured {result['remeasured']}x" if result.get("remeasured") else ""
+                status = f"FLAGGED ({result['flags']})" if result.get("flags") else result.get("status")
                 emit(f"  [{self.n}/{total}] {t['hardware']['name']:<10} {cfg} r{result.get('repeat')}: "
-                     f"{result.get('status')}{extra}{err}")
+                     f"{status}{again}{extra}{err}")
 
             def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
                 emit(f"  trial {trial.config['trial']['trial_id']} errored; Tune retries it (resumes missing repeats)")
@@ -269,6 +277,16 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
     after = store.done(spec.name) & planned
     report.ran = len(after) - report.already_done
     df = store.read(spec.name)
+    if not df.empty and "flags" in df.columns:
+        keys = df["trial_id"].astype(str) + "|" + df["repeat"].astype(str)
+        mine = df[keys.isin({f"{t}|{r}" for t, r in planned})]  # this sweep file's trials, not older ones
+        report.remeasured = int(mine.drop_duplicates(["trial_id", "repeat"])["remeasured"].fillna(0).gt(0).sum())
+        flagged = mine[mine["flags"].fillna("").astype(str) != ""]
+        report.flagged = [f"{r.trial_id} r{r.repeat} {r.scenario}: {r.flags}" for r in flagged.itertuples()]
+        for line in report.flagged[:10]:
+            progress(f"  flagged (not counted as measured by the matcher): {line}")
+        if len(report.flagged) > 10:
+            progress(f"  ... and {len(report.flagged) - 10} more flagged rows (see the `flags` column)")
     if not df.empty and "status" in df.columns:
         bad = df.loc[df["status"] != "ok"].drop_duplicates(["trial_id", "repeat"])
         report.failed = len(bad)

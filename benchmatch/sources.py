@@ -1,14 +1,17 @@
 """Where a matcher command reads its candidates: one rule for every subcommand.
 
 `--candidates CSV` wins and skips results and models; otherwise the results store, plus the saved
-performance models in `--models` (default RESULTS/models) when that folder exists.
+performance models in `--models` (default RESULTS/models) when that folder holds a model set.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the matcher imports scikit-learn; `--help` must stay fast
+    from matcher.workspace import Sources, Workspace
 
 DEFAULT_RESULTS = "results"
 
@@ -23,11 +26,19 @@ def add_source_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
 
 
-def candidate_sources(a: argparse.Namespace) -> dict[str, Any]:
-    """Keyword arguments for matcher.api's *_from_sources / build_candidates."""
+def candidate_sources(a: argparse.Namespace) -> Sources:
+    from matcher.workspace import Sources
+
+    catalog = getattr(a, "catalog", None)
     if a.candidates:
-        return {"results_uri": None, "candidates_csv": a.candidates, "models_dir": None,
-                "catalog_path": getattr(a, "catalog", None)}
+        return Sources(candidates_csv=a.candidates, catalog_path=catalog)
     models = a.models or default_models_dir(a.results)
-    return {"results_uri": a.results, "candidates_csv": None,
-            "models_dir": models if os.path.isdir(models) else None, "catalog_path": getattr(a, "catalog", None)}
+    return Sources(results_uri=a.results, models_dir=models if os.path.isdir(models) else None,
+                   catalog_path=catalog)
+
+
+def open_workspace(a: argparse.Namespace) -> Workspace:
+    """The workspace a recommend/plan command answers from (errors name the unreadable source)."""
+    from matcher.workspace import Workspace
+
+    return Workspace.open(candidate_sources(a))

@@ -22,6 +22,7 @@ import pandas as pd
 
 from matcher.errors import CandidateError, NoDataError, RequirementsError
 from matcher.metrics import METRICS, measured_rows, metric_values, numeric
+from results.summary import ok_rows
 
 CFG = "cfg_"
 REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
@@ -196,7 +197,7 @@ def candidates_from_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------
-# Source b: result rows from the results store (benchmarks/schema.py)
+# Source b: result rows from the results store (results/schema.py)
 # ----------------------------------------------------------------------------------------------
 
 
@@ -214,11 +215,7 @@ def select_rows(df: pd.DataFrame, asset: str | None, task: str, where: str = "re
     """The ok rows of one asset and task. Picks the asset when only one is present."""
     if df is None or df.empty or "asset" not in df.columns:
         raise NoDataError(f"{where}: no result rows; run a sweep first (benchmatch sweep CONFIG)")
-    rows = df
-    if "status" in rows.columns:
-        rows = rows[rows["status"].astype(str) == "ok"]
-    if "task" in rows.columns:
-        rows = rows[rows["task"].astype(str) == task]
+    rows = ok_rows(df, task)
     assets = sorted(set(rows["asset"].dropna().astype(str)))
     if asset is None:
         if len(assets) > 1:

@@ -39,7 +39,7 @@ class MetricSpec:
     unit: str  # "fraction" for a share in 0..1 (linear scale, clipped; no unit in messages)
     side: Side  # the conservative side of a band: "upper" where more is worse
     combine: Combine  # over the replicas of a mix: capacities add up, per-query figures take the worst
-    row_column: str  # the result-row column (benchmarks/schema.py) it is measured as
+    row_column: str  # the result-row column (results/schema.py) it is measured as
     # infer scenarios it is read from, in order of preference (the first with a value wins); None:
     # every scenario measures it alike, so every row counts once per (sweep, trial, repeat)
     row_scenarios: tuple[str, ...] | None

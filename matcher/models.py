@@ -396,6 +396,8 @@ class ModelSet:
             raise ModelError(f"{index_path}: no model set here; run `benchmatch train` first") from None
         except json.JSONDecodeError as exc:
             raise ModelError(f"{index_path}: not valid JSON ({exc})") from None
+        if not isinstance(index, dict) or not isinstance(index.get("models", []), list):
+            raise ModelError(f"{index_path}: not a benchmatch model set (expected an object with a 'models' list)")
         if index.get("format") != "benchmatch-modelset" or index.get("version") != FORMAT_VERSION:
             raise ModelError(f"{index_path}: not a benchmatch model set of version {FORMAT_VERSION}")
         ms = cls(task=index.get("task", "infer"), configs=index.get("configs", {}),

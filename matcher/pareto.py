@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from matcher.candidates import clean_value
+from matcher.recommend import check_inventory
 from matcher.requirements import Requirements
 from matcher.solution import Option
 from matcher.solve import solve
@@ -60,6 +62,7 @@ def pareto_front(req: Requirements, candidates: pd.DataFrame, *, solver: str = "
 def pareto_answer(req: Requirements, candidates: pd.DataFrame, *, solver: str = "cbc",
                   time_limit_s: float = 60.0) -> dict:
     """The JSON answer of `recommend --pareto` and `POST /pareto`: the front as plain data."""
+    check_inventory(req.inventory, candidates)
     front = pareto_front(req, candidates, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = [c for c in candidates.columns if c.startswith("cfg_")]
     points = []
@@ -68,6 +71,6 @@ def pareto_answer(req: Requirements, candidates: pd.DataFrame, *, solver: str = 
         config = {c[4:]: used[c].iloc[0] for c in cfg_cols}
         points.append({"latency_p99_ms": p.latency_p99_ms, "cost_per_hour_usd": p.cost_per_hour_usd,
                        "hardware": dict(p.option.mix),
-                       "config": {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}})
+                       "config": {k: clean_value(v) for k, v in config.items()}})
     return {"feasible": bool(points), "objective": "cost", "method": "epsilon-constraint on latency_p99_ms",
             "points": points}

@@ -15,7 +15,7 @@ from matcher.candidates import config_columns, config_dict, validate_candidates
 from matcher.errors import RequirementsError
 from matcher.metrics import METRICS, metric_values, numeric
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
-from matcher.solution import Diagnosis, Option
+from matcher.solution import Diagnosis, Option, Status
 from matcher.solve import plan as solve_plan
 from matcher.solve import solve
 
@@ -50,6 +50,9 @@ class Recommendation(BaseModel):
     options: list[OptionOut]
     diagnosis: DiagnosisOut | None
     solver: str
+    # "time_limit" with options: they are the best found, not proven optimal (readers of the JSON,
+    # benchmatch/render.py among them, say so).
+    status: Status
     solve_time_s: float
     candidates_considered: int
 
@@ -114,7 +117,7 @@ def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> Option
                      binding=list(opt.binding), band=band)
 
 
-def _check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
+def check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
                      field: str = "inventory") -> None:
     tables = cands if isinstance(cands, list) else [cands]
     known = set().union(*(set(t["hardware"].astype(str)) for t in tables))
@@ -140,13 +143,13 @@ def recommend(
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
     cands = validate_candidates(candidates)
-    _check_inventory(req.inventory, cands)
+    check_inventory(req.inventory, cands)
     sol = solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
     diagnosis = _diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options))
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
-                          solver=sol.solver, solve_time_s=round(sol.solve_time_s, 6),
+                          solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered)
 
 
@@ -176,6 +179,7 @@ class PlanRecommendation(BaseModel):
     workloads: list[WorkloadOut]
     diagnosis: DiagnosisOut | None
     solver: str
+    status: Status  # as Recommendation.status
     solve_time_s: float
     candidates_considered: int
 
@@ -194,8 +198,8 @@ def recommend_plan(
         raise ValueError(f"{len(plan.workloads)} workloads but {len(tables)} candidate tables")
     tables = [validate_candidates(t, where=f"candidates of workloads[{i}]") for i, t in enumerate(tables)]
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
-        _check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
-    _check_inventory(plan.inventory, tables)
+        check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
+    check_inventory(plan.inventory, tables)
     sol = solve_plan(list(zip(plan.workloads, tables, strict=True)), inventory=plan.inventory,
                      budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
                      single_config=single_config, solver=solver, time_limit_s=time_limit_s)
@@ -210,4 +214,5 @@ def recommend_plan(
         feasible=feasible, objective=plan.objective,
         cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
         workloads=workloads, diagnosis=_diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
-        solver=sol.solver, solve_time_s=round(sol.solve_time_s, 6), candidates_considered=sol.candidates_considered)
+        solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
+        candidates_considered=sol.candidates_considered)

@@ -3,19 +3,43 @@ the field and says why (`constraints.latency_p99_ms: must be greater than 0`).""
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cluster.validation import field_errors
 from matcher.errors import RequirementsError
 
 # NaN / inf would pass `gt=0` comparisons in surprising ways; reject them at the door.
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+# Beyond these the replica counts (demand / per-replica throughput) and the total cost (price x
+# hours) overflow the solver's numbers, and the MILP would answer a wrong "infeasible".
+MAX_THROUGHPUT_QPS = 1e12
+MAX_DURATION_H = 1e6  # about 114 years
+
+
+def _unicode(text: str) -> str:
+    # JSON can carry a lone surrogate ("\ud800"), which no UTF-8 file, log or answer can hold.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"must be valid Unicode text (a lone surrogate at character {exc.start})") from None
+    return text
+
+
+# Strict: `true` is not 1 and "3" is not 3 (lax pydantic would take both). A float field still
+# takes an integer, so `"latency_p99_ms": 5` stays valid.
+Name = Annotated[str, AfterValidator(_unicode)]
+Count = Annotated[int, Field(ge=0, strict=True)]
+
+
+def _number(description: str, **bounds: float) -> Any:
+    return Field(None, strict=True, description=description, **bounds)
 
 
 class Constraints(BaseModel):
@@ -23,16 +47,17 @@ class Constraints(BaseModel):
 
     model_config = _STRICT
 
-    latency_p99_ms: float | None = Field(None, gt=0, description="Max p99 latency of one query (ms).")
-    throughput_qps: float | None = Field(
-        None, gt=0, description="Demand: samples per second the deployment must sustain."
-    )
-    budget_per_hour_usd: float | None = Field(None, gt=0, description="Max cost per hour (USD/h).")
-    budget_total_usd: float | None = Field(None, gt=0, description="Max total cost over duration_h (USD).")
-    duration_h: float | None = Field(None, gt=0, description="How long the deployment runs (h).")
-    accuracy: float | None = Field(None, ge=0, le=1, description="Min accuracy (fraction 0..1).")
-    energy_per_sample_j: float | None = Field(None, gt=0, description="Max energy per sample (J).")
-    max_power_w: float | None = Field(None, gt=0, description="Max total power of all replicas (W).")
+    latency_p99_ms: float | None = _number("Max p99 latency of one query (ms).", gt=0)
+    throughput_qps: float | None = _number(
+        f"Demand: samples per second the deployment must sustain (at most {MAX_THROUGHPUT_QPS:g}).",
+        gt=0, le=MAX_THROUGHPUT_QPS)
+    budget_per_hour_usd: float | None = _number("Max cost per hour (USD/h).", gt=0)
+    budget_total_usd: float | None = _number("Max total cost over duration_h (USD).", gt=0)
+    duration_h: float | None = _number(f"How long the deployment runs (h; at most {MAX_DURATION_H:g}).",
+                                       gt=0, le=MAX_DURATION_H)
+    accuracy: float | None = _number("Min accuracy (fraction 0..1).", ge=0, le=1)
+    energy_per_sample_j: float | None = _number("Max energy per sample (J).", gt=0)
+    max_power_w: float | None = _number("Max total power of all replicas (W).", gt=0)
 
     @model_validator(mode="after")
     def _total_needs_duration(self) -> Constraints:
@@ -47,20 +72,12 @@ class Requirements(BaseModel):
 
     model_config = _STRICT
 
-    asset: str | None = None
+    asset: Name | None = None
     task: Literal["infer", "train"] = "infer"
     objective: Literal["cost", "energy", "latency"] = "cost"
     constraints: Constraints = Field(default_factory=Constraints)
-    top_k: int = Field(3, ge=1, le=50)
-    inventory: dict[str, Annotated[int, Field(ge=0)]] | None = None
-
-
-_MSG_REWRITES = (
-    ("Input should be ", "must be "),
-    ("List should ", "must "),
-    ("Value error, ", ""),
-    ("Field required", "is required"),
-)
+    top_k: int = Field(3, ge=1, le=50, strict=True)
+    inventory: dict[Name, Count] | None = None
 
 
 class Plan(BaseModel):
@@ -70,51 +87,14 @@ class Plan(BaseModel):
     model_config = _STRICT
 
     workloads: list[Requirements] = Field(..., min_length=1, max_length=64)
-    inventory: dict[str, Annotated[int, Field(ge=0)]] | None = None
-    budget_per_hour_usd: float | None = Field(None, gt=0)
+    inventory: dict[Name, Count] | None = None
+    budget_per_hour_usd: float | None = Field(None, gt=0, strict=True)
     objective: Literal["cost", "energy", "latency"] = "cost"
 
 
-def _allowed_fields(loc: tuple[Any, ...], root: type[BaseModel] = Requirements) -> list[str]:
-    """Fields of the model that holds the last element of `loc`."""
-    model, parts = root, list(loc[:-1])
-    while parts:
-        part = parts.pop(0)
-        if model is Plan and part == "workloads":
-            model = Requirements
-            if parts and isinstance(parts[0], int):
-                parts.pop(0)
-        elif model is Requirements and part == "constraints":
-            model = Constraints
-    return sorted(model.model_fields)
-
-
 def flatten_errors(exc: ValidationError, root: type[BaseModel] = Requirements) -> list[tuple[str, str]]:
-    """pydantic errors as (dotted field, plain message) pairs."""
-    out = []
-    for err in exc.errors():
-        loc = tuple(err["loc"])
-        field = ".".join(str(p) for p in loc) or "(top level)"
-        if err["type"] == "extra_forbidden":
-            allowed = _allowed_fields(loc, root)
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            msg = f"unknown field{hint} (allowed: {', '.join(allowed)})"
-        else:
-            msg = err["msg"]
-            for old, new in _MSG_REWRITES:
-                msg = msg.replace(old, new)
-            # A cross-field check says which field it is about first: point the location at it.
-            first = msg.split(" ", 1)[0]
-            if err["type"] == "value_error" and first in _allowed_fields(loc + ("",), root):
-                field = ".".join([*(str(p) for p in loc), first])
-                msg = msg.split(" ", 1)[1]
-                out.append((field, msg))
-                continue
-            if "input" in err and err["type"] not in ("missing",):
-                msg = f"{msg} (got {err['input']!r})"
-        out.append((field, msg))
-    return out
+    """pydantic errors as (dotted field, plain message) pairs (cluster.validation, shared by every front end)."""
+    return field_errors(exc.errors(), root)
 
 
 def parse_requirements(data: Any, source: str = "requirements") -> Requirements:

@@ -22,14 +22,13 @@ any hardware, or hardware never measured while its predictions have no band). Wi
 the loop can stop early on a confident-looking extrapolation (a batch size never tried predicted
 like the nearest one measured).
 
-`suggestion_sweeps` turns the pairs into SweepSpec documents that `benchmatch sweep` runs, each an
+`benchmarks.spec.sweeps_for_pairs` turns the pairs into SweepSpec documents that `benchmatch sweep` runs, each an
 exact grid (no trial outside the suggestion), and `refine` runs the whole loop against a `measure`
 function (a real sweep, or an oracle in tests and tests/perf).
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import math
@@ -264,7 +263,7 @@ def suggest(
 ) -> Suggestion:
     """Unmeasured (hardware, configuration) pairs worth measuring for `req`, best first.
 
-    rows: result rows (benchmarks/schema.py). modelset: a fitted ModelSet; None fits one on `rows`
+    rows: result rows (results/schema.py). modelset: a fitted ModelSet; None fits one on `rows`
     (only the metrics `req` needs). configs: the configurations to consider (cfg_ prefix optional;
     default: every combination of the values seen in `rows`). hardware: catalog names to consider
     (default: the whole catalog; `local_only` keeps the local profiles). Hardware the models cannot
@@ -350,71 +349,6 @@ def suggest(
         out.notes.append("pairs with local=false need a Ray node of that hardware type "
                          "(resource accelerator_type:<name>); --local-only leaves them out")
     return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Sweep files
-# ----------------------------------------------------------------------------------------------
-
-
-def _grids(configs: list[tuple[tuple[str, Any], ...]]) -> list[dict[str, list[Any]]]:
-    """Split a set of configurations into exact grids (a grid's product is exactly its part)."""
-    if not configs:
-        return []
-    keys = [k for k, _ in configs[0]]
-    as_dicts = [dict(c) for c in configs]
-
-    def is_grid(part: list[dict[str, Any]]) -> dict[str, list[Any]] | None:
-        space = {k: sorted({c[k] for c in part}, key=lambda v: (isinstance(v, str), v)) for k in keys}
-        n = math.prod(len(v) for v in space.values()) if space else 1
-        return space if n == len(part) else None
-
-    whole = is_grid(as_dicts)
-    if whole is not None:
-        return [whole]
-    best: list[dict[str, list[Any]]] | None = None
-    for k in keys:  # vary one key per sweep, fix the others: always exact
-        parts: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
-        for c in as_dicts:
-            parts.setdefault(tuple(c[o] for o in keys if o != k), []).append(c)
-        spaces = [is_grid(p) for p in parts.values()]
-        if all(s is not None for s in spaces) and (best is None or len(spaces) < len(best)):
-            best = spaces  # type: ignore[assignment]
-    return best or [{k: [v] for k, v in c.items()} for c in as_dicts]
-
-
-def suggestion_sweeps(
-    suggestion: Suggestion,
-    *,
-    results_uri: str,
-    template: Any = None,
-    name: str | None = None,
-) -> list[dict[str, Any]]:
-    """SweepSpec documents (dicts, validated) that measure exactly the suggested pairs: hardware
-    with the same configurations share a sweep, and configurations that do not form a grid are
-    split into grids that vary one hyperparameter. template: a SweepSpec whose settings (repeats,
-    seed, loadgen, train, concurrency) are copied."""
-    from benchmarks.spec import SweepSpec  # the sweep file's schema, no measuring code
-
-    by_hw: dict[str, list[tuple[tuple[str, Any], ...]]] = {}
-    for t in suggestion.trials:
-        by_hw.setdefault(t.hardware, []).append(tuple(sorted((k, clean_value(v)) for k, v in t.config.items())))
-    groups: dict[tuple[Any, ...], list[str]] = {}
-    for hw, cfgs in by_hw.items():
-        groups.setdefault(tuple(sorted(set(cfgs), key=repr)), []).append(hw)
-    base: dict[str, Any] = {}
-    if template is not None:
-        base = template.model_dump(exclude={"name", "asset", "task", "space", "hardware", "results_uri"})
-    docs = []
-    for cfgs, hws in sorted(groups.items(), key=lambda kv: kv[1]):
-        for space in _grids(list(cfgs)):
-            body = {"asset": suggestion.asset_ref or suggestion.asset, "task": suggestion.task, "space": space,
-                    "hardware": sorted(hws)}
-            digest = hashlib.sha1(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:8]
-            prefix = name or f"suggest-{suggestion.asset}"
-            doc = {"name": f"{prefix}-{digest}", **body, **base, "results_uri": results_uri}
-            docs.append(SweepSpec.model_validate(doc).model_dump(mode="json"))
-    return docs
 
 
 # ----------------------------------------------------------------------------------------------

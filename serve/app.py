@@ -1,10 +1,11 @@
 """The benchmatch HTTP service: a Ray Serve deployment with a FastAPI ingress.
 
-    POST /recommend   requirements -> ranked hardware options (matcher.api.recommend_from_sources)
-    POST /plan        several workloads sharing inventory and budget (matcher.api.plan_from_sources)
+    POST /recommend   requirements -> ranked hardware options (Workspace.recommend)
+    POST /pareto      requirements -> the cost–latency Pareto front (Workspace.pareto)
+    POST /plan        several workloads sharing inventory and budget (Workspace.plan)
     GET  /hardware    the hardware catalog
     GET  /assets      assets in the results store, rows and hardware measured
-    GET  /healthz     ok + what data is loaded
+    GET  /healthz     200 when it can answer (ok | degraded), 503 "not ready" naming what it cannot read
     GET  /docs, /openapi.json
 
 `build_app(args)` is the application builder (`serve run serve/config.yaml`, `import_path:
@@ -15,10 +16,10 @@ also runs under plain uvicorn (tests/perf/serve_load.py measures Serve's overhea
 
 from __future__ import annotations
 
-import difflib
 import logging
+import re
+import sys
 import time
-import typing
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
 
@@ -30,7 +31,10 @@ from ray import serve as ray_serve
 from ray.serve import Application
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serve.core import MAX_BODY_BYTES, ServiceCore, ServiceError, ServiceSettings, dumps
+from cluster.validation import field_errors, one_line
+from matcher.recommend import PlanRecommendation, Recommendation
+from serve.core import MAX_BODY_BYTES, ServiceCore, ServiceError, ServiceSettings
+from serve.jsonable import dumps
 from serve.loopback import keep_replica_grpc_on_loopback
 from serve.metrics import recorder, route_label
 from serve.schemas import (
@@ -39,8 +43,6 @@ from serve.schemas import (
     HardwareResponse,
     HealthResponse,
     PlanRequest,
-    PlanResponse,
-    RecommendResponse,
     Requirements,
 )
 
@@ -93,70 +95,6 @@ def error_response(status: int, detail: str, kind: str, errors: list[dict[str, s
                     media_type="application/json", headers=headers)
 
 
-_MSG_REWRITES = (("Input should be ", "must be "), ("Value error, ", ""), ("Field required", "is required"))
-
-
-def _inner_model(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic model inside Optional[...], list[...], dict[..., ...] annotations."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _inner_model(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] | None = root
-    for part in loc:
-        if isinstance(part, int):
-            continue  # a list index: same model
-        if model is None or part not in model.model_fields:
-            return None
-        model = _inner_model(model.model_fields[part].annotation)
-    return model
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def field_errors(errors: list[dict[str, Any]], root: type[BaseModel]) -> list[dict[str, str]]:
-    """FastAPI/pydantic errors as [{"field": "constraints.latency_p99_ms", "message": ...}], worded
-    like the CLI's (matcher.requirements.flatten_errors)."""
-    out = []
-    for err in errors:
-        loc = tuple(err.get("loc", ()))
-        if loc[:1] == ("body",):
-            loc = loc[1:]
-        field = ".".join(str(p) for p in loc) or "(body)"
-        kind = err.get("type", "")
-        if kind == "extra_forbidden":
-            model = _model_at(root, loc[:-1])
-            allowed = sorted(model.model_fields) if model is not None else []
-            close = difflib.get_close_matches(str(loc[-1]), allowed, n=1) if loc else []
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            msg = f"unknown field{hint}" + (f" (allowed: {', '.join(allowed)})" if allowed else "")
-        else:
-            msg = str(err.get("msg", "invalid"))
-            for old, new in _MSG_REWRITES:
-                msg = msg.replace(old, new)
-            first, _, rest = msg.partition(" ")
-            model = _model_at(root, loc)
-            if kind == "value_error" and model is not None and first in model.model_fields and rest:
-                # A cross-field check names the field it is about first: point the location at it.
-                field = ".".join([*(str(p) for p in loc), first])
-                msg = rest
-            elif kind == "missing" and not loc:
-                msg = "a JSON object is required as the request body"
-            elif "input" in err and kind != "missing":
-                msg = f"{msg} (got {_short(err['input'])})"
-        out.append({"field": field, "message": msg})
-    return out
-
-
 _ROOT_MODELS: dict[str, type[BaseModel]] = {"/plan": PlanRequest}
 
 
@@ -181,17 +119,55 @@ async def _on_validation_error(request: Request, exc: RequestValidationError) ->
         got = request.headers.get("content-type") or "none"
         return error_response(415, f"send the body as JSON with 'Content-Type: application/json' (got {got!r})",
                               "UnsupportedMediaType")
-    root = _ROOT_MODELS.get(_route_path(request.scope), Requirements)
-    fields = field_errors(errors, root)
-    detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return error_response(422, detail, "RequirementsError", fields)
+    # Worded as the CLI words them: one flattening of pydantic's errors (cluster.validation).
+    pairs = field_errors(errors, _ROOT_MODELS.get(_route_path(request.scope), Requirements))
+    return error_response(422, one_line(pairs), "RequirementsError",
+                          [{"field": f, "message": m} for f, m in pairs])
 
 
 async def _on_service_error(request: Request, exc: ServiceError) -> Response:
-    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json")
+    return Response(dumps(exc.body()), status_code=exc.status, media_type="application/json", headers=exc.headers)
+
+
+_STRING = r'"(?:[^"\\]|\\.)*"'
+_BRACKETS = re.compile(_STRING + r"|[\[\]{}]")
+MAX_NESTING = 100  # a plan nests 4 levels; json.loads gives up near the interpreter's recursion limit
+
+
+def json_problem(body: bytes, cause: BaseException | None) -> str | None:
+    """Why json.loads refused `body` and at which character, for the failures it raises without a
+    position (FastAPI turns those into a bare "error parsing the body"): bytes that are not UTF-8,
+    nesting deeper than the interpreter's recursion limit, an integer longer than Python converts."""
+    if isinstance(cause, UnicodeDecodeError):
+        return f"request body is not valid UTF-8 at byte {cause.start}"
+    text = body.decode("utf-8", "replace")
+    if isinstance(cause, RecursionError):
+        depth = 0
+        for m in _BRACKETS.finditer(text):
+            token = m.group(0)
+            if token in ("[", "{"):
+                depth += 1
+                if depth > MAX_NESTING:
+                    return (f"request body is not valid JSON at character {m.start()}: "
+                            f"nested more than {MAX_NESTING} levels deep")
+            elif token in ("]", "}"):
+                depth -= 1
+        return "request body is not valid JSON: nested too deeply"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        limit = sys.get_int_max_str_digits()
+        for m in re.finditer(_STRING + rf"|-?\d{{{limit + 1},}}", text):
+            if not m.group(0).startswith('"'):
+                return (f"request body is not valid JSON at character {m.start()}: "
+                        f"an integer of more than {limit} digits")
+    return None
 
 
 async def _on_http_error(request: Request, exc: StarletteHTTPException) -> Response:
+    if exc.status_code == 400 and isinstance(exc.__cause__, ValueError | RecursionError):
+        # FastAPI read the body into this request before its json.loads failed.
+        why = json_problem(await request.body(), exc.__cause__)
+        if why is not None:
+            return error_response(400, why, "InvalidJSON")
     kinds = {404: "NotFound", 405: "MethodNotAllowed", 413: "RequestTooLarge"}
     detail = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     if exc.status_code == 404 and detail == "Not Found":
@@ -282,47 +258,48 @@ router = APIRouter()
 _JSON = "application/json"
 
 
-def _json(body: bytes) -> Response:
-    return Response(body, media_type=_JSON)
+def _json(body: bytes, status: int = 200) -> Response:
+    # A Response is sent as is: the matcher's answer bytes (cached per snapshot) are not parsed
+    # again into the response_model, which only documents them.
+    return Response(body, status_code=status, media_type=_JSON)
 
 
 @router.post(
     "/recommend",
     summary="Recommend hardware, counts and configuration for one workload",
-    response_class=Response,
-    responses={200: {"model": RecommendResponse, "description": "Ranked options, or a diagnosis when "
-                     "nothing is feasible (feasible: false)."}, **ERROR_RESPONSES},
+    response_model=Recommendation,
+    responses={200: {"description": "Ranked options, or a diagnosis when nothing is feasible (feasible: false)."},
+               **ERROR_RESPONSES},
 )
 def recommend(req: Requirements, core: Core) -> Response:
-    """The answer of `benchmatch recommend` for the same requirements (matcher.api.recommend_from_sources).
+    """The answer of `benchmatch recommend --json` for the same requirements (Workspace.recommend).
     An infeasible request is a 200 with `feasible: false` and a `diagnosis` naming the blocking
-    constraint and the cheapest relaxation."""
+    constraint and the cheapest relaxation; `status` is the solver's (`time_limit`: the options
+    are the best found, not proven optimal)."""
     return _json(core.recommend(req))
 
 
 @router.post(
     "/pareto",
     summary="The cost–latency Pareto front for one workload",
-    response_class=Response,
     responses={200: {"description": "`{feasible, objective, method, points: [{latency_p99_ms, "
                      "cost_per_hour_usd, hardware, config}]}`, slowest-cheapest first."}, **ERROR_RESPONSES},
 )
 def pareto(req: Requirements, core: Core) -> Response:
-    """The answer of `benchmatch recommend --pareto`: the least cost at each p99 bound (ε-constraint),
-    under the other constraints of the same requirements."""
+    """The answer of `benchmatch recommend --pareto --json`: the least cost at each p99 bound
+    (ε-constraint), under the other constraints of the same requirements."""
     return _json(core.pareto(req))
 
 
 @router.post(
     "/plan",
     summary="Place several workloads that share inventory and budget",
-    response_class=Response,
-    responses={200: {"model": PlanResponse, "description": "One option per workload, or a diagnosis."},
-               501: {"description": "This build's matcher has no planner."}, **ERROR_RESPONSES},
+    response_model=PlanRecommendation,
+    responses={200: {"description": "One option per workload, or a diagnosis."}, **ERROR_RESPONSES},
 )
 def plan(body: PlanRequest, core: Core) -> Response:
-    """The answer of the matcher's planner (matcher.api.plan_from_sources): each workload keeps
-    its own constraints; together they fit the shared inventory and budget per hour."""
+    """The answer of `benchmatch plan --json` (Workspace.plan): each workload keeps its own
+    constraints; together they fit the shared inventory and budget per hour."""
     return _json(core.plan(body))
 
 
@@ -338,9 +315,14 @@ def assets(core: Core) -> Response:
     return _json(dumps(core.assets()))
 
 
-@router.get("/healthz", summary="Liveness, and what data is loaded", response_model=HealthResponse)
+@router.get("/healthz", summary="Whether the service can answer, and what data is loaded",
+            response_model=HealthResponse,
+            responses={503: {"model": HealthResponse,
+                             "description": "Not ready: a source that answers need cannot be read; "
+                                            "`problems` names it."}})
 def healthz(core: Core) -> Response:
-    return _json(dumps(core.health()))
+    status, body = core.health()
+    return _json(dumps(body), status)
 
 
 def create_app() -> FastAPI:
@@ -386,7 +368,8 @@ fastapi_app = create_app()
 )
 @ray_serve.ingress(fastapi_app)
 class BenchmatchService:
-    """One replica: loads the data once, then answers from memory and reloads when it changes."""
+    """One replica. Its constructor loads the data (ServiceCore), so Serve sends it requests only
+    once it can answer them; it then answers from memory and reloads when the data changes."""
 
     def __init__(self, settings: dict[str, Any]) -> None:
         keep_replica_grpc_on_loopback()  # runs before Serve starts this replica's gRPC server
@@ -400,7 +383,7 @@ class AppArgs(BaseModel):
 
     results_uri: str | None = Field(None, description="Results store (folder, file://, s3://, gs://).")
     models_dir: str | None = Field(None, description="Folder of fitted performance models.")
-    candidates_csv: str | None = Field(None, description="A candidate table instead of (or beside) results.")
+    candidates_csv: str | None = Field(None, description="A candidate table instead of results (and models).")
     catalog_path: str | None = Field(None, description="Hardware catalog YAML (default configs/hardware.yaml).")
     slo_ms: float | None = Field(100.0, gt=0, description="The service's own latency objective (ms).")
     reload_interval_s: float = Field(5.0, ge=0, description="How often to look for new results/models.")
@@ -450,8 +433,7 @@ def build_app(args: dict[str, Any] | None = None) -> Application:
     try:
         parsed = AppArgs.model_validate(dict(args or {}))
     except ValidationError as exc:
-        lines = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc.errors(), AppArgs))
-        raise ValueError(f"benchmatch application args: {lines}") from None
+        raise ValueError(f"benchmatch application args: {one_line(field_errors(exc.errors(), AppArgs))}") from None
     options: dict[str, Any] = {}
     if parsed.num_replicas is not None:
         options["num_replicas"] = parsed.num_replicas
@@ -478,5 +460,5 @@ __all__ = [
     "build_app",
     "create_app",
     "fastapi_app",
-    "field_errors",
+    "json_problem",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Protocol
 
-ROUTES = ("/recommend", "/plan", "/hardware", "/assets", "/healthz", "/docs", "/openapi.json", "/redoc")
+ROUTES = ("/recommend", "/pareto", "/plan", "/hardware", "/assets", "/healthz", "/docs", "/openapi.json", "/redoc")
 OTHER = "other"
 
 # name -> (kind, description, tag keys). docs/service.md lists the same table.

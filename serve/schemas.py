@@ -1,9 +1,9 @@
 """Pydantic models of the HTTP API, for validation and for the OpenAPI document at /openapi.json.
 
-The request model of POST /recommend is the matcher's own `Requirements`, so the service and the
-CLI accept exactly the same documents and a rejected field is named the same way. Response
-models document the answers; the routes return the matcher's dict as is (they are not filtered
-through these models, so a field the matcher adds is never silently dropped).
+The request models are the matcher's own (`Requirements`, `Plan`), and so are the answers of
+POST /recommend and /plan (`matcher.recommend.Recommendation`, `PlanRecommendation`, used as the
+routes' response_model): the service and the CLI accept and answer exactly the same documents.
+The models here describe what only the service answers: its errors, /hardware, /assets, /healthz.
 """
 
 from __future__ import annotations
@@ -14,72 +14,22 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from matcher.requirements import Plan, Requirements
 
-# POST /plan takes the matcher's Plan document, as `benchmatch` does: {workloads: [Requirements],
-# inventory, budget_per_hour_usd, objective}.
+# POST /plan takes the matcher's Plan document, as `benchmatch plan` does: {workloads:
+# [Requirements], inventory, budget_per_hour_usd, objective}.
 PlanRequest = Plan
 
 __all__ = [
     "AssetsResponse",
-    "Plan",
+    "ERROR_RESPONSES",
     "ErrorResponse",
     "HardwareResponse",
     "HealthResponse",
+    "Plan",
     "PlanRequest",
-    "RecommendResponse",
     "Requirements",
 ]
 
 _OPEN = ConfigDict(extra="allow")
-
-
-class Option(BaseModel):
-    model_config = _OPEN
-
-    rank: int
-    hardware: dict[str, int] = Field(description="Hardware type -> replicas.")
-    config: dict[str, Any] = Field(description="The configuration (hyperparameters) to run.")
-    cost_per_hour_usd: float | None = None
-    predicted: dict[str, Any] = Field(default_factory=dict, description="Predicted metrics with bounds.")
-    basis: str | None = Field(None, description="'measured' or 'predicted': what the numbers rest on.")
-    binding: list[str] = Field(default_factory=list, description="Constraints at their limit.")
-    band: Any = Field(None, description="Uncertainty band of the prediction.")
-
-
-class RecommendResponse(BaseModel):
-    """matcher.api.recommend_from_sources, unchanged (NaN becomes null)."""
-
-    model_config = _OPEN
-
-    feasible: bool
-    objective: str
-    options: list[Option]
-    diagnosis: Any = Field(None, description="When infeasible: the blocking constraint and the cheapest relaxation.")
-    solver: str | None = None
-    solve_time_s: float | None = None
-    candidates_considered: int | None = None
-
-
-class PlanWorkload(BaseModel):
-    model_config = _OPEN
-
-    index: int
-    asset: str | None
-    option: Option | None = Field(None, description="Null when the workload could not be placed.")
-
-
-class PlanResponse(BaseModel):
-    """matcher.api.plan_from_sources, unchanged (NaN becomes null)."""
-
-    model_config = _OPEN
-
-    feasible: bool
-    objective: str
-    cost_per_hour_usd: float | None = None
-    workloads: list[PlanWorkload]
-    diagnosis: Any = None
-    solver: str | None = None
-    solve_time_s: float | None = None
-    candidates_considered: int | None = None
 
 
 class FieldError(BaseModel):
@@ -88,10 +38,11 @@ class FieldError(BaseModel):
 
 
 class ErrorResponse(BaseModel):
-    """Every non-200 answer."""
+    """Every non-200 answer. Echoed input is capped: `detail` at 2,000 characters, `errors` at 20
+    entries of at most 300 characters each."""
 
     detail: str = Field(description="What went wrong and what to change, in one line.")
-    kind: str = Field(description="Error class, e.g. RequirementsError, NoDataError, RequestTooLarge.")
+    kind: str = Field(description="Error class, e.g. RequirementsError, NoDataError, NotReady, InvalidJSON.")
     status: int
     errors: list[FieldError] | None = None
 
@@ -99,7 +50,7 @@ class ErrorResponse(BaseModel):
 class HardwareResponse(BaseModel):
     model_config = _OPEN
 
-    catalog: str = Field(description="The catalog file.")
+    catalog: str = Field(description="The catalog file's name.")
     count: int
     hardware: list[dict[str, Any]] = Field(description="HardwareSpec records (cluster/hardware.py).")
 
@@ -122,8 +73,8 @@ class AssetSummary(BaseModel):
 class AssetsResponse(BaseModel):
     model_config = _OPEN
 
-    results_uri: str | None
-    candidates_csv: str | None
+    results: str | None = Field(description="The results folder's name (`results/`), when configured.")
+    candidates_csv: str | None = Field(description="The candidate file's name, when configured.")
     count: int
     assets: list[AssetSummary]
 
@@ -131,8 +82,11 @@ class AssetsResponse(BaseModel):
 class HealthResponse(BaseModel):
     model_config = _OPEN
 
-    status: Literal["ok", "degraded"]
-    problems: list[str]
+    status: Literal["ok", "degraded", "not ready"] = Field(
+        description="ok; degraded: answering, but something was skipped or cannot be listed; not ready "
+                    "(HTTP 503): a source that answers need cannot be read.")
+    ready: bool
+    problems: list[str] = Field(description="Each problem, naming the file by its name in the store.")
     data: dict[str, Any]
     loaded_at: str
     reloads: int
@@ -142,12 +96,13 @@ class HealthResponse(BaseModel):
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": desc}
     for code, desc in {
-        400: "Malformed JSON, or the matcher rejected the input.",
+        400: "Malformed JSON (InvalidJSON, with the character), or the matcher rejected the input.",
         404: "No data for the asset named (GET /assets lists them).",
         409: "The service's data cannot answer this (no results for the task, unusable candidates or models).",
         413: "Request body over the size limit (1 MiB by default).",
         415: "The body was not sent as JSON (Content-Type: application/json).",
         422: "A field is invalid; `errors` names each one.",
-        503: "The matcher or the catalog is unavailable.",
+        503: "Not ready: a source that answers need (catalog, results, models, candidates) cannot be read; "
+             "the detail names it (see GET /healthz). Retry-After says when the replica looks again.",
     }.items()
 }

@@ -11,10 +11,10 @@ from benchmatch.sources import DEFAULT_RESULTS, default_models_dir
 
 
 def cmd_train(a: argparse.Namespace) -> int:
-    from benchmarks.store import ResultsStore
     from cluster.hardware import load_catalog
     from matcher.errors import NoDataError
     from matcher.models import train_models
+    from results.store import ResultsStore
 
     df = ResultsStore(a.results).read()
     if df.empty:
@@ -33,7 +33,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 def cmd_import(a: argparse.Namespace) -> int:
     """Exit 0 when every row was imported, 1 when some were rejected (the good ones are written)."""
-    from matcher.importer import import_file
+    from results.importer import import_file
 
     report = import_file(a.file, a.mapping, results_uri=a.results, catalog_path=a.catalog,
                          sweep_id=a.sweep, dry_run=a.dry_run)

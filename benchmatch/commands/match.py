@@ -9,27 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from benchmatch import render
-from benchmatch.sources import DEFAULT_RESULTS, add_source_args, candidate_sources, default_models_dir
+from benchmatch.sources import DEFAULT_RESULTS, add_source_args, default_models_dir, open_workspace
 
 FEASIBLE, INFEASIBLE = 0, 3  # exit codes of recommend / plan
 
 
 def cmd_recommend(a: argparse.Namespace) -> int:
-    from matcher.api import build_candidates, recommend_from_sources
-    from matcher.pareto import pareto_answer
     from matcher.requirements import load_requirements
 
     req = load_requirements(a.requirements)
-    if a.pareto:
-        ans = pareto_answer(req, build_candidates(req, **candidate_sources(a)))
-        show = render.print_pareto
-    else:
-        ans = recommend_from_sources(req, **candidate_sources(a))
-        show = render.print_recommendation
+    ws = open_workspace(a)
+    ans = ws.pareto(req) if a.pareto else ws.recommend(req)
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
     else:
-        show(ans)
+        (render.print_pareto if a.pareto else render.print_recommendation)(ans)
     return FEASIBLE if ans.get("feasible") else INFEASIBLE
 
 
@@ -51,11 +45,10 @@ def _load_document(path: str, what: str) -> Any:
 
 
 def cmd_plan(a: argparse.Namespace) -> int:
-    from matcher.api import plan_from_sources
     from matcher.requirements import parse_plan
 
     plan = parse_plan(_load_document(a.plan, "plan"), source=a.plan)
-    ans = plan_from_sources(plan, **candidate_sources(a))
+    ans = open_workspace(a).plan(plan)
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
     else:
@@ -83,13 +76,31 @@ def _write_sweeps(out: str, sweeps: list[dict[str, Any]]) -> list[str]:
 
 
 def cmd_suggest(a: argparse.Namespace) -> int:
-    from matcher.api import suggest_from_sources
+    from benchmarks.spec import check_asset, load_sweep, sweeps_for_pairs
+    from matcher.errors import ModelError, RequirementsError
     from matcher.requirements import load_requirements
+    from matcher.workspace import MODELSET_INDEX, Sources, Workspace
 
-    ans = suggest_from_sources(load_requirements(a.requirements), results_uri=a.results, models_dir=a.models,
-                               catalog_path=a.catalog, space_from=a.space_from,
-                               local_only=a.local_only, max_trials=a.max_trials)
-    ans["files"] = _write_sweeps(a.out, ans["sweeps"]) if a.out and ans["sweeps"] else []
+    req = load_requirements(a.requirements)
+    if a.models is not None and not (Path(a.models) / MODELSET_INDEX).exists():
+        raise ModelError(f"{a.models}: no model set here ({MODELSET_INDEX}); run `benchmatch train`, or leave "
+                         "--models out to fit them on the results now")
+    ws = Workspace.open(Sources(results_uri=a.results, models_dir=a.models, catalog_path=a.catalog))
+    template = configs = None
+    if a.space_from is not None:
+        template = load_sweep(a.space_from)
+        # The rows say which asset a reference loaded; only an asset never measured must load here.
+        name = ws.asset_for_ref(template.asset) or check_asset(template).name
+        if req.asset is not None and req.asset != name:
+            raise RequirementsError(f"{a.space_from}: the sweep is for asset '{name}', the requirements "
+                                    f"for '{req.asset}'", [("asset", f"must be '{name}' for this sweep")])
+        req = req.model_copy(update={"asset": name, "task": template.task})
+        configs = template.configs()
+    s = ws.suggest(req, configs=configs, refit=a.models is None, local_only=a.local_only, max_trials=a.max_trials)
+    sweeps = sweeps_for_pairs([(t.hardware, t.config) for t in s.trials], asset=s.asset_ref or s.asset,
+                              task=s.task, results_uri=str(a.results), template=template)
+    ans = {"suggestion": s.to_dict(), "sweeps": sweeps,
+           "files": _write_sweeps(a.out, sweeps) if a.out and sweeps else []}
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
     else:

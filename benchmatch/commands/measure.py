@@ -67,9 +67,9 @@ def cmd_sweep(a: argparse.Namespace) -> int:
 def cmd_report(a: argparse.Namespace) -> int:
     from benchmarks.report import default_reference, report_summary, write_report
     from benchmarks.stats import Reference
-    from benchmarks.store import ResultsStore
     from cluster.hardware import load_catalog
     from matcher.errors import NoDataError
+    from results.store import ResultsStore
 
     df = ResultsStore(a.results).read(a.sweep)
     if df.empty:
@@ -92,12 +92,12 @@ def cmd_report(a: argparse.Namespace) -> int:
 def cmd_quickstart(a: argparse.Namespace) -> int:
     import ray
 
-    from benchmarks.store import ResultsStore
     from benchmarks.sweep import prepare, run_sweep
     from cluster.local import LocalCluster
-    from matcher.api import recommend_from_sources
     from matcher.models import train_models
     from matcher.requirements import load_requirements
+    from matcher.workspace import Sources, Workspace
+    from results.store import ResultsStore
 
     stages: dict[str, float] = {}
     t_all = time.monotonic()
@@ -128,7 +128,8 @@ def cmd_quickstart(a: argparse.Namespace) -> int:
     stages["train"] = time.monotonic() - t
     render.say(f"[4/4] matching: {a.requirements}")
     t = time.monotonic()
-    ans = recommend_from_sources(req, results_uri=spec.results_uri, models_dir=models_dir, catalog_path=a.catalog)
+    ans = Workspace.open(Sources(results_uri=spec.results_uri, models_dir=models_dir,
+                                 catalog_path=a.catalog)).recommend(req)
     stages["recommend"] = time.monotonic() - t
     render.print_recommendation(ans)
     total = time.monotonic() - t_all

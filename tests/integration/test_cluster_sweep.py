@@ -13,10 +13,10 @@ import ray
 import yaml
 
 from benchmarks.spec import LoadGenSettings, SweepSpec
-from benchmarks.store import ResultsStore
 from benchmarks.sweep import SweepError, run_sweep
 from cluster.hardware import NODE_LABEL, load_catalog, local_profiles
 from cluster.local import LocalCluster
+from results.store import ResultsStore
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent.parent

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from benchmarks.store import ResultsStore
 from cluster import local
+from results.store import ResultsStore
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent.parent

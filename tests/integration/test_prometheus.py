@@ -242,7 +242,7 @@ def _panel_values(prom, title: str, variables: dict[str, str], start: float) -> 
 def test_best_panels_show_the_best_measured_and_per_trial_series_outlive_the_sweep(sweep, prom):
     """The bar gauges agree with the results store (best over the range, not the last trial), and
     minutes after the sweep every finished trial's gauges are still scraped."""
-    from benchmarks.store import ResultsStore
+    from results.store import ResultsStore
 
     name = sweep["spec"].name
     df = ResultsStore(sweep["results"]).read()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.store import ResultsStore
+from results.store import ResultsStore
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -27,8 +27,16 @@ def test_quickstart_runs_measure_learn_match_and_reports_stages(tmp_path):
     assert "recommendation (objective: cost" in proc.stdout or "no feasible option" in proc.stdout
     df = ResultsStore(results).read()
     assert set(df["hardware"]) == {"local-1c", "local-2c"}
-    assert set(df["scenario"]) == {"SingleStream", "MultiStream", "Offline"}
+    assert set(df["scenario"]) == {"SingleStream", "MultiStream", "Offline", "Server"}
     assert (df["status"] == "ok").all()
+    assert df.groupby("trial_id")["repeat"].nunique().eq(3).all()  # the spread behind every band
+    server = df[df["scenario"] == "Server"]
+    curves = [json.loads(c) for c in server["server_curve"]]
+    assert all(len(c) == 5 and c[0]["offered_qps"] < c[-1]["offered_qps"] for c in curves)
+    # A flagged row is said, never silently "ok": the progress names it, the row carries why.
+    flagged = df[df["flags"].fillna("") != ""]
+    for row in flagged.itertuples():
+        assert f"{row.trial_id} r{row.repeat} {row.scenario}: {row.flags}" in proc.stdout or "more flagged rows" in proc.stdout
     assert df["node_id"].str.len().gt(0).all()
     assert (results / "models").is_dir()
     stages = json.loads(timings.read_text())["stages_s"]

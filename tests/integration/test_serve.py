@@ -1,10 +1,11 @@
 """The HTTP service on a real Ray Serve endpoint: one local Ray + Serve for the whole module,
 bound to loopback on free ports, two replicas, a synthetic results store in a temp folder.
 
-Covers the routes, the status codes of client mistakes, the answer being identical to the
-matcher's own (`matcher.api.recommend_from_sources`), pick-up of new results without a restart,
-the request metrics on Ray's metrics endpoint, a hypothesis fuzz of /recommend bodies (no 5xx),
-and a replica killed under load.
+Covers the routes, the status codes of client mistakes, the answer being identical to the CLI's
+(`Workspace.open(Sources(...)).recommend(...)`), no server paths in any answer, pick-up of new
+results and models without a restart, readiness while the models cannot be read, the request
+metrics on Ray's metrics endpoint, a hypothesis fuzz of /recommend bodies (no 5xx), and a replica
+killed under load.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from hypothesis import strategies as st  # noqa: E402
 from ray import serve  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
+from matcher.workspace import Sources, Workspace  # noqa: E402
 from serve.app import APP_NAME, DEPLOYMENT_NAME, build_app  # noqa: E402
-from serve.core import jsonable  # noqa: E402
-from serve.testing import ASSETS, HARDWARE, write_synthetic_store  # noqa: E402
+from serve.jsonable import jsonable  # noqa: E402
+from tests.fixtures.service_data import ASSETS, HARDWARE, write_synthetic_store  # noqa: E402
 
 pytestmark = pytest.mark.ray
 
@@ -65,6 +67,10 @@ class Service:
         self.models = models
         self.metrics_port = metrics_port
         self.http = requests.Session()
+
+    def workspace(self) -> Workspace:
+        """What `benchmatch recommend --results STORE --models MODELS` answers from."""
+        return Workspace.open(Sources(results_uri=str(self.store), models_dir=str(self.models)))
 
     def get(self, path: str) -> requests.Response:
         return self.http.get(self.url + path, timeout=TIMEOUT)
@@ -110,10 +116,10 @@ def test_healthz_says_what_is_loaded(service: Service) -> None:
     r = service.get("/healthz")
     assert r.status_code == 200
     body = r.json()
-    assert body["status"] == "ok", body["problems"]
+    assert body["status"] == "ok" and body["ready"] is True, body["problems"]
     assert body["data"]["assets"] == sorted(ASSETS)
     assert body["data"]["result_files"] == len(ASSETS) * len(HARDWARE) * 2 * 2
-    assert body["matcher"]["api"] is True
+    assert body["data"]["results"] == "results/" and body["data"]["models"] == "models/"
 
 
 def test_hardware_is_the_catalog(service: Service) -> None:
@@ -144,14 +150,22 @@ def _without_timing(answer: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("req", REQUESTS, ids=["feasible", "latency-objective", "inventory", "infeasible"])
-def test_recommend_is_the_matchers_answer(service: Service, req: dict[str, Any]) -> None:
-    from matcher.api import recommend_from_sources
-
+def test_recommend_is_the_clis_answer(service: Service, req: dict[str, Any]) -> None:
     r = service.post("/recommend", req)
     assert r.status_code == 200, r.text
-    direct = recommend_from_sources(req, results_uri=str(service.store), models_dir=str(service.models))
+    direct = service.workspace().recommend(req)
     expected = json.loads(json.dumps(jsonable(direct)))  # JSON: NaN -> null, tuples -> lists
     assert _without_timing(r.json()) == _without_timing(expected)
+    assert r.json()["status"] == ("optimal" if r.json()["feasible"] else "infeasible")
+
+
+def test_pareto_is_the_clis_front(service: Service) -> None:
+    req = {"asset": "synthetic-mlp", "constraints": {"throughput_qps": 1000}}
+    r = service.post("/pareto", req)
+    assert r.status_code == 200, r.text
+    assert r.json() == json.loads(json.dumps(jsonable(service.workspace().pareto(req))))
+    r = service.post("/pareto", {**req, "inventory": {"H100-SXM": 1}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "inventory.H100-SXM"
 
 
 def test_infeasible_answer_has_diagnosis(service: Service) -> None:
@@ -188,6 +202,29 @@ def test_no_rows_for_task_is_409(service: Service) -> None:
     assert r.status_code == 409 and "train" in r.json()["detail"]
 
 
+def test_no_server_paths_in_any_answer(service: Service) -> None:
+    answers = [service.get("/healthz"), service.get("/assets"), service.get("/hardware"),
+               service.post("/recommend", {"asset": "no-such-asset"}),
+               service.post("/recommend", {"asset": "synthetic-mlp", "task": "train"}),
+               service.post("/recommend", {"constraints": {"throughput_qps": 10}})]
+    root = Path(__file__).resolve().parents[2]
+    for r in answers:
+        for path in (service.store.parent, root):
+            assert str(path) not in r.text, r.text
+
+
+def test_strict_types_and_unparsable_bodies_are_4xx(service: Service) -> None:
+    for body in ({"top_k": True}, {"top_k": "3"}, {"constraints": {"accuracy": False}},
+                 {"constraints": {"throughput_qps": 1e308}}):
+        r = service.post("/recommend", {"asset": "synthetic-mlp", **body})
+        assert r.status_code == 422, (body, r.text)
+    r = service.post("/recommend", data=b'{"asset": "\\ud800"}')
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "asset"
+    for data in (b"[" * 5000, b'{"top_k": ' + b"9" * 5000 + b"}"):
+        r = service.post("/recommend", data=data)
+        assert r.status_code == 400 and r.json()["kind"] == "InvalidJSON" and "at character" in r.json()["detail"]
+
+
 def test_malformed_and_oversized_bodies(service: Service) -> None:
     r = service.post("/recommend", data=b'{"asset": "synthetic-mlp", ')
     assert r.status_code == 400 and r.json()["kind"] == "InvalidJSON"
@@ -202,15 +239,10 @@ PLAN = {"workloads": [{"asset": "synthetic-mlp", "constraints": {"throughput_qps
         "inventory": {"local-2c": 4}}
 
 
-def test_plan_is_the_matchers_answer(service: Service) -> None:
-    import matcher.api
-
+def test_plan_is_the_clis_answer(service: Service) -> None:
     r = service.post("/plan", PLAN)
-    if not hasattr(matcher.api, "plan_from_sources"):  # a matcher without a planner
-        assert r.status_code == 501 and "POST /recommend" in r.json()["detail"]
-        return
     assert r.status_code == 200, r.text
-    direct = matcher.api.plan_from_sources(PLAN, results_uri=str(service.store), models_dir=str(service.models))
+    direct = service.workspace().plan(PLAN)
     assert _without_timing(r.json()) == _without_timing(json.loads(json.dumps(jsonable(direct))))
     assert r.json()["feasible"] and len(r.json()["workloads"]) == 2
 
@@ -228,9 +260,11 @@ def test_plan_mistakes_are_4xx(service: Service) -> None:
 
 def test_openapi_lists_the_routes(service: Service) -> None:
     spec = service.get("/openapi.json").json()
-    assert {"/recommend", "/plan", "/hardware", "/assets", "/healthz"} <= set(spec["paths"])
+    assert {"/recommend", "/pareto", "/plan", "/hardware", "/assets", "/healthz"} <= set(spec["paths"])
     body_schema = spec["paths"]["/recommend"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body_schema["$ref"].endswith("/Requirements")
+    answer = spec["paths"]["/recommend"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert answer["$ref"].endswith("/Recommendation")
     assert service.get("/docs").status_code == 200
 
 
@@ -252,9 +286,8 @@ def test_new_results_are_picked_up_without_restart(service: Service) -> None:
 
 
 def test_new_models_are_picked_up_without_restart(service: Service) -> None:
-    from benchmarks.store import ResultsStore
-    from matcher.api import recommend_from_sources
     from matcher.models import train_models
+    from results.store import ResultsStore
 
     req = {"asset": "synthetic-mlp", "constraints": {"throughput_qps": 2000}}
     before = service.post("/recommend", req).json()
@@ -269,9 +302,34 @@ def test_new_models_are_picked_up_without_restart(service: Service) -> None:
         return answers[-1] if all(a["candidates_considered"] > 6 for a in answers) else None
 
     after = _wait_until(answered_with_predictions, 40, "answers using the new models")
-    direct = recommend_from_sources(req, results_uri=str(service.store), models_dir=str(service.models))
+    direct = service.workspace().recommend(req)
     assert _without_timing(after) == _without_timing(json.loads(json.dumps(jsonable(direct))))
-    assert service.get("/healthz").json()["data"]["model_files"] >= 2
+    assert service.get("/healthz").json()["data"]["models_loaded"] >= 1
+
+
+def test_unreadable_models_make_replicas_not_ready_then_heal(service: Service) -> None:
+    index = service.models / "modelset.json"
+    good = index.read_bytes()
+    broken = service.models.with_name("modelset.broken")
+    broken.write_text("{not json")
+    os.replace(broken, index)
+    try:
+        def not_ready_everywhere() -> bool:
+            return all(service.get("/healthz").status_code == 503 for _ in range(6))  # both replicas
+
+        _wait_until(not_ready_everywhere, 30, "/healthz 503 on every replica")
+        h = service.get("/healthz").json()
+        assert h["status"] == "not ready" and any("models/modelset.json" in p for p in h["problems"]), h
+        r = service.post("/recommend", {"asset": "synthetic-mlp"})
+        assert r.status_code == 503 and r.json()["kind"] == "NotReady", r.text
+        assert "models/modelset.json" in r.json()["detail"] and str(service.models) not in r.text
+    finally:
+        fixed = service.models.with_name("modelset.fixed")
+        fixed.write_bytes(good)
+        os.replace(fixed, index)
+    _wait_until(lambda: all(service.get("/healthz").status_code == 200 for _ in range(6)), 30,
+                "every replica ready again")
+    assert service.post("/recommend", {"asset": "synthetic-mlp"}).status_code == 200
 
 
 def _scrape(port: int) -> str:

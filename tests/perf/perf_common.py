@@ -7,7 +7,7 @@ import platform
 
 import pandas as pd
 
-from benchmarks.store import ResultsStore
+from results.store import ResultsStore
 
 
 def machine_line(seed: int | None = None) -> str:

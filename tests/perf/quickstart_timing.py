@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.store import ResultsStore  # noqa: E402
+from results.store import ResultsStore  # noqa: E402
 
 TARGET_S = 300.0
 

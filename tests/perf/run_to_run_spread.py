@@ -31,8 +31,8 @@ import pandas as pd  # noqa: E402
 from benchmarks import stats  # noqa: E402
 from benchmarks.local_runner import run_sweep_locally  # noqa: E402
 from benchmarks.spec import load_sweep  # noqa: E402
-from benchmarks.store import ResultsStore  # noqa: E402
 from cluster.hardware import load_catalog  # noqa: E402
+from results.store import ResultsStore  # noqa: E402
 
 METRICS = ("latency_p50_ms", "latency_p99_ms", "throughput_samples_per_s")
 BUSY_ITERATIONS = 3_000_000  # about 0.1-0.2 s of pure-Python work on a current CPU

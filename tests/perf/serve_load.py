@@ -11,7 +11,7 @@ Figures (each for Serve and for the uvicorn baseline, and their ratio):
     hide queueing (no coordinated omission);
   * replica killed under a steady load: time until the endpoint answers again, failed requests,
     for one replica (outage until Serve replaces it) and for two (fail-over).
-The data is synthetic (serve/testing.py): the figures are about the service, not about hardware.
+The data is synthetic (tests/fixtures/service_data.py): the figures are about the service, not about hardware.
 """
 
 from __future__ import annotations
@@ -295,7 +295,7 @@ def main() -> None:
     args.rates = [25, 50, 75, 100, 150, 200, 300, 400, 600, 800] if not args.quick else [50, 100, 200, 400]
     args.fresh_rates = [2, 4, 8, 12, 16, 24, 32] if not args.quick else [4, 8, 16]
 
-    from serve.testing import write_synthetic_store
+    from tests.fixtures.service_data import write_synthetic_store
 
     load_before = os.getloadavg()[0]  # other work on the machine skews every figure: say how much
     tmp = Path(tempfile.mkdtemp(prefix="serve-load-"))

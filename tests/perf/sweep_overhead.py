@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))
 import ray  # noqa: E402
 
 from benchmarks.spec import LoadGenSettings, SweepSpec  # noqa: E402
-from benchmarks.store import ResultsStore  # noqa: E402
 from benchmarks.sweep import run_sweep  # noqa: E402
 from cluster.hardware import load_catalog, local_profiles  # noqa: E402
 from cluster.local import LocalCluster  # noqa: E402
+from results.store import ResultsStore  # noqa: E402
 
 
 def main() -> int:

@@ -12,13 +12,13 @@ import pytest
 import yaml
 
 from benchmarks.spec import load_sweep
-from benchmarks.store import ResultsStore
 from benchmatch.cli import build_parser, main
 from benchmatch.commands.learn import cmd_import
 from benchmatch.commands.match import cmd_plan, cmd_suggest
 from matcher.candidates import config_keys
 from matcher.errors import ModelError, NoDataError, RequirementsError
 from matcher.requirements import parse_plan
+from results.store import ResultsStore
 from tests.fixtures.instances import synthetic_result_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,7 +127,7 @@ def test_shipped_plan_example_is_valid():
 
 def test_shipped_plan_example_is_feasible_on_the_real_quickstart_results(tmp_path, capsys):
     # The shipped generic example holds the real quickstart rows (configs/examples/README.md).
-    from matcher.importer import import_file
+    from results.importer import import_file
 
     real = tmp_path / "real"
     import_file(ROOT / "configs/examples/generic-results.csv", ROOT / "configs/mappings/generic-csv.yaml",
@@ -199,3 +199,23 @@ def test_through_benchmatch_main(tmp_path, capsys):
     assert main(["import", str(ROOT / "configs/examples/generic-results.csv"), "--mapping",
                  str(tmp_path / "missing.yaml")]) == 2
     assert "mapping file not found" in capsys.readouterr().err
+
+
+def test_suggest_works_for_a_users_file_asset_and_its_sweep_files_load_it(tmp_path, capsys):
+    """Rows name the asset by its own name; the sweep files suggest writes load it by its reference."""
+    ref = f"{ROOT / 'tests' / 'fixtures' / 'user_asset.py'}:Blobs"
+    rows = synthetic_result_rows(hardware=("local-1c", "local-2c"), batches=(1, 2, 4, 8), threads=(1,),
+                                 repeats=1, seed=3)
+    rows["asset"], rows["asset_ref"] = "blobs-logreg", ref
+    keep = (rows["hardware"] + "|" + config_keys(rows)) != "local-2c|batch_size=1,threads=1"
+    store = write_store(rows[keep], tmp_path / "results")
+    req = tmp_path / "req.yaml"
+    req.write_text(yaml.safe_dump({"asset": "blobs-logreg", "objective": "latency",
+                                   "constraints": {"throughput_qps": 500}}))
+    out = tmp_path / "next.yaml"
+    a = ns(requirements=str(req), results=str(store), models=None, out=str(out), max_trials=3, space_from=None,
+           local_only=True)
+    assert cmd_suggest(a) == 0
+    assert "wrote" in capsys.readouterr().out
+    spec = load_sweep(out)
+    assert spec.asset == ref and spec.name.startswith("suggest-Blobs-")

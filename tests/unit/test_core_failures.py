@@ -154,3 +154,56 @@ def test_more_threads_than_an_emulated_profile_has_cores_is_refused(tmp_path):
     rows = run_trial(spec(tmp_path, hardware=LOCAL_1C, config={"batch_size": 4, "threads": 2}))
     assert all(r["status"] == "failed" for r in rows)
     assert "threads=2 exceeds the 1 core that profile 'local-1c' emulates" in rows[0]["error"]
+
+
+def test_flagged_rows_are_measured_again_longer_and_keep_their_flags(tmp_path, monkeypatch):
+    """A repeat whose rows say INVALID or disturbed is measured again (bounded), each time twice as long."""
+    from benchmarks import core
+
+    calls = []
+
+    def fake_run(s, progress=None):
+        calls.append((s.attempt, s.loadgen.min_duration_ms))
+        verdict = "VALID" if s.attempt == 2 else "INVALID"
+        return [{"scenario": "SingleStream", "status": "ok", "loadgen_result": verdict, "throughput_samples_per_s": 100.0},
+                {"scenario": "Offline", "status": "ok", "loadgen_result": "VALID", "throughput_samples_per_s": 400.0}]
+
+    monkeypatch.setattr(core, "run_trial", fake_run)
+    monkeypatch.setattr(core.time, "sleep", lambda s: None)
+    s = spec(tmp_path)
+    s.remeasure = 2
+    rows = core.measure(s)
+    assert calls == [(0, 30), (1, 60), (2, 120)]
+    assert [r["flags"] for r in rows] == ["", ""] and {r["remeasured"] for r in rows} == {2}
+    s.remeasure = 1
+    calls.clear()
+    rows = core.measure(s)
+    assert len(calls) == 2 and rows[0]["flags"] == "loadgen_invalid" and rows[0]["remeasured"] == 1
+
+
+def test_row_flags_name_what_is_wrong():
+    from benchmarks.core import row_flags
+
+    rows = [{"scenario": "SingleStream", "status": "ok", "loadgen_result": "VALID", "throughput_samples_per_s": 14792.0},
+            {"scenario": "Offline", "status": "ok", "loadgen_result": "VALID", "throughput_samples_per_s": 559.0,
+             "env_background_load": True},
+            {"scenario": "MultiStream", "status": "failed", "loadgen_result": ""}]
+    assert row_flags(rows) == [[], ["background_load", "offline_below_singlestream"], []]
+
+
+def test_a_server_curve_measures_latency_at_fractions_of_offline_throughput(tmp_path):
+    import json
+
+    from benchmarks.spec import LoadGenSettings
+
+    s = spec(tmp_path, config={"batch_size": 4, "threads": 1})
+    s.loadgen = LoadGenSettings(scenarios=["SingleStream", "Server", "Offline"], min_duration_ms=50, min_query_count=8,
+                                offline_samples=64, server_curve=[0.25, 0.5])
+    rows = run_trial(s)
+    assert [r["scenario"] for r in rows] == ["SingleStream", "Offline", "Server"]  # Offline first: it sets the loads
+    assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
+    offline = rows[1]["throughput_samples_per_s"]
+    curve = json.loads(rows[2]["server_curve"])
+    assert [p["fraction"] for p in curve] == [0.25, 0.5] and rows[2]["server_probes"] == 2
+    assert [p["offered_qps"] for p in curve] == pytest.approx([0.25 * offline, 0.5 * offline])
+    assert all(p["latency_p99_ms"] > 0 and p["capacity_source"] == "Offline" for p in curve)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.core import run_trial
-from benchmarks.schema import COLUMN_NAMES
 from benchmarks.spec import LoadGenSettings, TrialSpec
-from benchmarks.store import ResultsStore
 from cluster.hardware import HardwareSpec
+from results.schema import COLUMN_NAMES
+from results.store import ResultsStore
 
 CPU = HardwareSpec(name="test-cpu-2c", accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=0.1, price_source="test")
 FAST = LoadGenSettings(scenarios=["SingleStream", "MultiStream", "Offline"], min_duration_ms=60, min_query_count=16,

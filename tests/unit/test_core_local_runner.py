@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from benchmarks.local_runner import local_trials, run_sweep_locally
 from benchmarks.spec import SweepSpec, expand_trials
-from benchmarks.store import ResultsStore
 from cluster.hardware import HardwareSpec
+from results.store import ResultsStore
 
 HW = HardwareSpec(name="this-box", accelerator_type="cpu", cpu_cores=1)
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from benchmarks.core import run_trial
-from benchmarks.schema import COLUMN_NAMES
 from benchmarks.spec import TrainSettings, TrialSpec
 from cluster.hardware import HardwareSpec
+from results.schema import COLUMN_NAMES
 
 CPU = HardwareSpec(name="test-cpu-2c", accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=0.36, price_source="test")
 

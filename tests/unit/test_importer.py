@@ -14,19 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from benchmarks.spec import trial_id
-from benchmarks.store import ResultsStore
 from cluster.hardware import HardwareSpec, load_catalog
 from matcher.candidates import candidates_from_results
-from matcher.importer import (
-    MappingError,
-    convert_file,
-    export_generic,
-    export_mlperf_summary,
-    import_file,
-    load_mapping,
-)
 from matcher.recommend import recommend
+from results.exporter import export_generic, export_mlperf_summary
+from results.ids import trial_id
+from results.importer import MappingError, convert_file, import_file, load_mapping
+from results.store import ResultsStore
 from tests.fixtures.instances import synthetic_result_rows
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -252,7 +246,7 @@ def test_merge_joins_mlperf_power_rows_and_rejects_conflicts(tmp_path):
 
 @pytest.mark.parametrize(("doc", "says"), [
     ({"columns": {"x": "latency_p99"}}, "unknown target column 'latency_p99'; did you mean 'latency_p99_ms'?"),
-    ({"colums": {}}, "colums: unknown key; did you mean 'columns'?"),
+    ({"colums": {}}, "colums: unknown field; did you mean 'columns'?"),
     ({"columns": {"x": "trial_id"}}, "'trial_id' is derived by the importer"),
     ({"columns": {"x": "throughput_samples_per_s"}, "units": {"x": "ms"}}, "unit 'ms' cannot convert"),
     ({"columns": {"x": "latency_p99_ms"}, "units": {"x": "fortnights"}}, "known time units"),

@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matcher.api import recommend_from_sources
 from matcher.baselines.bruteforce import brute_force
 from matcher.baselines.greedy import greedy
 from matcher.diagnose import apply_relaxations
@@ -22,6 +21,7 @@ from matcher.recommend import recommend
 from matcher.requirements import Requirements
 from matcher.solution import STATUSES, Diagnosis
 from matcher.solve import plan, solve
+from matcher.workspace import Sources, Workspace
 from tests.fixtures.instances import random_candidates, random_requirements
 
 HIGHS = pulp.HiGHS().available()
@@ -314,7 +314,7 @@ def test_recommendation_shape(tmp_path):
     c["basis"] = ["measured", "measured", "predicted", "measured"]
     ans = recommend(Requirements(constraints={"throughput_qps": 400, "latency_p99_ms": 10}, top_k=2), c).model_dump()
     assert set(ans) == {"feasible", "objective", "options", "diagnosis", "solver", "solve_time_s",
-                        "candidates_considered"}
+                        "candidates_considered", "status"}
     assert ans["feasible"] and ans["diagnosis"] is None and ans["candidates_considered"] == 4
     first = ans["options"][0]
     assert set(first) == {"rank", "hardware", "config", "cost_per_hour_usd", "predicted", "basis", "binding", "band"}
@@ -335,7 +335,7 @@ def test_recommend_rejects_unknown_inventory_hardware():
 def test_recommend_from_csv_infeasible_answer(tmp_path):
     p = tmp_path / "c.csv"
     table().to_csv(p, index=False)
-    ans = recommend_from_sources({"constraints": {"latency_p99_ms": 5}}, candidates_csv=p)
+    ans = Workspace.open(Sources(candidates_csv=p)).recommend({"constraints": {"latency_p99_ms": 5}})
     assert ans["feasible"] is False and ans["options"] == []
     assert ans["diagnosis"]["blocking"] == ["latency_p99_ms"]
     rel = ans["diagnosis"]["relaxations"][0]
@@ -354,25 +354,24 @@ def test_time_limit_is_a_status_not_a_crash():
     assert ans["feasible"] is False and ans["diagnosis"]["message"].startswith("time_limit:")
 
 
-def test_plan_from_sources_answer_and_errors(tmp_path):
-    from matcher.api import plan_from_sources
-
+def test_plan_answer_and_errors(tmp_path):
     p = tmp_path / "c.csv"
     table().to_csv(p, index=False)
+    ws = Workspace.open(Sources(candidates_csv=p))
     doc = {"workloads": [{"constraints": {"throughput_qps": 600}}, {"constraints": {"throughput_qps": 300}}],
            "inventory": {"local-2c": 1}}
-    ans = plan_from_sources(doc, candidates_csv=p)
+    ans = ws.plan(doc)
     assert set(ans) == {"feasible", "objective", "cost_per_hour_usd", "workloads", "diagnosis", "solver",
-                        "solve_time_s", "candidates_considered"}
+                        "solve_time_s", "candidates_considered", "status"}
     assert ans["feasible"] and ans["candidates_considered"] == 8
     used = [w["option"]["hardware"].get("local-2c", 0) for w in ans["workloads"]]
     assert sum(used) <= 1  # the shared inventory holds across workloads
     assert ans["cost_per_hour_usd"] == pytest.approx(sum(w["option"]["cost_per_hour_usd"] for w in ans["workloads"]))
     json.dumps(ans, allow_nan=False)
-    broke = plan_from_sources({**doc, "budget_per_hour_usd": 0.01}, candidates_csv=p)
+    broke = ws.plan({**doc, "budget_per_hour_usd": 0.01})
     assert broke["feasible"] is False and "budget_per_hour_usd" in broke["diagnosis"]["blocking"]
     assert [w["option"] for w in broke["workloads"]] == [None, None]
     with pytest.raises(RequirementsError, match=r"workloads\.1\.constraints\.latncy_p99_ms: unknown field"):
-        plan_from_sources({"workloads": [{}, {"constraints": {"latncy_p99_ms": 1}}]}, candidates_csv=p)
+        ws.plan({"workloads": [{}, {"constraints": {"latncy_p99_ms": 1}}]})
     with pytest.raises(RequirementsError, match=r"inventory: unknown hardware \['h100'\]"):
-        plan_from_sources({"workloads": [{}], "inventory": {"h100": 1}}, candidates_csv=p)
+        ws.plan({"workloads": [{}], "inventory": {"h100": 1}})

@@ -205,9 +205,9 @@ def test_predict_for_new_configurations(modelset):
 
 
 def test_recommend_from_a_results_store_with_models(tmp_path, rows):
-    from benchmarks.store import ResultsStore
-    from matcher.api import recommend_from_sources
     from matcher.errors import NoDataError
+    from matcher.workspace import Sources, Workspace
+    from results.store import ResultsStore
 
     store = ResultsStore(tmp_path / "results")
     for _, g in rows.groupby(["sweep_id", "trial_id", "repeat"]):
@@ -224,12 +224,13 @@ def test_recommend_from_a_results_store_with_models(tmp_path, rows):
     ms = train_models(store.read(), load_catalog(catalog), metrics=("latency_p99_ms", "throughput_qps"))
     ms.save(tmp_path / "models")
     req = {"asset": "mlp", "constraints": {"throughput_qps": 2000, "latency_p99_ms": 50}, "top_k": 2}
-    measured_only = recommend_from_sources(req, results_uri=tmp_path / "results", catalog_path=catalog)
-    with_models = recommend_from_sources(req, results_uri=tmp_path / "results", catalog_path=catalog,
-                                         models_dir=tmp_path / "models")
+    results = str(tmp_path / "results")
+    measured_only = Workspace.open(Sources(results_uri=results, catalog_path=str(catalog))).recommend(req)
+    with_models = Workspace.open(Sources(results_uri=results, catalog_path=str(catalog),
+                                         models_dir=str(tmp_path / "models"))).recommend(req)
     assert measured_only["feasible"] and with_models["feasible"]
     assert measured_only["candidates_considered"] == 16
     assert with_models["candidates_considered"] == 16 + 8  # big-8c x 8 configurations, predicted
     json.dumps(with_models, allow_nan=False)
     with pytest.raises(NoDataError, match="empty"):
-        recommend_from_sources(req, results_uri=tmp_path / "nothing-here", catalog_path=catalog)
+        Workspace.open(Sources(results_uri=str(tmp_path / "nothing-here"), catalog_path=str(catalog))).recommend(req)

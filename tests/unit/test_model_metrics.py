@@ -16,9 +16,9 @@ from benchmarks.model_metrics import (
     fairness_metrics,
     predict_labels,
 )
-from benchmarks.schema import BY_NAME
 from benchmarks.spec import LoadGenSettings, TrainSettings, TrialSpec
 from cluster.hardware import HardwareSpec
+from results.schema import BY_NAME
 
 CPU = HardwareSpec(name="test-cpu-2c", accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=0.36, price_source="test")
 OFFLINE = LoadGenSettings(scenarios=["Offline"], min_duration_ms=50, min_query_count=8, offline_samples=32)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from benchmarks import report
-from benchmarks.store import ResultsStore
 from benchmatch.cli import main
 from cluster.hardware import HardwareSpec
+from results.store import ResultsStore
 
 CATALOG = {
     "local-1c": HardwareSpec("local-1c", "cpu", cpu_cores=1, price_per_hour_usd=0.0446, price_source="t", local=True),

@@ -10,8 +10,8 @@ import pytest
 from benchmarks.core import run_trial
 from benchmarks.scaling import scaling_efficiency
 from benchmarks.spec import TrainSettings, TrialSpec
-from benchmarks.store import ResultsStore
 from cluster.hardware import HardwareSpec
+from results.store import ResultsStore
 
 CPU = HardwareSpec(name="test-cpu-2c", accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=0.36, price_source="test")
 TRAIN_SAMPLES = 1438  # digits-mlp's training split; even, so two workers get equal shards

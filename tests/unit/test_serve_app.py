@@ -1,12 +1,14 @@
-"""Unit tests of the HTTP layer (serve/app.py, serve/core.py) without Ray: the FastAPI app runs
-in-process through Starlette's TestClient. The matcher is replaced by a small fake module where a
-test needs a particular error; tests/integration/test_serve.py runs the real one behind Serve."""
+"""Unit tests of the HTTP layer (serve/app.py, serve/core.py, serve/snapshot.py) without Ray: the
+FastAPI app runs in-process through Starlette's TestClient, over real Workspaces on small
+synthetic stores and candidate files. tests/integration/test_serve.py runs the same app behind a
+real Serve endpoint."""
 
 from __future__ import annotations
 
 import json
 import math
-import types
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,58 +16,28 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from matcher.errors import CandidateError, NoDataError, RequirementsError
-from serve import core as core_mod
+import matcher.workspace as workspace_mod
+import serve.snapshot as snapshot_mod
+from cluster.hardware import CatalogError
+from matcher.errors import CandidateError, MatcherError, ModelError, NoDataError
+from matcher.requirements import Requirements
+from matcher.workspace import Sources, Workspace
 from serve.app import AppArgs, build_app, create_app
-from serve.core import ServiceCore, ServiceSettings, jsonable
+from serve.core import MAX_FIELD_ERRORS, ServiceCore, ServiceSettings, http_error
+from serve.jsonable import jsonable
 from serve.metrics import OTHER, route_label
-from serve.testing import write_synthetic_candidates, write_synthetic_store
+from serve.snapshot import SourceNames
+from tests.fixtures.service_data import write_synthetic_candidates, write_synthetic_store
 
-
-class FakeApi(types.SimpleNamespace):
-    """matcher.api stand-in: answers with numpy/NaN values, or raises per asset name."""
-
-    def __init__(self, with_plan: bool = False):
-        super().__init__()
-        self.calls = 0
-        if with_plan:
-            self.plan_from_sources = self._plan
-
-    def recommend_from_sources(self, req: Any, *, solver: str = "cbc", time_limit_s: float | None = None,
-                               **sources: Any) -> dict[str, Any]:
-        self.calls += 1
-        errors = {
-            "bad-req": RequirementsError("asset: say which one", [("asset", "required")]),
-            "no-data": NoDataError("results: no successful 'infer' rows for asset 'no-data'"),
-            "bad-cands": CandidateError("candidates.csv: line 3: column 'latency_p99_ms' is empty"),
-            "value": ValueError("something about the input"),
-        }
-        if req.asset in errors:
-            raise errors[req.asset]
-        if req.asset == "boom":
-            raise RuntimeError("a bug")
-        return {"feasible": True, "objective": req.objective, "solve_time_s": np.float64(0.01),
-                "options": [{"rank": np.int64(1), "hardware": {"local-2c": np.int64(2)}, "config": {"batch_size": 8},
-                             "cost_per_hour_usd": 0.1785, "predicted": {"energy_per_sample_j": math.nan},
-                             "basis": "measured", "binding": ("throughput_qps",), "band": {}}],
-                "diagnosis": None, "solver": "cbc", "candidates_considered": 6, "sources": sorted(sources)}
-
-    def _plan(self, plan: Any, *, solver: str = "cbc", time_limit_s: float | None = None,
-              **sources: Any) -> dict[str, Any]:
-        return {"feasible": True, "workloads": len(plan.workloads)}
+ROOT = Path(__file__).resolve().parents[2]
+JSON = {"content-type": "application/json"}
+MLP = "synthetic-mlp"
 
 
 @pytest.fixture()
 def store(tmp_path: Path) -> Path:
-    write_synthetic_store(tmp_path / "results", assets=("synthetic-mlp",), repeats=1)
+    write_synthetic_store(tmp_path / "results", assets=(MLP,), repeats=1)
     return tmp_path / "results"
-
-
-@pytest.fixture()
-def fake(monkeypatch: pytest.MonkeyPatch) -> FakeApi:
-    api = FakeApi()
-    monkeypatch.setattr(core_mod, "_matcher_api", lambda: api)
-    return api
 
 
 def client_for(settings: ServiceSettings) -> tuple[TestClient, ServiceCore]:
@@ -75,49 +47,177 @@ def client_for(settings: ServiceSettings) -> tuple[TestClient, ServiceCore]:
 
 
 @pytest.fixture()
-def client(store: Path, fake: FakeApi) -> TestClient:
-    return client_for(ServiceSettings(results_uri=str(store), max_body_bytes=4096))[0]
+def client(store: Path) -> TestClient:
+    return client_for(ServiceSettings(results_uri=str(store), models_dir=str(store / "models"),
+                                      max_body_bytes=4096))[0]
 
 
-def test_healthz_hardware_assets(client: TestClient) -> None:
+def post(client: TestClient, path: str, body: bytes) -> Any:
+    return client.post(path, content=body, headers=JSON)
+
+
+def without_timing(answer: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in answer.items() if k != "solve_time_s"}
+
+
+def cli_json(answer: Any) -> Any:
+    """What a client parses from the CLI's answer: JSON, NaN -> null, tuples -> lists."""
+    return json.loads(json.dumps(jsonable(answer)))
+
+
+def assert_no_server_paths(text: str, *paths: Path) -> None:
+    for p in (*paths, ROOT):
+        assert str(p) not in text, f"server path {p} in {text[:300]}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Routes answer what the workspace answers
+# ----------------------------------------------------------------------------------------------
+
+
+def test_healthz_hardware_assets_show_names_not_paths(client: TestClient, store: Path) -> None:
     h = client.get("/healthz")
     assert h.status_code == 200
     body = h.json()
-    assert body["status"] == "ok", body["problems"]
-    assert body["data"]["assets"] == ["synthetic-mlp"] and body["data"]["result_files"] == 6
+    assert body["status"] == "ok" and body["ready"] is True, body["problems"]
+    assert body["data"]["assets"] == [MLP] and body["data"]["result_files"] == 6
+    assert body["data"]["results"] == "results/" and body["data"]["models"] == "results/models/"
+    assert body["data"]["catalog"] == "hardware.yaml"
     hw = client.get("/hardware").json()
+    assert hw["catalog"] == "hardware.yaml"
     assert hw["count"] == len(hw["hardware"]) and "local-2c" in {s["name"] for s in hw["hardware"]}
-    assets = client.get("/assets").json()["assets"]
-    assert assets[0]["asset"] == "synthetic-mlp" and assets[0]["rows"] == 12
-    assert assets[0]["hardware"] == ["aws-g4dn.xlarge", "local-1c", "local-2c"]
+    assets = client.get("/assets")
+    assert assets.json()["results"] == "results/"
+    first = assets.json()["assets"][0]
+    assert first["asset"] == MLP and first["rows"] == 12
+    assert first["hardware"] == ["aws-g4dn.xlarge", "local-1c", "local-2c"]
+    for r in (h, assets, client.get("/hardware")):
+        assert_no_server_paths(r.text, store)
 
 
-def test_recommend_returns_matcher_dict_as_json(client: TestClient, fake: FakeApi) -> None:
-    r = client.post("/recommend", json={"asset": "synthetic-mlp", "constraints": {"throughput_qps": 100}})
+def test_recommend_is_the_workspace_answer_and_is_cached(client: TestClient, store: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    req = {"asset": MLP, "constraints": {"throughput_qps": 1000, "latency_p99_ms": 30}}
+    direct = Workspace.open(Sources(results_uri=str(store), models_dir=str(store / "models"))).recommend(req)
+    calls = []
+    real = Workspace.recommend
+    monkeypatch.setattr(Workspace, "recommend", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    r = client.post("/recommend", json=req)
     assert r.status_code == 200, r.text
-    body = r.json()
-    assert body["options"][0]["hardware"] == {"local-2c": 2}
-    assert body["options"][0]["predicted"]["energy_per_sample_j"] is None  # NaN -> null, never 0
-    assert body["options"][0]["binding"] == ["throughput_qps"]
-    assert body["sources"] == ["candidates_csv", "catalog_path", "models_dir", "results_uri"]
-    # Same question, same data: answered from the cache without calling the matcher again.
-    again = client.post("/recommend", json={"constraints": {"throughput_qps": 100}, "asset": "synthetic-mlp"})
-    assert again.json() == body and fake.calls == 1
+    assert without_timing(r.json()) == without_timing(cli_json(direct))
+    assert r.json()["status"] == "optimal" and r.json()["options"][0]["predicted"]["energy_per_sample_j"] is None
+    # Same question, same data: answered from the cache without solving again.
+    again = client.post("/recommend", json={"constraints": req["constraints"], "asset": MLP})
+    assert again.json() == r.json() and len(calls) == 1
+
+
+def test_answer_says_when_the_solver_ran_out_of_time(store: Path) -> None:
+    # benchmatch/render.py prints "time limit reached, optimality not proven" from `status`.
+    client, _ = client_for(ServiceSettings(results_uri=str(store), time_limit_s=0))
+    body = client.post("/recommend", json={"asset": MLP, "constraints": {"throughput_qps": 5000}}).json()
+    assert body["status"] == "time_limit", body
+
+
+def test_plan_is_the_workspace_answer(client: TestClient, store: Path) -> None:
+    doc = {"workloads": [{"asset": MLP, "constraints": {"throughput_qps": 500}},
+                         {"asset": MLP, "constraints": {"throughput_qps": 300}}], "inventory": {"local-2c": 1}}
+    r = client.post("/plan", json=doc)
+    assert r.status_code == 200, r.text
+    direct = Workspace.open(Sources(results_uri=str(store))).plan(doc)
+    assert without_timing(r.json()) == without_timing(cli_json(direct))
+    assert r.json()["feasible"] and r.json()["status"] == "optimal"
+
+
+def test_plan_mistakes_name_the_field(client: TestClient) -> None:
+    r = client.post("/plan", json={"workloads": [{"constraints": {"accuracy": 2}}]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads.0.constraints.accuracy"
+    r = client.post("/plan", json={"workloads": [], "budget_per_hour": 1})
+    fields = {e["field"]: e["message"] for e in r.json()["errors"]}
+    assert "did you mean 'budget_per_hour_usd'" in fields["budget_per_hour"] and "workloads" in fields
+    r = client.post("/plan", json={"workloads": [{"asset": MLP}, {"asset": "nope"}]})
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "asset"
+
+
+def test_pareto_is_the_workspace_front(client: TestClient, store: Path) -> None:
+    body = {"asset": MLP, "constraints": {"throughput_qps": 100}}
+    r = client.post("/pareto", json=body)
+    assert r.status_code == 200, r.text
+    direct = Workspace.open(Sources(results_uri=str(store))).pareto(body)
+    assert r.json() == cli_json(direct) and r.json()["feasible"]
+    lat = [p["latency_p99_ms"] for p in r.json()["points"]]
+    assert lat == sorted(lat, reverse=True)
+    bad = client.post("/pareto", json={"constraints": {"latency_p99_ms": -1}})
+    assert bad.status_code == 422 and "constraints.latency_p99_ms" in bad.text
+
+
+def test_pareto_checks_inventory_like_recommend(client: TestClient) -> None:
+    for route in ("/recommend", "/pareto"):
+        r = client.post(route, json={"asset": MLP, "inventory": {"H100-SXM": 1}})
+        assert r.status_code == 422, (route, r.text)
+        assert r.json()["errors"][0]["field"] == "inventory.H100-SXM"
+
+
+def test_candidates_csv_source(tmp_path: Path) -> None:
+    csv = write_synthetic_candidates(tmp_path / "cands.csv")
+    client, _ = client_for(ServiceSettings(candidates_csv=str(csv)))
+    h = client.get("/healthz")
+    assert h.json()["data"]["candidate_rows"] == 6 and h.json()["status"] == "ok"
+    assert h.json()["data"]["candidates_csv"] == "cands.csv"
+    assets = client.get("/assets").json()
+    assert assets["candidates_csv"] == "cands.csv"
+    assert assets["assets"][0]["hardware"] == ["aws-g4dn.xlarge", "local-1c", "local-2c"]
+    r = client.post("/recommend", json={"constraints": {"throughput_qps": 100}})
+    direct = Workspace.open(Sources(candidates_csv=str(csv))).recommend({"constraints": {"throughput_qps": 100}})
+    assert without_timing(r.json()) == without_timing(cli_json(direct))
+    assert_no_server_paths(h.text + json.dumps(assets), tmp_path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors: the status of each matcher error, and of bugs
+# ----------------------------------------------------------------------------------------------
+
+
+def test_matcher_errors_from_real_data(tmp_path: Path) -> None:
+    write_synthetic_store(tmp_path / "results", repeats=1)  # two assets
+    client, _ = client_for(ServiceSettings(results_uri=str(tmp_path / "results")))
+    r = client.post("/recommend", json={"constraints": {"throughput_qps": 10}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "asset"  # which of the two?
+    r = client.post("/recommend", json={"asset": "no-such-asset"})
+    assert r.status_code == 404 and MLP in r.json()["detail"]  # says which assets do have data
+    r = client.post("/recommend", json={"asset": MLP, "task": "train"})
+    assert r.status_code == 409 and "train" in r.json()["detail"]
+    for r in (client.post("/recommend", json={"asset": "no-such-asset"}),
+              client.post("/recommend", json={"constraints": {}})):
+        assert_no_server_paths(r.text, tmp_path)
 
 
 @pytest.mark.parametrize(
-    ("asset", "status", "kind"),
-    [("bad-req", 422, "RequirementsError"), ("no-data", 404, "NoDataError"), ("bad-cands", 409, "CandidateError"),
-     ("value", 400, "ValueError"), ("boom", 500, None)],
+    ("exc", "status", "kind"),
+    [(CandidateError("/srv/data/c.csv: line 3: column 'latency_p99_ms' is empty"), 409, "CandidateError"),
+     (ModelError("/srv/data/results/models/m.skops: not a skops file"), 409, "ModelError"),
+     (NoDataError("/srv/data/results: the results store is empty"), 409, "NoDataError"),
+     (CatalogError("/srv/data/hw.yaml: hardware[0]: name is required"), 503, "CatalogError"),
+     (MatcherError("something about the input"), 400, "MatcherError")],
 )
-def test_matcher_errors_map_to_statuses(client: TestClient, asset: str, status: int, kind: str | None) -> None:
-    r = client.post("/recommend", json={"asset": asset})
-    assert r.status_code == status, r.text
-    if kind:
-        body = r.json()
-        assert body["kind"] == kind and body["detail"] and body["status"] == status
-    if asset == "no-data":
-        assert "synthetic-mlp" in r.json()["detail"]  # says which assets do have data
+def test_http_error_mapping(exc: Exception, status: int, kind: str) -> None:
+    names = SourceNames(Sources(results_uri="/srv/data/results", candidates_csv="/srv/data/c.csv",
+                                catalog_path="/srv/data/hw.yaml"))
+    err = http_error(exc, names, known=[MLP])
+    assert (err.status, err.kind) == (status, kind)
+    assert "/srv/" not in err.detail, err.detail
+
+
+def test_a_bug_is_a_500_not_a_client_error(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(self: Workspace, *a: Any, **k: Any) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(Workspace, "recommend", boom)
+    assert client.post("/recommend", json={"asset": MLP}).status_code == 500
+
+
+# ----------------------------------------------------------------------------------------------
+# Client mistakes (#11 item 7): 4xx naming the field, strict types, capped echoes, JSON positions
+# ----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -130,7 +230,16 @@ def test_matcher_errors_map_to_statuses(client: TestClient, asset: str, status: 
         ({"top_k": 0}, "top_k", "greater than or equal to 1"),
         ({"inventory": {"local-2c": -1}}, "inventory.local-2c", "greater than or equal to 0"),
         ({"constraints": {"budget_total_usd": 5}}, "constraints.duration_h", "required"),
-        ([1, 2], "(body)", "valid dictionary"),
+        ([1, 2], "(top level)", "valid dictionary"),
+        # Strict types: a boolean is not a number, a string is not an integer.
+        ({"top_k": True}, "top_k", "valid integer"),
+        ({"top_k": "3"}, "top_k", "valid integer"),
+        ({"constraints": {"accuracy": False}}, "constraints.accuracy", "valid number"),
+        ({"inventory": {"local-2c": True}}, "inventory.local-2c", "valid integer"),
+        # Beyond what the solver's numbers hold: rejected, not a wrong "infeasible".
+        ({"constraints": {"throughput_qps": 1e308}}, "constraints.throughput_qps", "less than or equal to"),
+        ({"constraints": {"budget_total_usd": 1e308, "duration_h": 1e308}}, "constraints.duration_h",
+         "less than or equal to"),
     ],
 )
 def test_invalid_requirements_name_the_field(client: TestClient, body: Any, field: str, words: str) -> None:
@@ -142,16 +251,52 @@ def test_invalid_requirements_name_the_field(client: TestClient, body: Any, fiel
     assert words in out["detail"], out["detail"]
 
 
+def test_integers_stay_valid_for_number_fields(client: TestClient) -> None:
+    r = client.post("/recommend", json={"asset": MLP, "constraints": {"latency_p99_ms": 30, "accuracy": 0}})
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize("body", [b'{"asset": "\\ud800"}', b'{"asset": "synthetic-mlp", "inventory": {"\\udfff": 1}}'])
+def test_lone_surrogate_is_a_422(client: TestClient, body: bytes) -> None:
+    r = post(client, "/recommend", body)
+    assert r.status_code == 422, r.text
+    assert "Unicode" in r.json()["detail"]
+
+
 def test_nan_in_body_is_rejected(client: TestClient) -> None:
-    r = client.post("/recommend", content=b'{"constraints": {"latency_p99_ms": NaN}}',
-                    headers={"content-type": "application/json"})
+    r = post(client, "/recommend", b'{"constraints": {"latency_p99_ms": NaN}}')
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "constraints.latency_p99_ms"
 
 
-def test_malformed_json_is_400(client: TestClient) -> None:
-    r = client.post("/recommend", content=b'{"objective": ', headers={"content-type": "application/json"})
-    assert r.status_code == 400
-    assert r.json()["kind"] == "InvalidJSON" and "not valid JSON" in r.json()["detail"]
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        (b'{"objective": ', "not valid JSON at character 14"),
+        (b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", "not valid JSON at character 105: nested more than 100"),
+        (b'{"top_k": ' + b"9" * 4400 + b"}", "not valid JSON at character 10: an integer of more than"),
+        (b'{"asset": "\xff"}', "not valid UTF-8 at byte 11"),
+    ],
+    ids=["truncated", "deep", "huge-integer", "not-utf8"],
+)
+def test_unparsable_json_is_invalid_json_with_a_position(store: Path, body: bytes, words: str) -> None:
+    client, _ = client_for(ServiceSettings(results_uri=str(store)))  # 1 MiB limit
+    r = post(client, "/recommend", body)
+    assert r.status_code == 400, r.text
+    assert r.json()["kind"] == "InvalidJSON" and words in r.json()["detail"], r.json()
+
+
+def test_error_bodies_cap_what_they_echo(store: Path) -> None:
+    client, _ = client_for(ServiceSettings(results_uri=str(store)))  # 1 MiB limit
+    many = b"{" + b",".join(b'"field_%06d": 1' % i for i in range(50_000)) + b"}"
+    assert 800_000 < len(many) < 1 << 20
+    r = post(client, "/recommend", many)
+    assert r.status_code == 422 and len(r.content) < 8_000, len(r.content)
+    assert len(r.json()["errors"]) == MAX_FIELD_ERRORS and "50000 errors" in r.json()["detail"]
+    inventory = b'{"asset": "synthetic-mlp", "inventory": {' + b",".join(b'"hw-%06d": 1' % i for i in range(50_000)) + b"}}"
+    r = post(client, "/pareto", inventory)
+    assert r.status_code == 422 and len(r.content) < 8_000, len(r.content)
+    r = client.post("/recommend", json={"asset": "x" * 900_000})
+    assert r.status_code == 404 and len(r.content) < 8_000, len(r.content)
 
 
 def test_wrong_content_type_is_415(client: TestClient) -> None:
@@ -162,7 +307,7 @@ def test_wrong_content_type_is_415(client: TestClient) -> None:
 
 def test_body_limit_by_length_and_by_stream(client: TestClient) -> None:
     big = b'{"asset": "' + b"x" * 5000 + b'"}'
-    r = client.post("/recommend", content=big, headers={"content-type": "application/json"})
+    r = post(client, "/recommend", big)
     assert r.status_code == 413 and r.json()["kind"] == "RequestTooLarge"
 
     def chunks():  # no Content-Length: the limit is enforced while reading
@@ -170,7 +315,7 @@ def test_body_limit_by_length_and_by_stream(client: TestClient) -> None:
             yield b" " * 1000
         yield b"{}"
 
-    r = client.post("/recommend", content=chunks(), headers={"content-type": "application/json"})
+    r = client.post("/recommend", content=chunks(), headers=JSON)
     assert r.status_code == 413, r.text
 
 
@@ -180,78 +325,218 @@ def test_unknown_route_and_method(client: TestClient) -> None:
     assert client.get("/recommend").status_code == 405
 
 
-def test_plan_501_without_planner_and_validated_with_one(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    api = FakeApi()
-    monkeypatch.setattr(core_mod, "_matcher_api", lambda: api)
+# ----------------------------------------------------------------------------------------------
+# Readiness and cold start (#11 item 2)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_data_is_loaded_and_tables_built_before_the_first_request(store: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: list[str] = []
+    real = workspace_mod.candidates_from_results
+    monkeypatch.setattr(workspace_mod, "candidates_from_results",
+                        lambda rows, *a, **k: builds.append(k.get("asset")) or real(rows, *a, **k))
     client, _ = client_for(ServiceSettings(results_uri=str(store)))
-    body = {"workloads": [{"asset": "synthetic-mlp"}], "budget_per_hour_usd": 5}
-    r = client.post("/plan", json=body)
-    assert r.status_code == 501 and "recommend" in r.json()["detail"]
-    api.plan_from_sources = api._plan
-    assert client.post("/plan", json=body).json() == {"feasible": True, "workloads": 1}
-    r = client.post("/plan", json={"workloads": [{"constraints": {"accuracy": 2}}]})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads.0.constraints.accuracy"
-    r = client.post("/plan", json={"workloads": [], "budget_per_hour": 1})
-    fields = {e["field"]: e["message"] for e in r.json()["errors"]}
-    assert "did you mean 'budget_per_hour_usd'" in fields["budget_per_hour"] and "workloads" in fields
+    assert builds, "the candidate table is built when the replica is constructed"
+    built = len(builds)
+    answers: list[int] = []
+    body = {"asset": MLP, "constraints": {"throughput_qps": 500}}
+    threads = [threading.Thread(target=lambda i=i: answers.append(
+        client.post("/recommend", json={**body, "top_k": 1 + i % 3}).status_code)) for i in range(14)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert answers == [200] * 14
+    assert len(builds) == built, "concurrent first requests each rebuilt the candidate table"
 
 
-def test_new_results_are_picked_up(store: Path, fake: FakeApi) -> None:
+def test_malformed_modelset_is_not_ready_naming_the_file(store: Path) -> None:
+    models = store / "models"
+    models.mkdir()
+    (models / "modelset.json").write_text("{not json")
     now = [0.0]
-    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=5), clock=lambda: now[0])
-    assert [a["asset"] for a in core.assets()["assets"]] == ["synthetic-mlp"]
-    first = core.recommend(core_mod.Requirements(asset="synthetic-mlp"))
-    write_synthetic_store(store, assets=("synthetic-cnn",), repeats=1)
-    now[0] = 1.0  # inside the interval: no listing yet
-    assert len(core.assets()["assets"]) == 1
+    app = create_app()
+    app.state.core = ServiceCore(ServiceSettings(results_uri=str(store), models_dir=str(models),
+                                                 reload_interval_s=5), clock=lambda: now[0])
+    client = TestClient(app, raise_server_exceptions=False)
+    h = client.get("/healthz")
+    assert h.status_code == 503 and h.json()["status"] == "not ready" and h.json()["ready"] is False
+    assert any("results/models/modelset.json" in p for p in h.json()["problems"]), h.json()["problems"]
+    for route in ("/recommend", "/pareto"):
+        r = client.post(route, json={"asset": MLP})
+        assert r.status_code == 503 and r.json()["kind"] == "NotReady", r.text
+        assert "results/models/modelset.json" in r.json()["detail"] and r.headers["retry-after"] == "5"
+    r = client.post("/plan", json={"workloads": [{"asset": MLP}]})
+    assert r.status_code == 503
+    assert client.get("/assets").status_code == 200 and client.get("/hardware").status_code == 200
+    for r in (h, client.post("/recommend", json={"asset": MLP})):
+        assert_no_server_paths(r.text, store)
+    # Fixed (here: the broken set removed): ready again at the next check, without a restart.
+    (models / "modelset.json").unlink()
     now[0] = 6.0
-    assert [a["asset"] for a in core.assets()["assets"]] == ["synthetic-cnn", "synthetic-mlp"]
-    assert core.reloads == 1
-    # The answer cache belonged to the old data: the matcher is asked again.
-    assert core.recommend(core_mod.Requirements(asset="synthetic-mlp")) == first and fake.calls == 2
+    assert client.get("/healthz").status_code == 200
+    assert client.post("/recommend", json={"asset": MLP}).status_code == 200
 
 
-def test_unlistable_sources_degrade_not_fail(store: Path, fake: FakeApi, monkeypatch: pytest.MonkeyPatch) -> None:
-    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=0))
-
-    def broken(uri: str | None) -> tuple:
-        raise OSError("object store unreachable")
-
-    monkeypatch.setattr(core_mod, "_store_files", broken)
-    health = core.health()  # the freshness check runs and fails: reported, not raised
-    assert health["status"] == "degraded" and "unreachable" in " ".join(health["problems"])
-    assert health["data"]["result_rows"] == 12  # the data already loaded is kept
-    assert core.recommend(core_mod.Requirements(asset="synthetic-mlp"))
-    monkeypatch.undo()
-    assert core.health()["status"] == "ok"
-
-
-def test_candidates_csv_source(tmp_path: Path, fake: FakeApi) -> None:
-    csv = write_synthetic_candidates(tmp_path / "cands.csv")
-    client, _ = client_for(ServiceSettings(candidates_csv=str(csv)))
-    h = client.get("/healthz").json()
-    assert h["data"]["candidate_rows"] == 6 and h["status"] == "ok"
-    assert client.get("/assets").json()["assets"][0]["hardware"] == ["aws-g4dn.xlarge", "local-1c", "local-2c"]
-
-
-def test_broken_sources_degrade_not_crash(tmp_path: Path, fake: FakeApi) -> None:
+def test_unreadable_catalog_and_candidates_are_not_ready(tmp_path: Path) -> None:
     (tmp_path / "bad.csv").write_text("hardware,price_per_hour_usd\nx,1\n")
     client, _ = client_for(ServiceSettings(candidates_csv=str(tmp_path / "bad.csv"),
                                            catalog_path=str(tmp_path / "missing.yaml")))
     h = client.get("/healthz")
-    assert h.status_code == 200 and h.json()["status"] == "degraded"
-    assert any("candidates" in p for p in h.json()["problems"])
+    assert h.status_code == 503 and h.json()["status"] == "not ready"
+    problems = " ".join(h.json()["problems"])
+    assert "missing.yaml" in problems and "bad.csv" in problems
     r = client.get("/hardware")
-    assert r.status_code == 503 and "catalog" in r.json()["detail"]
+    assert r.status_code == 503 and r.json()["kind"] == "CatalogError" and "missing.yaml" in r.json()["detail"]
+    r = client.post("/recommend", json={})
+    assert r.status_code == 503 and "missing.yaml" in r.json()["detail"]
+    for r in (h, client.get("/hardware"), client.post("/recommend", json={})):
+        assert_no_server_paths(r.text, tmp_path)
 
 
-def test_openapi_lists_routes_and_request_schema(client: TestClient) -> None:
+def test_a_load_that_crashes_leaves_a_replica_that_says_so(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def crash(cls: type, sources: Sources, strict: bool = True) -> Workspace:
+        raise AttributeError("'list' object has no attribute 'get'")
+
+    monkeypatch.setattr(Workspace, "open", classmethod(crash))
+    client, _ = client_for(ServiceSettings(results_uri=str(store)))  # the constructor does not raise
+    h = client.get("/healthz")
+    assert h.status_code == 503 and "could not be loaded" in h.json()["problems"][0]
+    assert client.post("/recommend", json={"asset": MLP}).status_code == 503
+    assert client.get("/hardware").status_code == 503
+
+
+# ----------------------------------------------------------------------------------------------
+# Fresh data: reload when the sources change, single flight, listing failures
+# ----------------------------------------------------------------------------------------------
+
+
+def test_new_results_are_picked_up(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=5), clock=lambda: now[0])
+    assert [a["asset"] for a in core.assets()["assets"]] == [MLP]
+    calls = []
+    real = Workspace.recommend
+    monkeypatch.setattr(Workspace, "recommend", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    first = core.recommend(Requirements(asset=MLP))
+    write_synthetic_store(store, assets=("synthetic-cnn",), repeats=1)
+    now[0] = 1.0  # inside the interval: no listing yet
+    assert len(core.assets()["assets"]) == 1
+    now[0] = 6.0
+    assert [a["asset"] for a in core.assets()["assets"]] == ["synthetic-cnn", MLP]
+    assert core.reloads == 1
+    # The answer cache belonged to the old data: the workspace is asked again.
+    again = core.recommend(Requirements(asset=MLP))
+    assert without_timing(json.loads(again)) == without_timing(json.loads(first)) and len(calls) == 2
+
+
+def test_reload_is_single_flight(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [0.0]
+    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=5), clock=lambda: now[0])
+    old = core.snapshot()
+    loading, release = threading.Event(), threading.Event()
+    loads = []
+    real = snapshot_mod.load_snapshot
+
+    def slow_load(*a: Any, **k: Any) -> Any:
+        loads.append(1)
+        loading.set()
+        release.wait(30)
+        return real(*a, **k)
+
+    monkeypatch.setattr(snapshot_mod, "load_snapshot", slow_load)
+    write_synthetic_store(store, assets=("synthetic-cnn",), repeats=1)
+    now[0] = 6.0
+    reloader = threading.Thread(target=core.snapshot)
+    reloader.start()
+    assert loading.wait(30)
+    t0 = time.monotonic()
+    for _ in range(5):  # the other threads keep answering from the old snapshot meanwhile
+        assert core.snapshot() is old
+    assert core.recommend(Requirements(asset=MLP))
+    assert time.monotonic() - t0 < 10 and loads == [1]
+    release.set()
+    reloader.join(30)
+    assert core.snapshot() is not old and loads == [1]
+    assert "synthetic-cnn" in core.snapshot().asset_names()
+
+
+def test_unlistable_sources_degrade_not_fail(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=0))
+
+    def broken(self: Sources) -> tuple:
+        raise OSError(f"object store unreachable: {store}/x/y")
+
+    monkeypatch.setattr(Sources, "fingerprint", broken)
+    status, health = core.health()  # the freshness check runs and fails: reported, not raised
+    assert status == 200 and health["status"] == "degraded"
+    assert "unreachable" in " ".join(health["problems"]) and str(store) not in json.dumps(health)
+    assert health["data"]["result_rows"] == 12  # the data already loaded is kept
+    assert core.recommend(Requirements(asset=MLP))
+    monkeypatch.undo()
+    assert core.health()[1]["status"] == "ok"
+
+
+# ----------------------------------------------------------------------------------------------
+# Names instead of server paths (#11 item 8)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_source_names_rewrite_messages() -> None:
+    names = SourceNames(Sources(results_uri="/srv/x/results", models_dir="/srv/x/results/models",
+                                candidates_csv="/srv/x/results2.csv", catalog_path="/etc/bm/hw.yaml"))
+    assert (names.folder(names.results), names.folder(names.models)) == ("results/", "results/models/")
+    assert (names.candidates, names.catalog) == ("results2.csv", "hw.yaml")
+    assert names.text("results file /srv/x/results/s1/t-r0.parquet is unreadable") == \
+        "results file results/s1/t-r0.parquet is unreadable"
+    assert names.text("/srv/x/results/models/modelset.json: not valid JSON") == "results/models/modelset.json: not valid JSON"
+    assert names.text("/srv/x/results2.csv: line 3") == "results2.csv: line 3"
+    assert names.text("/etc/bm/hw.yaml: hardware[0]") == "hw.yaml: hardware[0]"
+    # Paths no source covers are cut to their last part; other slashes are left alone.
+    assert names.text("Error while executing /opt/venv/lib/pulp/solverdir/cbc") == "Error while executing cbc"
+    assert names.text("0.05 USD/h, 100 samples/s, see http://127.0.0.1:8000/a/b and /docs") == \
+        "0.05 USD/h, 100 samples/s, see http://127.0.0.1:8000/a/b and /docs"
+    remote = SourceNames(Sources(results_uri="s3://bucket/team/results"))
+    assert remote.text("results file bucket/team/results/s/t.parquet is unreadable") == \
+        "results file results/s/t.parquet is unreadable"
+
+
+# ----------------------------------------------------------------------------------------------
+# OpenAPI, helpers, application args
+# ----------------------------------------------------------------------------------------------
+
+
+def test_openapi_documents_the_matchers_answers(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/recommend", "/plan", "/hardware", "/assets", "/healthz"} <= set(spec["paths"])
+    assert {"/recommend", "/pareto", "/plan", "/hardware", "/assets", "/healthz"} <= set(spec["paths"])
     schemas = spec["components"]["schemas"]
     assert "latency_p99_ms" in schemas["Constraints"]["properties"]
+    ok = {p: spec["paths"][p]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+          for p in ("/recommend", "/plan")}
+    assert ok == {"/recommend": {"$ref": "#/components/schemas/Recommendation"},
+                  "/plan": {"$ref": "#/components/schemas/PlanRecommendation"}}
     assert "422" in spec["paths"]["/recommend"]["post"]["responses"]
+    assert "503" in spec["paths"]["/healthz"]["get"]["responses"]
     assert client.get("/docs").status_code == 200
+
+
+def test_answers_validate_against_the_openapi_schemas(client: TestClient) -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    spec = client.get("/openapi.json").json()
+
+    def check(path: str, method: str, body: Any) -> None:
+        schema = spec["paths"][path][method]["responses"]["200"]["content"]["application/json"]["schema"]
+        doc = {**schema, "components": spec["components"]}
+        jsonschema.Draft202012Validator.check_schema(doc)
+        jsonschema.Draft202012Validator(doc).validate(body)
+
+    check("/recommend", "post", client.post("/recommend", json={"asset": MLP, "top_k": 2}).json())
+    check("/recommend", "post", client.post("/recommend", json={"asset": MLP, "constraints": {"latency_p99_ms": 0.01}}).json())
+    check("/plan", "post", client.post("/plan", json={"workloads": [{"asset": MLP}]}).json())
+    check("/healthz", "get", client.get("/healthz").json())
+    check("/assets", "get", client.get("/assets").json())
+    check("/hardware", "get", client.get("/hardware").json())
 
 
 def test_jsonable() -> None:
@@ -260,7 +545,7 @@ def test_jsonable() -> None:
 
 
 def test_route_label_is_bounded() -> None:
-    assert route_label("/recommend") == "/recommend"
+    assert route_label("/recommend") == "/recommend" and route_label("/pareto") == "/pareto"
     assert route_label("/wp-admin/x") == OTHER
 
 
@@ -272,23 +557,3 @@ def test_build_app_args() -> None:
     app = build_app({"results_uri": "relative/results", "num_replicas": 2, "num_cpus": 0.5})
     assert app is not None
     assert set(AppArgs.model_fields) >= {"results_uri", "models_dir", "candidates_csv", "catalog_path", "slo_ms"}
-
-
-def test_pareto_route_answers_the_cli_front_with_the_real_matcher(store: Path) -> None:
-    from matcher.api import build_candidates
-    from matcher.pareto import pareto_answer
-    from matcher.requirements import parse_requirements
-
-    client, _ = client_for(ServiceSettings(results_uri=str(store)))
-    body = {"asset": "synthetic-mlp", "constraints": {"throughput_qps": 100}}
-    r = client.post("/pareto", json=body)
-    assert r.status_code == 200, r.text
-    ans = r.json()
-    req = parse_requirements(body)
-    direct = pareto_answer(req, build_candidates(req, results_uri=str(store)))
-    assert ans["feasible"] and [p["cost_per_hour_usd"] for p in ans["points"]] == \
-        [p["cost_per_hour_usd"] for p in direct["points"]]
-    lat = [p["latency_p99_ms"] for p in ans["points"]]
-    assert lat == sorted(lat, reverse=True)
-    bad = client.post("/pareto", json={"constraints": {"latency_p99_ms": -1}})
-    assert bad.status_code == 422 and "constraints.latency_p99_ms" in bad.text

@@ -1,7 +1,8 @@
 import pytest
 
-from benchmarks.spec import SpecError, SweepSpec, expand_trials, load_sweep, trial_id
+from benchmarks.spec import SpecError, SweepSpec, expand_trials, load_sweep
 from cluster.hardware import CatalogError, load_catalog
+from results.ids import trial_id
 
 
 def test_quickstart_sweep_expands_to_hardware_times_grid():

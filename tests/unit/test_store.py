@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks.store import ResultsStore, StoreError
+from results.store import ResultsStore, StoreError
 
 
 def _row(trial="t1", repeat=0, scenario="Offline", **kw):

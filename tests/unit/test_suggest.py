@@ -11,11 +11,11 @@ import pytest
 import yaml
 
 from benchmarks.assets import ResolvedAsset
-from benchmarks.spec import expand_trials, load_sweep
+from benchmarks.spec import expand_trials, grids, load_sweep, sweeps_for_pairs
 from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results, config_keys
 from matcher.recommend import recommend
-from matcher.suggest import _grids, optimistic_table, refine, suggest, suggestion_sweeps
+from matcher.suggest import optimistic_table, refine, suggest
 from tests.fixtures.instances import synthetic_result_rows
 
 # local-2c is priced below two local-1c so that threads pay off and one pair is clearly best.
@@ -146,7 +146,7 @@ def test_optimistic_numbers_mirror_the_band():
 
 def test_grids_split_a_non_grid_set_exactly():
     cfgs = [(("batch_size", 1), ("dtype", "a")), (("batch_size", 1), ("dtype", "b")), (("batch_size", 4), ("dtype", "a"))]
-    spaces = _grids(cfgs)
+    spaces = grids(cfgs)
     covered = [tuple(zip(s, combo, strict=True)) for s in spaces for combo in itertools.product(*s.values())]
     assert sorted(covered) == sorted(cfgs) and len(spaces) == 2
 
@@ -155,7 +155,8 @@ def test_sweep_files_measure_exactly_the_suggested_trials(oracle, tmp_path):
     rows = local(oracle)
     s = suggest(REQ, rows[rows["cfg_batch_size"] <= 2], CATALOG, configs=GRID, max_trials=7)
     template = load_sweep_template(tmp_path)
-    docs = suggestion_sweeps(s, results_uri=str(tmp_path / "results"), template=template)
+    docs = sweeps_for_pairs([(t.hardware, t.config) for t in s.trials], asset=s.asset, task=s.task,
+                            results_uri=str(tmp_path / "results"), template=template)
     planned = set()
     for i, doc in enumerate(docs):
         path = tmp_path / f"s{i}.yaml"

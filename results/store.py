@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from benchmarks.schema import BY_NAME, KEY_COLUMNS
+from results.schema import BY_NAME, KEY_COLUMNS
 from cluster.errors import BenchmatchError
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
@@ -131,6 +131,15 @@ class ResultsStore:
                 pq.write_table(table, out)
             self.fs.move(tmp, final)
         return final
+
+    def fingerprint(self) -> tuple[tuple[str, int | None, int | None], ...]:
+        """(path, size, mtime) of every results file, in one listing call: what changes when the
+        data changes (a file rewritten under the same name changes size or mtime). Cheap enough
+        to take every few seconds; it reads no file."""
+        paths = self.files()
+        if not paths:
+            return ()
+        return tuple((i.path, i.size, i.mtime_ns) for i in self.fs.get_file_info(paths))
 
     def repeat_ok(self, sweep_id: str, trial_id: str, repeat: int) -> bool | None:
         """Whether a (sweep, trial, repeat) is written with every row ok; None when not written (or unreadable)."""

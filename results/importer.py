@@ -1,6 +1,6 @@
 """Import results measured by other tools (MLPerf summaries, CSV/JSON/Parquet tables) as result rows.
 
-A mapping YAML says how a source table becomes rows of benchmarks/schema.py:
+A mapping YAML says how a source table becomes rows of results/schema.py:
 
     columns:   {source column: target column}          unconditional copies
     rules:     [{source, target, unit, when: {col: value}}]  copies that depend on the row (MLPerf's
@@ -37,13 +37,18 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from matcher.errors import MatcherError
+from cluster.errors import BenchmatchError
+from cluster.hardware import load_catalog
+from cluster.validation import field_errors, one_line
+from results.ids import trial_id
+from results.schema import BY_NAME, CONFIG_PREFIX
+from results.store import ResultsStore, StoreError, check_name
 
-CFG = "cfg_"
+CFG = CONFIG_PREFIX
 SCENARIOS = ("SingleStream", "MultiStream", "Server", "Offline", "train")
 _SCENARIO_NAMES = {s.lower(): s for s in SCENARIOS} | {"training": "train"}
 # Ids the importer derives itself: a source cannot set them, so that a trial keeps the same id
-# whichever tool measured it (benchmarks.spec.trial_id of asset, task, hardware, configuration).
+# whichever tool measured it (results.ids.trial_id of asset, task, hardware, configuration).
 DERIVED = ("sweep_id", "trial_id")
 METRIC_GROUPS = ("latency", "throughput", "model", "training", "resources", "energy")
 
@@ -58,13 +63,13 @@ _UNITS: dict[str, dict[str, float]] = {
     "power": {"w": 1.0, "watts": 1.0, "mw": 1e-3, "milliwatts": 1e-3, "kw": 1e3},
     "memory": {"mib": 1.0, "gib": 1024.0, "kib": 1 / 1024, "bytes": 1 / 2**20},
 }
-# Target units (benchmarks/schema.py) -> (dimension, factor from the base unit to this unit).
+# Target units (results/schema.py) -> (dimension, factor from the base unit to this unit).
 _TARGET_UNITS = {"ms": ("time", 1.0), "s": ("time", 1e-3), "samples/s": ("rate", 1.0), "queries/s": ("rate", 1.0),
                  "fraction": ("fraction", 1.0), "J": ("energy", 1.0), "J/sample": ("energy", 1.0),
                  "W": ("power", 1.0), "MiB": ("memory", 1.0)}
 
 
-class MappingError(MatcherError):
+class MappingError(BenchmatchError, ValueError):
     """A mapping file, or the source file it is applied to, is unusable as a whole (nothing is
     written); the message names the file and the field or column."""
 
@@ -119,8 +124,6 @@ def _slug(name: str) -> str:
 
 def _unit_factor(unit: str | None, target: str, where: str) -> float:
     """The factor that turns a value in `unit` into `target`'s unit; 1 without a unit."""
-    from benchmarks.schema import BY_NAME  # the schema is data; no measuring code
-
     if unit is None:
         return 1.0
     col = BY_NAME.get(target)
@@ -138,8 +141,6 @@ def _unit_factor(unit: str | None, target: str, where: str) -> float:
 
 def check_mapping(m: ColumnMapping, where: str = "mapping") -> None:
     """Targets exist in the schema, units convert, regexes compile. Raises MappingError."""
-    from benchmarks.schema import BY_NAME
-
     allowed = sorted(n for n in BY_NAME if n not in DERIVED)
     rules = m.all_rules()
     n_plain = len(rules) - len(m.rules)
@@ -151,7 +152,7 @@ def check_mapping(m: ColumnMapping, where: str = "mapping") -> None:
             close = difflib.get_close_matches(r.target, allowed, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise MappingError(f"{what}: unknown target column '{r.target}'{hint} "
-                               f"(targets: the result-row columns of benchmarks/schema.py, or cfg_<name>)")
+                               f"(targets: the result-row columns of results/schema.py, or cfg_<name>)")
         if r.unit is not None:
             _unit_factor(r.unit, r.target, what)
     for target in m.constants:
@@ -190,16 +191,7 @@ def load_mapping(path: str | os.PathLike[str] | Mapping[str, Any] | ColumnMappin
     try:
         m = ColumnMapping.model_validate(doc)
     except ValidationError as exc:
-        msgs = []
-        for e in exc.errors():
-            loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-            msg = e["msg"]
-            if e["type"] == "extra_forbidden":
-                close = difflib.get_close_matches(str(e["loc"][-1]), list(ColumnMapping.model_fields), n=1)
-                msg = "unknown key" + (f"; did you mean '{close[0]}'?" if close else "") + \
-                      f" (allowed: {', '.join(ColumnMapping.model_fields)})"
-            msgs.append(f"{loc}: {msg}")
-        raise MappingError(f"{where}: " + "; ".join(msgs)) from None
+        raise MappingError(f"{where}: " + one_line(field_errors(exc.errors(), ColumnMapping))) from None
     check_mapping(m, where)
     return m
 
@@ -367,8 +359,6 @@ def _when_matches(rule: Rule, rec: Mapping[str, Any]) -> bool:
 def _convert(rec: dict[str, Any], m: ColumnMapping, rules: list[Rule], factors: list[float],
              extract: dict[str, re.Pattern[str]]) -> dict[str, Any]:
     """One source record -> one partial result row (targets only; ids are added later)."""
-    from benchmarks.schema import BY_NAME
-
     rec = dict(rec)
     for col, table in m.values.items():
         raw = rec.get(col)
@@ -422,8 +412,6 @@ def _convert(rec: dict[str, Any], m: ColumnMapping, rules: list[Rule], factors: 
 
 def _finish(row: dict[str, Any], m: ColumnMapping, catalog: Mapping[str, Any]) -> dict[str, Any]:
     """Ids, scenario and task, and the hardware checked against the catalog."""
-    from benchmarks.schema import BY_NAME
-
     for key in ("asset", "hardware"):
         if _missing(row.get(key)):
             raise _Reject(f"'{key}' is empty; map a column to it or set constants.{key}")
@@ -543,16 +531,16 @@ def convert_file(
     sweep_id: str | None = None,
 ) -> tuple[list[dict[str, Any]], list[Rejection], list[int]]:
     """Source file -> (result rows, rejections, source rows per result row), nothing written. Rows carry sweep_id, trial_id
-    (benchmarks.spec.trial_id of asset, task, hardware and configuration: the id a sweep would give
+    (results.ids.trial_id of asset, task, hardware and configuration: the id a sweep would give
     the same trial), repeat and `import_source` ("<file>: line 7"). Raises MappingError when the
     mapping or the file is unusable as a whole."""
-    from benchmarks.spec import trial_id  # a pure hash; no measuring code
-
     m = load_mapping(mapping)
     src = read_source(path, m.delimiter)
     sweep_id = sweep_id or default_sweep_id(path)
-    if not re.fullmatch(r"[A-Za-z0-9._-]+", sweep_id):
-        raise MappingError(f"sweep id {sweep_id!r} may hold only letters, digits and . _ -")
+    try:
+        check_name(sweep_id, "sweep id")
+    except StoreError as exc:
+        raise MappingError(str(exc)) from None
     absent = sorted(m.sources() - set(src.columns) - set(m.optional))
     if absent and src.records:
         raise MappingError(f"{src.path}: the mapping reads column(s) {absent} that the file does not have "
@@ -625,11 +613,7 @@ def import_file(
     one file per (trial, repeat) through ResultsStore.write (atomic). Rejected rows are reported,
     never written; rows already in the store are never touched except the files of this sweep id's
     same (trial, repeat), which a re-import replaces."""
-    from benchmarks.store import ResultsStore, StoreError
-
     if catalog is None:
-        from cluster.hardware import load_catalog
-
         catalog = load_catalog(catalog_path)
     sweep_id = sweep_id or default_sweep_id(path)
     rows, rejected, parts = convert_file(path, mapping, catalog, sweep_id=sweep_id)
@@ -655,109 +639,3 @@ def import_file(
     report.assets = sorted({r["asset"] for r in written})
     report.hardware = sorted({r["hardware"] for r in written})
     return report
-
-
-# ----------------------------------------------------------------------------------------------
-# The other direction: result rows in a foreign layout. Produces the shipped examples from real
-# measured rows (configs/examples/README.md) and the round-trip tests; never numbers of its own.
-# ----------------------------------------------------------------------------------------------
-
-# The columns of the summary table MLPerf Inference's submission checker writes (summary.csv).
-MLPERF_COLUMNS = (
-    "Organization", "Availability", "Division", "SystemType", "SystemName", "Platform", "Model", "MlperfModel",
-    "Scenario", "Result", "Accuracy", "number_of_nodes", "host_processor_model_name", "host_processors_per_node",
-    "host_processor_core_count", "accelerator_model_name", "accelerators_per_node", "Location", "framework",
-    "operating_system", "notes", "compliance", "errors", "version", "inferred", "has_power", "Units",
-)
-# MLPerf's result per scenario: SingleStream p90 and MultiStream p99 latency, Offline samples/s,
-# Server (latency-bounded) queries/s; power rows: Watts (Offline, Server), millijoules per query.
-_MLPERF_RESULT = {"SingleStream": ("latency_p90_ms", "Latency (ms)"), "MultiStream": ("latency_p99_ms", "Latency (ms)"),
-                  "Offline": ("throughput_samples_per_s", "Samples/s"), "Server": ("throughput_samples_per_s", "Queries/s")}
-
-
-def _ok_infer(df: Any) -> Any:
-    rows = df
-    if "status" in rows:
-        rows = rows[rows["status"].astype(str) == "ok"]
-    if "task" in rows:
-        rows = rows[rows["task"].astype(str) == "infer"]
-    return rows.sort_values(["hardware", "trial_id", "repeat", "scenario"], kind="stable")
-
-
-def _num(v: Any) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
-
-
-def export_mlperf_summary(df: Any, catalog: Mapping[str, Any] | None = None) -> Any:
-    """Measured `infer` result rows as an MLPerf Inference summary table (MLPERF_COLUMNS), plus the
-    configuration columns (cfg_ prefix dropped) and `repeat`, which MLPerf's table lacks because
-    it fixes one configuration per system description. Read back with
-    configs/mappings/mlperf-inference-summary.yaml."""
-    import pandas as pd
-
-    rows = _ok_infer(df)
-    cfg_cols = sorted(c for c in rows.columns if c.startswith(CFG) and rows[c].notna().any())
-    out = []
-    for _, r in rows.iterrows():
-        scen = str(r["scenario"])
-        if scen not in _MLPERF_RESULT:
-            continue
-        metric, units = _MLPERF_RESULT[scen]
-        spec = (catalog or {}).get(str(r["hardware"]))
-        acc = _num(r.get("accuracy"))
-        base = {
-            "Organization": "benchmatch", "Availability": "", "Division": "open", "SystemType": "",
-            "SystemName": r["hardware"], "Platform": r["trial_id"], "Model": r["asset"], "MlperfModel": r["asset"],
-            "Scenario": scen, "Accuracy": "" if acc is None else f"acc: {100 * acc!r}", "number_of_nodes": 1,
-            "host_processor_model_name": r.get("env_cpu_model", ""), "host_processors_per_node": "",
-            "host_processor_core_count": spec.cpu_cores if spec is not None else "",
-            "accelerator_model_name": r.get("env_gpu_name", "") or "N/A",
-            "accelerators_per_node": int(_num(r.get("device_count")) or 0), "Location": "",
-            "framework": f"PyTorch {r.get('env_torch_version', '')}".strip(), "operating_system": "",
-            "notes": f"exported by benchmatch from sweep {r['sweep_id']}", "compliance": "", "errors": "",
-            "version": "", "inferred": 0, "Units": units,
-        }
-        extra = {c[len(CFG):]: r[c] for c in cfg_cols}
-        extra["repeat"] = int(r["repeat"])
-        power = _num(r.get("avg_power_w")) if scen in ("Offline", "Server") else \
-            (_num(r.get("energy_per_sample_j")) if scen == "SingleStream" else None)
-        value = _num(r.get(metric))
-        if value is not None:
-            out.append({**base, "Result": value, "has_power": power is not None, **extra})
-        if power is not None:
-            result = power if scen != "SingleStream" else power * 1000.0  # J/sample -> mJ per 1-sample query
-            out.append({**base, "Result": result, "has_power": True,
-                        "Units": "Watts" if scen != "SingleStream" else "millijoules", **extra})
-    cols = list(MLPERF_COLUMNS) + [c[len(CFG):] for c in cfg_cols] + ["repeat"]
-    return pd.DataFrame(out, columns=cols)
-
-
-# The generic example layout: one row per (configuration, repeat, scenario), latencies in
-# microseconds and accuracy in percent, to show unit conversion.
-GENERIC_METRICS = {"latency_p50_ms": ("p50_us", 1e3), "latency_p90_ms": ("p90_us", 1e3),
-                   "latency_p99_ms": ("p99_us", 1e3), "throughput_samples_per_s": ("samples_per_s", 1.0),
-                   "accuracy": ("accuracy_pct", 100.0)}
-
-
-def export_generic(df: Any) -> Any:
-    """Measured `infer` rows in the layout of configs/examples/generic-results.csv (model, machine,
-    configuration columns, repeat, scenario, p50_us, p90_us, p99_us, samples_per_s, accuracy_pct).
-    Read back with configs/mappings/generic-csv.yaml."""
-    import pandas as pd
-
-    rows = _ok_infer(df)
-    cfg_cols = sorted(c for c in rows.columns if c.startswith(CFG) and rows[c].notna().any())
-    out = []
-    for _, r in rows.iterrows():
-        row = {"model": r["asset"], "machine": r["hardware"], **{c[len(CFG):]: r[c] for c in cfg_cols},
-               "repeat": int(r["repeat"]), "scenario": r["scenario"]}
-        for metric, (name, factor) in GENERIC_METRICS.items():
-            v = _num(r.get(metric))
-            # 12 significant digits: exact for the measured values, without float noise (170.39000000000001)
-            row[name] = None if v is None else float(f"{v * factor:.12g}")
-        out.append(row)
-    return pd.DataFrame(out)
