@@ -11,6 +11,7 @@ and the error, so that a sweep goes on.
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import socket
@@ -121,6 +122,7 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
     return rows
 
 
+SATURATED = 0.95  # a Server point that completes less than this share of the offered load
 OFFLINE_BELOW_SINGLESTREAM = 0.5  # Offline batches, so it should not fall far below one-at-a-time
 
 
@@ -421,11 +423,16 @@ def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.P
     Each point keeps what the matcher needs to read capacity at an SLO off the curve: offered and
     completed samples/s, p50/p99, and whether LoadGen ran long enough to count (min duration and
     query count met); its early-stopping verdict is kept too, since short runs rarely satisfy it.
-    The row reports the heaviest point that counts (else the lightest)."""
+    The row reports the heaviest point that counts (else the lightest). Once a point is saturated
+    (it completes under 95% of what was offered) every heavier one would be too, so the curve stops
+    there: Offline's batched throughput can be several times what a replica sustains under Poisson
+    arrivals of single samples (seen: 300k vs 60k samples/s)."""
     spec = ctx.spec
     base = capacity or calib.single_throughput  # Offline failed: the warm-up's estimate, said in the point
     points, runs = [], []
     for i, fraction in enumerate(spec.loadgen.server_curve or []):
+        if points and points[-1]["saturated"]:
+            break
         qps = max(1e-3, fraction * base)
         # A huge latency bound: a curve point is a measurement at a load, not a pass/fail probe.
         settings = spec.loadgen.model_copy(update={"server_target_qps": qps, "server_latency_bound_ms": 1e6})
@@ -437,6 +444,7 @@ def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.P
         point = {"fraction": fraction, "offered_qps": qps, "completed_qps": run.throughput_samples_per_s,
                  "latency_p50_ms": run.latency_ms("p50"), "latency_p99_ms": run.latency_ms("p99"),
                  "queries": run.query_count, "valid": counts,
+                 "saturated": _saturated(qps, run.throughput_samples_per_s, run.query_count),
                  "early_stopping_met": details.get("early_stopping_met"),
                  "capacity_source": "Offline" if capacity else "warm-up estimate"}
         points.append(point)
@@ -444,6 +452,14 @@ def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.P
         emit({"phase": "server_load", **point})
     chosen = next((r for r in reversed(runs) if r[2]), runs[0])
     return chosen[0], chosen[1], points
+
+
+def _saturated(offered: float, completed: float | None, queries: int | None) -> bool:
+    """Whether a Server run could not keep up with its load: it completed under 95% of what was
+    offered, by more than Poisson arrivals of `queries` vary on their own (3 standard errors)."""
+    if completed is None or not queries:
+        return False
+    return completed < offered * (SATURATED - 3 / math.sqrt(queries))
 
 
 def _infer_row(ctx: TrialContext, run: lgh.LoadGenRun, stats: WindowStats, accuracy: float | None) -> dict[str, Any]:

@@ -109,6 +109,11 @@ class SweepSpec(BaseModel):
     results_uri: str = "results"
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
+    configs_per_trial: int = Field(
+        16, ge=1, le=1024,
+        description="configurations one Ray Tune trial measures in turn on its node; each keeps its own trial id "
+        "and rows. Tune's per-trial cost is then paid once per batch (1: one Tune trial per configuration)",
+    )
     remeasure: int = Field(
         2, ge=0, le=5,
         description="a repeat whose rows are flagged (LoadGen INVALID, background load, Offline far below "

@@ -86,8 +86,20 @@ def print_infeasible(what: str, ans: Mapping[str, Any], emit: Emit = say) -> Non
     """The diagnosis of an infeasible answer: what blocks, and the relaxations that would do."""
     diag = ans.get("diagnosis") or {}
     emit(f"no feasible {what}: " + str(diag.get("message", "")))
-    for r in diag.get("relaxations") or []:
-        emit(f"  - {r.get('message', r) if isinstance(r, Mapping) else r}")
+    fixes = diag.get("relaxations") or []
+    if fixes:
+        emit("  any one of these would make it feasible:" if len(fixes) > 1 else "  this would make it feasible:")
+
+    def change(c: Mapping[str, Any]) -> str:
+        return f"remove {c.get('field')}" if c.get("to") is None else \
+            f"{c.get('field')} {fmt(c.get('from'), 8)} -> {fmt(c.get('to'), 8)}"
+
+    for r in fixes:
+        if not isinstance(r, Mapping):
+            emit(f"  - {r}")
+            continue
+        emit(f"  - {' and '.join(change(c) for c in [r, *(r.get('together_with') or [])])}"
+             f"  ({r.get('message', '')})")
 
 
 def print_recommendation(ans: Mapping[str, Any], emit: Emit = say) -> None:

@@ -11,6 +11,7 @@ For predicted rows the metric column holds the conservative bound the MILP uses 
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -20,8 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from matcher.capacity import CURVES
 from matcher.errors import CandidateError, NoDataError, RequirementsError
-from matcher.metrics import METRICS, measured_rows, metric_values, numeric
+from matcher.metrics import METRICS, TRAIN_SCENARIO, metric_values, numeric
 from results.summary import ok_rows
 
 CFG = "cfg_"
@@ -206,6 +208,88 @@ def _median(v: np.ndarray) -> float:
     return float(np.median(v)) if len(v) else math.nan
 
 
+def _by_group(values: np.ndarray, gid: np.ndarray, n: int, how: str) -> np.ndarray:
+    """A per-group statistic of `values` ignoring NaN (NaN for a group without values); iqr needs 2."""
+    s = pd.Series(values).groupby(gid)
+    if how == "median":
+        res = s.median()
+    elif how == "max":
+        res = s.max()
+    elif how == "min":
+        res = s.min()
+    else:
+        res = (s.quantile(0.75) - s.quantile(0.25)).where(s.count() >= 2)
+    return res.reindex(range(n)).to_numpy(dtype=float)
+
+
+def _measured_mask(rows: pd.DataFrame, scen: np.ndarray, values: np.ndarray, gid: np.ndarray, n: int,
+                   m: Any, task: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows measure metric `m` for their group, and the scenario each group reads it from
+    (the rule of metrics.measured_rows, for all groups at once)."""
+    has = ~np.isnan(values)
+    if task == TRAIN_SCENARIO:
+        return scen == TRAIN_SCENARIO, np.full(n, TRAIN_SCENARIO, dtype=object)
+    if m.row_scenarios is None:
+        use = has.copy()
+        rep = [c for c in ("sweep_id", "trial_id", "repeat") if c in rows.columns]
+        if rep:  # each repeat once: the value does not depend on the scenario
+            dup = pd.DataFrame({"g": gid, **{c: rows[c].to_numpy() for c in rep}})[use].duplicated()
+            use[np.flatnonzero(use)[dup.to_numpy()]] = False
+        return use, np.full(n, "", dtype=object)
+    chosen = np.full(n, m.row_scenarios[-1], dtype=object)
+    decided = np.zeros(n, dtype=bool)
+    for sc in m.row_scenarios:
+        with_value = np.zeros(n, dtype=bool)
+        with_value[np.unique(gid[(scen == sc) & has])] = True
+        pick = with_value & ~decided
+        chosen[pick] = sc
+        decided |= pick
+    return scen == chosen[gid], chosen
+
+
+def _worst(v: np.ndarray, side: str) -> float:
+    """The conservative end of measured values: the largest where more is worse, else the smallest."""
+    v = v[~np.isnan(v)]
+    if not len(v):
+        return math.nan
+    return float(v.max() if side == "upper" else v.min())
+
+
+def _curve(cell: Any) -> list[dict[str, Any]] | None:
+    if not isinstance(cell, str) or not cell:
+        return None
+    try:
+        curve = json.loads(cell)
+    except json.JSONDecodeError:
+        return None
+    return curve if isinstance(curve, list) and curve else None
+
+
+def flagged(rows: pd.DataFrame) -> pd.Series:
+    """Rows whose `flags` say they are not a trustworthy measurement (benchmarks.core.row_flags)."""
+    if "flags" not in rows.columns:
+        return pd.Series(False, index=rows.index)
+    return rows["flags"].fillna("").astype(str).str.strip() != ""
+
+
+def flagged_pairs(df: pd.DataFrame, asset: str, task: str) -> list[str]:
+    """'hardware [config]: flags' for each (hardware, configuration) whose rows are all flagged: left
+    out of the measured candidates, so the answer says what to measure again."""
+    rows = ok_rows(df, task)
+    rows = rows[rows["asset"].astype(str) == asset] if "asset" in rows.columns else rows
+    if rows.empty or "flags" not in rows.columns:
+        return []
+    cfg = [c for c in config_columns(rows) if rows[c].notna().any()]
+    out = []
+    for key, grp in rows.groupby(["hardware", *cfg], dropna=False, sort=True):
+        if flagged(grp).all():
+            key = key if isinstance(key, tuple) else (key,)
+            conf = ", ".join(f"{c[len(CFG):]}={clean_value(v)}" for c, v in zip(cfg, key[1:], strict=True))
+            why = sorted({f for fl in grp["flags"].astype(str) for f in fl.split(",") if f})
+            out.append(f"{key[0]} [{conf}]: {', '.join(why)}")
+    return out
+
+
 def _iqr(v: np.ndarray) -> float:
     v = v[~np.isnan(v)]
     return float(np.quantile(v, 0.75) - np.quantile(v, 0.25)) if len(v) >= 2 else math.nan
@@ -254,35 +338,63 @@ def candidates_from_results(
     from Offline rows. train: the `train` rows (p99 step time, training samples/s). Price and
     devices come from the catalog, else from the rows."""
     rows, asset = select_rows(df, asset, task)
+    rows = rows[~flagged(rows)]
+    if rows.empty:
+        raise NoDataError(f"every measured row of asset '{asset}' is flagged (see the `flags` column: "
+                          "LoadGen INVALID, background load, or Offline far below SingleStream); measure again "
+                          "on a quiet machine or with longer LoadGen runs")
     cfg = config_columns(rows)
     keys = ["hardware", *cfg]
-    out = []
-    for key, grp in rows.groupby(keys, dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        hw = str(key[0])
-        spec = catalog.get(hw)
-        price = getattr(spec, "price_per_hour_usd", None) if spec is not None else None
-        if price is None:
-            price = _median(numeric(grp, "price_per_hour_usd"))
-        devices = spec.devices if spec is not None else max(int(_median(numeric(grp, "device_count")) or 0), 1)
-        repeats = int(grp["repeat"].nunique()) if "repeat" in grp.columns else len(grp)
-        row: dict[str, Any] = {"asset": asset, "hardware": hw, "price_per_hour_usd": float(price)}
-        spread, source = {}, {}
-        for m in METRICS:
-            sel, source[m.name] = measured_rows(grp, m, task)
-            values = numeric(sel, m.row_column)
-            row[m.name] = _median(values)
-            if m.spread:
-                spread[f"{m.name}_iqr"] = _iqr(values)
-        row.update(devices=float(devices), basis="measured", repeats=repeats,
-                   latency_source=source["latency_p99_ms"] if not math.isnan(row["latency_p99_ms"]) else "",
-                   **spread)
-        for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
-            if extra in grp.columns:
-                row[extra] = _median(numeric(grp, extra))
-        row.update(dict(zip(cfg, key[1:], strict=True)))
-        out.append(row)
-    cands = pd.DataFrame(out)
+    # One pass of group aggregates per metric (not a Python loop per group): a store of tens of
+    # thousands of rows answers in well under a second.
+    rows = rows.reset_index(drop=True)
+    gid = rows.groupby(keys, dropna=False, sort=True).ngroup().to_numpy()
+    first = rows.groupby(gid, sort=True)[keys].first()
+    out = pd.DataFrame({"asset": asset, "hardware": first["hardware"].astype(str).to_numpy()})
+    for c in cfg:
+        out[c] = first[c].to_numpy()
+    n_groups = len(out)
+    catalog_price = [getattr(catalog.get(h), "price_per_hour_usd", None) for h in out["hardware"]]
+    row_price = _by_group(numeric(rows, "price_per_hour_usd"), gid, n_groups, "median")
+    out["price_per_hour_usd"] = [float(cp) if cp is not None else rp for cp, rp in zip(catalog_price, row_price,
+                                                                                      strict=True)]
+    row_devices = _by_group(numeric(rows, "device_count"), gid, n_groups, "median")
+    out["devices"] = [float(catalog[h].devices) if h in catalog else float(max(int(0 if math.isnan(d) else d), 1))
+                      for h, d in zip(out["hardware"], row_devices, strict=True)]
+    repeats = (pd.Series(rows["repeat"].to_numpy()).groupby(gid).nunique().reindex(range(n_groups)).to_numpy()
+               if "repeat" in rows.columns else np.bincount(gid, minlength=n_groups))
+    scen = rows["scenario"].astype(str).to_numpy() if "scenario" in rows.columns else np.array([""] * len(rows))
+    source: dict[str, np.ndarray] = {}
+    for m in METRICS:
+        values = numeric(rows, m.row_column)
+        use, source[m.name] = _measured_mask(rows, scen, values, gid, n_groups, m, task)
+        v = np.where(use, values, np.nan)
+        median = _by_group(v, gid, n_groups, "median")
+        if m.spread:
+            # Like a prediction: the column holds the conservative bound the MILP sizes with (the worst
+            # repeat), `_point` the median; one repeat gives no spread, and the band says so.
+            out[f"{m.name}_iqr"] = _by_group(v, gid, n_groups, "iqr")
+            out[f"{m.name}_point"] = median
+            out[m.name] = _by_group(v, gid, n_groups, "max" if m.side == "upper" else "min")
+        else:
+            out[m.name] = median
+    out["basis"] = "measured"
+    out["repeats"] = repeats.astype(int)
+    lat = out["latency_p99_ms"].to_numpy(dtype=float)
+    out["latency_source"] = np.where(np.isnan(lat), "", source["latency_p99_ms"])
+    out["band_method"] = [f"measured: worst of {r} repeat{'s' if r != 1 else ''}" for r in out["repeats"]]
+    if {"scenario", "server_curve"} <= set(rows.columns):
+        curves: list[list[Any]] = [[] for _ in range(n_groups)]
+        for g, cell in zip(gid[scen == "Server"], rows.loc[scen == "Server", "server_curve"], strict=True):
+            c = _curve(cell)
+            if c:
+                curves[g].append(c)
+        if any(curves):
+            out[CURVES] = [json.dumps(c) if c else np.nan for c in curves]
+    for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
+        if extra in rows.columns:
+            out[extra] = _by_group(numeric(rows, extra), gid, n_groups, "median")
+    cands = out
     return validate_candidates(cands, where=f"candidates of asset '{asset}'").reset_index(drop=True)
 
 

@@ -5,6 +5,9 @@ The diagnosis is the elastic model (milp.py with Mode(elastic=True)): every cons
 non-negative slack, and the sum of slacks, each divided by its constraint's own value, is
 minimised (then cost). The relaxation reported is the value the elastic solution needs, computed
 exactly from its integer replicas, so applying it (`apply_relaxations`) gives a feasible problem.
+Then each constraint alone (every other slack held at 0) gives the other fixes, the budgets
+and inventories among them, so that every fix the answer lists is enough on its own. A plan
+(`diagnose_plan`) is diagnosed the same way, its shared inventory and budget included.
 """
 
 from __future__ import annotations
@@ -12,13 +15,15 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from matcher.metrics import METRICS
-from matcher.milp import Mode, build
+from matcher.milp import Mode, Model, build
 from matcher.requirements import Requirements
 from matcher.screen import THRESHOLDS, Workload, screen
 from matcher.solution import (
@@ -28,8 +33,10 @@ from matcher.solution import (
     POWER,
     TOL,
     Diagnosis,
+    Fix,
     Relaxation,
     inventory_name,
+    requirement_field,
 )
 
 
@@ -113,53 +120,71 @@ def diagnose(
     deadline = t0 + (time_limit_s if time_limit_s is not None else math.inf)
     wl = screen(req, candidates, objective=req.objective, elastic=True)
     if not wl.hw:
-        # Only dropping the constraints that need the missing numbers can help; once dropped,
-        # the rest may still be infeasible, so diagnose the remainder too and report both.
-        first = missing_diagnosis(req, wl)
-        if not first.relaxations:
-            return first
-        rest = diagnose(apply_relaxations(req, first), candidates, single_config=single_config, solver=solver,
-                        time_limit_s=max(deadline - time.perf_counter(), 1.0))
-        if rest is None:
-            return first
-        return Diagnosis(first.blocking + rest.blocking, f"{first.message}; then {rest.message}",
-                         first.relaxations + rest.relaxations)
+        return _then(missing_diagnosis(req, wl), lambda fix: diagnose(
+            apply_relaxations(req, fix), candidates, single_config=single_config, solver=solver,
+            time_limit_s=max(deadline - time.perf_counter(), 1.0)))
     m = build([wl], Mode(objective=req.objective, single_config=single_config, elastic=True))
+    return _elastic(m, lambda chosen: relaxations(req, wl, chosen[0]), solver, deadline, [wl])
+
+
+def _elastic(m: Model, needed: Callable[[list[dict[int, int]]], list[Relaxation]], solver: str,
+             deadline: float, ws: Sequence[Workload]) -> Diagnosis | None:
+    """The elastic model's smallest joint relaxation, then each constraint alone; None if
+    nothing needs relaxing. `needed` turns an elastic answer into the relaxations it needs."""
+    if not m.slack:  # nothing that could be relaxed, so nothing needs to be: C1b, C5, C6 always hold
+        return None
     status, why = m.solve(solver, deadline)
-    if status not in ("optimal", "time_limit") or not m.has_answer:
+    if not m.has_answer:
         return Diagnosis((), f"the elastic model could not be solved ({status}: {why})", ())
-    rels = relaxations(req, wl, m.read()[0])
-    if not rels:
+    joint = tuple(needed(m.read()))
+    if not joint:
         return None
     # Single-constraint fixes: hold every other slack at 0 and see if this one alone suffices.
-    alternatives: list[Relaxation] = []
+    alternatives: list[Fix] = []
     if len(m.slack) > 1:
         for name in sorted(m.slack):
             if time.perf_counter() > deadline:
                 break
             for other, (s, _) in m.slack.items():
                 s.upBound = None if other == name else 0.0
-            st, _ = m.solve(solver, deadline)
-            if st == "optimal":
-                alone = relaxations(req, wl, m.read()[0])
+            m.solve(solver, deadline)
+            if m.has_answer:
+                alone = needed(m.read())
                 if len(alone) == 1:
-                    alternatives.append(alone[0])
+                    alternatives.append((alone[0],))
         for s, _ in m.slack.values():
             s.upBound = None
-    msg = "; ".join(r.message for r in rels)
-    unknown = {k.split(":", 1)[1]: v for k, v in wl.excluded.items() if k.startswith("missing:")}
+    d = Diagnosis(tuple(r.constraint for r in joint), "; ".join(r.message for r in joint), joint, tuple(alternatives))
+    msg = d.message
+    unknown = [(f"{wl.prefix[:-1]}: " if wl.prefix else "") + f"{v} without {k.split(':', 1)[1]}"
+               for wl in ws for k, v in sorted(wl.excluded.items()) if k.startswith("missing:")]
     if unknown:
-        msg += " (not considered, numbers missing: " + ", ".join(f"{v} without {k}" for k, v in sorted(unknown.items())) + ")"
-    extra = [a for a in alternatives if (a.constraint, a.best_achievable) not in
-             {(r.constraint, r.best_achievable) for r in rels}]
+        msg += " (not considered, numbers missing: " + ", ".join(unknown) + ")"
+    extra = [fix[0] for fix in d.fixes[1:] if len(fix) == 1]
     if extra:
         msg += ". Alternatively, relax one constraint alone: " + "; or ".join(
             f"{a.constraint} to {fmt(a.best_achievable)}" for a in extra)
-    return Diagnosis(tuple(r.constraint for r in rels), msg, tuple(rels), tuple(alternatives))
+    return replace(d, message=msg)
+
+
+def _then(first: Diagnosis, rediagnose: Callable[[Fix], Diagnosis | None]) -> Diagnosis:
+    """Numbers missing: only dropping the constraints that need them can help (`first`); once
+    dropped, the rest may still be infeasible, so diagnose the remainder too and report both."""
+    if not first.relaxations:
+        return first
+    rest = rediagnose(first.relaxations)
+    if rest is None:
+        return first
+    blocking, msg = first.blocking + rest.blocking, f"{first.message}; then {rest.message}"
+    if not rest.relaxations:  # the rest could not be diagnosed: no fix is known to be enough
+        return Diagnosis(blocking, msg, ())
+    return Diagnosis(blocking, msg, first.relaxations + rest.relaxations,
+                     tuple(first.relaxations + fix for fix in rest.alternatives))
 
 
 def relaxations(req: Requirements, wl: Workload, chosen: dict[int, int]) -> list[Relaxation]:
-    """Each constraint the (elastic) answer `chosen` breaks, with the value that it needs."""
+    """Each constraint the (elastic) answer `chosen` breaks, with the value that it needs. In a
+    plan (wl.prefix "workloads[i].") names, fields and messages say which workload."""
     c = req.constraints
     idx = np.array(sorted(chosen), dtype=int)
     n = np.array([chosen[i] for i in idx], dtype=float)
@@ -168,6 +193,10 @@ def relaxations(req: Requirements, wl: Workload, chosen: dict[int, int]) -> list
         return f"{wl.hw[i]} with {wl.describe_cfg(wl.cfg[i])}"
 
     rels: list[Relaxation] = []
+
+    def need(name: str, required: float | None, to: float | None, message: str) -> None:
+        rels.append(_relaxation(wl.prefix + name, required, to, message))
+
     for t in THRESHOLDS:
         bound = t.bound(req)
         if bound is None:
@@ -176,44 +205,57 @@ def relaxations(req: Requirements, wl: Workload, chosen: dict[int, int]) -> list
         j = idx[np.argmax(t.sign * values[idx])]  # the worst replica used
         if t.breaks(values[j], bound):
             unit = f" {t.unit}" if t.unit else ""
-            rels.append(Relaxation(t.name, bound, float(values[j]),
-                                   f"{t.name} {t.relation} {fmt(bound)} is unreachable; the best is "
-                                   f"{fmt(values[j])}{unit} on {where(j)}"))
+            need(t.name, bound, float(values[j]), f"{t.name} {t.relation} {fmt(bound)} is unreachable; the best is "
+                                                  f"{fmt(values[j])}{unit} on {where(j)}")
     if wl.demand > 0:
         got = float(n @ wl.thr[idx])
         if got < wl.demand * (1 - TOL):
-            rels.append(Relaxation(DEMAND, wl.demand, got,
-                                   f"throughput_qps >= {fmt(wl.demand)} is unreachable within the other "
-                                   f"constraints; the most is {fmt(got)} samples/s"))
+            need(DEMAND, wl.demand, got, f"throughput_qps >= {fmt(wl.demand)} is unreachable within the other "
+                                         f"constraints; the most is {fmt(got)} samples/s")
     cost = float(n @ wl.price[idx])
     if c.budget_per_hour_usd is not None and cost > c.budget_per_hour_usd * (1 + TOL):
-        rels.append(Relaxation(BUDGET_H, c.budget_per_hour_usd, cost,
-                               f"budget {fmt(c.budget_per_hour_usd)} USD/h is short by "
-                               f"{fmt(cost - c.budget_per_hour_usd)} USD/h (needs {fmt(cost)} USD/h)"))
+        need(BUDGET_H, c.budget_per_hour_usd, cost, f"budget {fmt(c.budget_per_hour_usd)} USD/h is short by "
+                                                    f"{fmt(cost - c.budget_per_hour_usd)} USD/h (needs {fmt(cost)} USD/h)")
     if c.budget_total_usd is not None and c.duration_h is not None:
         total = cost * c.duration_h
         if total > c.budget_total_usd * (1 + TOL):
-            rels.append(Relaxation(BUDGET_TOTAL, c.budget_total_usd, total,
-                                   f"total budget {fmt(c.budget_total_usd)} USD over {fmt(c.duration_h)} h is "
-                                   f"short by {fmt(total - c.budget_total_usd)} USD (needs {fmt(total)} USD)"))
+            need(BUDGET_TOTAL, c.budget_total_usd, total,
+                 f"total budget {fmt(c.budget_total_usd)} USD over {fmt(c.duration_h)} h is "
+                 f"short by {fmt(total - c.budget_total_usd)} USD (needs {fmt(total)} USD)")
     for hw in sorted(set(wl.hw[i] for i in idx)):
         cap = wl.inventory.get(hw, math.inf)
         used = float(sum(k * wl.devices[i] for i, k in zip(idx, n, strict=True) if wl.hw[i] == hw))
         if used > cap + TOL:
-            rels.append(Relaxation(inventory_name(hw), cap, used,
-                                   f"inventory of {hw} is {fmt(cap)} device(s); {fmt(used)} are needed"))
+            need(inventory_name(hw), _count(cap), _devices(used),
+                 f"inventory of {hw} is {fmt(cap)} device(s); {fmt(used)} are needed")
     if c.max_power_w is not None:
         pw = float(n @ wl.power[idx])
         if pw > c.max_power_w * (1 + TOL):
-            rels.append(Relaxation(POWER, c.max_power_w, pw,
-                                   f"max_power_w {fmt(c.max_power_w)} W is short by {fmt(pw - c.max_power_w)} W "
-                                   f"(needs {fmt(pw)} W)"))
+            need(POWER, c.max_power_w, pw, f"max_power_w {fmt(c.max_power_w)} W is short by "
+                                           f"{fmt(pw - c.max_power_w)} W (needs {fmt(pw)} W)")
     return rels
+
+
+def _relaxation(name: str, required: float | None, to: float | None, message: str, *,
+                shared: bool = False) -> Relaxation:
+    """A Relaxation of constraint `name` (a plan's workload prefix included; `shared`: one of a
+    plan's shared limits), its message saying which workload."""
+    prefix = name.split(".", 1)[0] + ": " if name.startswith("workloads[") else ""
+    return Relaxation(name, requirement_field(name, plan=shared), required, to, prefix + message)
+
+
+def _devices(used: float) -> int:
+    # Inventory counts whole devices (an integer in the request), and the relaxation is applied as is.
+    return int(math.ceil(used - TOL))
+
+
+def _count(cap: float) -> float | int:
+    return int(cap) if float(cap).is_integer() else cap
 
 
 def missing_diagnosis(req: Requirements, wl: Workload) -> Diagnosis:
     """Every candidate lacks a number some constraint needs: only dropping that constraint helps."""
-    rels, blocking, parts = [], [], []
+    rels, parts = [], []
     for reason, count in sorted(wl.excluded.items()):
         what = reason.split(":", 1)[1] if reason.startswith("missing:") else reason
         parts.append(f"{count} without {what}" if reason.startswith("missing:") else f"{count} over {what}")
@@ -221,35 +263,45 @@ def missing_diagnosis(req: Requirements, wl: Workload) -> Diagnosis:
         if name is None:
             continue
         required = getattr(req.constraints, name, None)
-        blocking.append(name)
-        rels.append(Relaxation(name, required, None,
-                               f"{name} cannot be checked: {count} candidate(s) have no {what}; "
-                               f"remove the constraint or measure {what}"))
-    msg = f"all {wl.n_total} candidates were screened out ({'; '.join(parts)})"
+        rels.append(_relaxation(wl.prefix + name, required, None, f"{name} cannot be checked: {count} candidate(s) "
+                                f"have no {what}; remove the constraint or measure {what}"))
+    where = wl.prefix[:-1] + ": " if wl.prefix else ""
+    msg = f"{where}all {wl.n_total} candidates were screened out ({'; '.join(parts)})"
     if "missing:power_w (energy objective)" in wl.excluded:
         msg += "; the energy objective needs measured power (or energy per sample): choose objective cost or latency"
     elif not rels:
         msg += "; fix the candidate table (prices must be known)"
-    return Diagnosis(tuple(blocking), msg, tuple(rels))
+    return Diagnosis(tuple(r.constraint for r in rels), msg, tuple(rels))
 
 
-def apply_relaxations(req: Requirements, diagnosis: Diagnosis) -> Requirements:
-    """The requirements with every relaxation of `diagnosis` applied (None = constraint dropped)."""
-    cons = req.constraints.model_dump()
-    inventory = dict(req.inventory or {})
-    for r in diagnosis.relaxations:
-        if r.constraint.startswith("inventory["):
-            hw = r.constraint[len("inventory["):-1]
-            if r.best_achievable is None:
-                inventory.pop(hw, None)
-            else:
-                inventory[hw] = int(math.ceil(r.best_achievable - TOL))
-        else:
-            cons[r.constraint] = r.best_achievable
+def apply_relaxations(req: Requirements, fix: Diagnosis | Sequence[Relaxation]) -> Requirements:
+    """The requirements with every relaxation of `fix` applied (a Diagnosis: its joint relaxation;
+    None = constraint dropped), each put at its field as a client would."""
     data = req.model_dump()
-    data["constraints"] = cons
-    data["inventory"] = inventory if (req.inventory is not None or inventory) else None
+    for r in fix.relaxations if isinstance(fix, Diagnosis) else fix:
+        set_field(data, r.field, r.best_achievable)
     return Requirements.model_validate(data)
+
+
+def set_field(doc: dict[str, Any], path: str, value: float | None) -> None:
+    """Put `value` at a requirement field path (solution.requirement_field) of a request
+    document: a requirements mapping, or a plan's. None drops the constraint (an inventory entry:
+    the hardware becomes unlimited)."""
+    if path.startswith("workloads."):
+        i, rest = path[len("workloads."):].split(".", 1)
+        set_field(doc["workloads"][int(i)], rest, value)
+    elif path.startswith("inventory."):
+        inventory = dict(doc.get("inventory") or {})
+        hw = path[len("inventory."):]
+        if value is None:
+            inventory.pop(hw, None)
+        else:
+            inventory[hw] = int(math.ceil(value - TOL))
+        doc["inventory"] = inventory
+    elif path.startswith("constraints."):
+        doc.setdefault("constraints", {})[path[len("constraints."):]] = value
+    else:
+        doc[path] = value
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,39 +319,41 @@ def diagnose_plan(
     solver: str,
     deadline: float,
 ) -> Diagnosis | None:
-    """The elastic plan: which workload's constraint, or which shared limit, blocks."""
+    """The elastic plan: which workload's constraint, or which shared limit, blocks, and the fixes
+    (as for one workload). Returns None if the plan is in fact feasible."""
     ws = [screen(r, c, objective=objective, elastic=True, prefix=f"workloads[{w}].")
           for w, (r, c) in enumerate(workloads)]
-    if not all(wl.hw for wl in ws):
-        w = next(i for i, wl in enumerate(ws) if not wl.hw)
-        d = missing_diagnosis(workloads[w][0], ws[w])
-        return Diagnosis(tuple(f"workloads[{w}].{b}" for b in d.blocking), f"workloads[{w}]: {d.message}",
-                         d.relaxations)
+    empty = next((w for w, wl in enumerate(ws) if not wl.hw), None)
+    if empty is not None:
+        def again(fix: Fix) -> Diagnosis | None:
+            doc = {"workloads": [r.model_dump() for r, _ in workloads], "inventory": dict(shared_inventory),
+                   "budget_per_hour_usd": budget_per_hour_usd}
+            for r in fix:
+                set_field(doc, r.field, r.best_achievable)
+            reqs = [Requirements.model_validate(d) for d in doc["workloads"]]
+            return diagnose_plan(list(zip(reqs, (c for _, c in workloads), strict=True)),
+                                 shared_inventory=doc["inventory"], budget_per_hour_usd=doc["budget_per_hour_usd"],
+                                 objective=objective, single_config=single_config, solver=solver, deadline=deadline)
+        return _then(missing_diagnosis(workloads[empty][0], ws[empty]), again)
     m = build(ws, Mode(objective=objective, single_config=single_config, elastic=True,
                        shared_inventory=shared_inventory, shared_budget_per_hour_usd=budget_per_hour_usd))
-    st, _ = m.solve(solver, deadline)
-    if st not in ("optimal", "time_limit"):
-        return None
-    chosen = m.read()
-    rels: list[Relaxation] = []
-    for w, (wl, ch) in enumerate(zip(ws, chosen, strict=True)):
-        for r in relaxations(workloads[w][0], wl, ch):
-            rels.append(Relaxation(f"workloads[{w}].{r.constraint}", r.required, r.best_achievable,
-                                   f"workloads[{w}]: {r.message}"))
-    used: Counter = Counter()
-    cost = 0.0
-    for wl, ch in zip(ws, chosen, strict=True):
-        for i, k in ch.items():
-            used[wl.hw[i]] += k * wl.devices[i]
-            cost += k * wl.price[i]
-    for hw, cap in sorted(shared_inventory.items()):
-        if used[hw] > cap + TOL:
-            rels.append(Relaxation(inventory_name(hw), cap, float(used[hw]),
-                                   f"shared inventory of {hw} is {fmt(cap)} device(s); {fmt(used[hw])} are needed"))
-    budget = budget_per_hour_usd
-    if budget is not None and cost > budget * (1 + TOL):
-        rels.append(Relaxation(BUDGET_H, budget, cost,
-                               f"shared budget {fmt(budget)} USD/h is short by {fmt(cost - budget)} USD/h"))
-    if not rels:
-        return None
-    return Diagnosis(tuple(r.constraint for r in rels), "; ".join(r.message for r in rels), tuple(rels))
+
+    def needed(chosen: list[dict[int, int]]) -> list[Relaxation]:
+        rels = [r for (req, _), wl, ch in zip(workloads, ws, chosen, strict=True) for r in relaxations(req, wl, ch)]
+        used: Counter = Counter()
+        cost = 0.0
+        for wl, ch in zip(ws, chosen, strict=True):
+            for i, k in ch.items():
+                used[wl.hw[i]] += k * wl.devices[i]
+                cost += k * wl.price[i]
+        for hw, cap in sorted(shared_inventory.items()):
+            if used[hw] > cap + TOL:
+                rels.append(_relaxation(inventory_name(hw), _count(cap), _devices(used[hw]), f"shared inventory of {hw} is "
+                                        f"{fmt(cap)} device(s); {fmt(used[hw])} are needed", shared=True))
+        budget = budget_per_hour_usd
+        if budget is not None and cost > budget * (1 + TOL):
+            rels.append(_relaxation(BUDGET_H, budget, cost, f"shared budget {fmt(budget)} USD/h is short by "
+                                    f"{fmt(cost - budget)} USD/h (needs {fmt(cost)} USD/h)", shared=True))
+        return rels
+
+    return _elastic(m, needed, solver, deadline, ws)

@@ -44,9 +44,25 @@ from sklearn.model_selection import GroupKFold, LeaveOneGroupOut
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from matcher.candidates import CFG, REQUIRED, config_columns, config_dict, config_keys, select_rows
+from matcher.candidates import (
+    CFG,
+    REQUIRED,
+    clean_value,
+    config_columns,
+    config_dict,
+    config_keys,
+    select_rows,
+)
 from matcher.errors import ModelError
 from matcher.metrics import BY_NAME, NAMES, measured_rows, numeric
+from matcher.model_files import (
+    design_width,
+    entry_problem,
+    estimator_problem,
+    foreign_classes,
+    index_problem,
+    skops_schema,
+)
 
 HW_NUMERIC = ("cpu_cores", "peak_tflops", "memory_bandwidth_gbps", "memory_gb", "device_count")
 COMPLEXITY = ("parameters", "flops_per_sample")
@@ -386,6 +402,9 @@ class ModelSet:
 
     @classmethod
     def load(cls, directory: str | os.PathLike[str]) -> ModelSet:
+        """Read a saved model set. A models folder is data from outside: every file is checked
+        before scikit-learn's native code can touch it (skops_schema, foreign_classes,
+        estimator_problem), and the first bad one is refused with a ModelError naming it."""
         import skops.io as sio
 
         d = Path(directory)
@@ -394,29 +413,46 @@ class ModelSet:
             index = json.loads(index_path.read_text())
         except FileNotFoundError:
             raise ModelError(f"{index_path}: no model set here; run `benchmatch train` first") from None
-        except json.JSONDecodeError as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise ModelError(f"{index_path}: not valid JSON ({exc})") from None
         if not isinstance(index, dict) or not isinstance(index.get("models", []), list):
             raise ModelError(f"{index_path}: not a benchmatch model set (expected an object with a 'models' list)")
         if index.get("format") != "benchmatch-modelset" or index.get("version") != FORMAT_VERSION:
             raise ModelError(f"{index_path}: not a benchmatch model set of version {FORMAT_VERSION}")
+        problem = index_problem(index)
+        if problem:
+            raise ModelError(f"{index_path}: {problem}")
         ms = cls(task=index.get("task", "infer"), configs=index.get("configs", {}),
                  complexity=index.get("complexity", {}))
-        for e in index["models"]:
+        for i, e in enumerate(index["models"]):
+            problem = entry_problem(e, set(PerformanceModel().get_params()), set(_REGIMES))
+            if problem:
+                raise ModelError(f"{index_path}: models[{i}]: {problem}")
             path = d / e["file"]
-            if Path(e["file"]).name != e["file"]:
+            if Path(e["file"]).name != e["file"] or e["file"] in ("", ".", ".."):
                 raise ModelError(f"{index_path}: model file name {e['file']!r} must not contain a folder")
+            schema = skops_schema(path, index_path)
             try:
                 untrusted = sio.get_untrusted_types(file=path)
-            except FileNotFoundError:
-                raise ModelError(f"{path}: model file missing (listed in {index_path})") from None
             except Exception as exc:
                 raise ModelError(f"{path}: not a skops file ({exc})") from None
             extra = sorted(set(untrusted) - set(TRUSTED_TYPES))
             if extra:
                 raise ModelError(f"{path}: refuses to load types outside the trusted list: {extra}")
-            est = sio.load(path, trusted=TRUSTED_TYPES)
-            ms.models[(e["asset"], e["metric"])] = PerformanceModel.from_state(e["state"], est)
+            foreign = foreign_classes(schema)
+            if foreign:
+                raise ModelError(f"{path}: refused: holds types a benchmatch model is not made of: {foreign[:10]}")
+            try:
+                est = sio.load(path, trusted=TRUSTED_TYPES)
+            except Exception as exc:  # whatever a malformed file makes skops or scikit-learn raise
+                raise ModelError(f"{path}: could not be loaded ({type(exc).__name__}: {exc})") from None
+            problem = estimator_problem(est, design_width(e["state"]["spec"]))
+            if problem:
+                raise ModelError(f"{path}: refused: {problem}; retrain with `benchmatch train`")
+            try:
+                ms.models[(e["asset"], e["metric"])] = PerformanceModel.from_state(e["state"], est)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{index_path}: models[{i}]: state unusable ({type(exc).__name__}: {exc})") from None
         for s in index.get("skipped", []):
             ms.skipped[(s["asset"], s["metric"])] = s["reason"]
         return ms
@@ -466,6 +502,12 @@ def train_models(
                 continue
             ms.models[(asset, metric)] = PerformanceModel(metric, estimator=estimator, alpha=alpha).fit(X, y)
     return ms
+
+
+# A model answers only where its cross-validated median absolute % error is at most this: beyond it,
+# a prediction differs from the truth by more than the differences between the options it ranks.
+ABSTAIN_MDAPE = 0.25
+DECISIVE = ("latency_p99_ms", "throughput_qps")  # what sizes and screens a replica
 
 
 def predict_candidates(
@@ -536,5 +578,60 @@ def predict_candidates(
         methods.add(m.band_method)
     out["basis"] = "predicted"
     out["band_method"] = "; ".join(sorted(methods))
+    # Every prediction is returned, each with why an answer must not rest on it (None: it may):
+    # `suggest` explores exactly these, answers drop them (without_abstained).
+    out["abstain_reason"] = abstentions(out, models, modelset.configs.get(asset, []))
     out.attrs["skipped_hardware"] = skipped
     return out.reset_index(drop=True)
+
+
+def without_abstained(predicted: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The predictions an answer may rest on, and 'hardware [config]: why' for the others."""
+    if "abstain_reason" not in predicted.columns or predicted.empty:
+        return predicted, []
+    why = predicted["abstain_reason"]
+    keep = why.isna() | (why.astype(str) == "") | (why.astype(str) == "None")
+    withheld = [f"{r['hardware']} [{_cfg_text(r)}]: {r['abstain_reason']}" for _, r in predicted[~keep].iterrows()]
+    return predicted[keep].drop(columns=["abstain_reason"]).reset_index(drop=True), withheld
+
+
+def _cfg_text(row: pd.Series) -> str:
+    return ", ".join(f"{c[len(CFG):]}={clean_value(row[c])}" for c in sorted(row.index)
+                     if str(c).startswith(CFG) and pd.notna(row[c]))
+
+
+def abstentions(rows: pd.DataFrame, models: Mapping[str, PerformanceModel],
+                measured: Sequence[Mapping[str, Any]]) -> list[str | None]:
+    """Why each predicted row must not answer (None: it may). A model answers only where its own
+    cross-validation says it can: on measured hardware within ABSTAIN_MDAPE held-out-configuration
+    error, on new hardware within ABSTAIN_MDAPE leave-one-hardware-out error, and for numeric
+    hyperparameters inside the measured range (a tree model is flat beyond it, a linear one keeps
+    going: neither is evidence)."""
+    ranges: dict[str, tuple[float, float]] = {}
+    for key in {k for c in measured for k in c}:
+        vals = [v for c in measured if isinstance(v := c.get(key), int | float) and not isinstance(v, bool)]
+        if vals:
+            ranges[key if str(key).startswith(CFG) else f"{CFG}{key}"] = (min(vals), max(vals))
+    out: list[str | None] = []
+    for _, row in rows.iterrows():
+        reason = None
+        for col, (lo, hi) in ranges.items():
+            v = row.get(col)
+            if isinstance(v, int | float) and not isinstance(v, bool) and not (lo <= v <= hi):
+                reason = f"{col[len(CFG):]}={v} is outside the measured range {lo:g}..{hi:g}"
+                break
+        for metric in DECISIVE:
+            m = models.get(metric)
+            if reason is not None or m is None:
+                continue
+            regime, label = (("heldout_config", "held-out-configuration") if str(row["hardware"]) in m.hardware_seen_
+                             else ("loho", "leave-one-hardware-out"))
+            cv = m.cv_.get(regime, {})
+            mdape = cv.get("mdape")
+            if mdape is None or not math.isfinite(mdape):
+                reason = f"{metric} model cannot be checked here ({cv.get('missing', 'no cross-validation')})"
+            elif mdape > ABSTAIN_MDAPE:
+                reason = (f"{metric} model too uncertain here: {label} MdAPE {mdape:.0%} > {ABSTAIN_MDAPE:.0%}; "
+                          "measure this pair instead (benchmatch suggest)")
+        out.append(reason)
+    return out

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.candidates import clean_value
-from matcher.recommend import check_inventory
+from matcher.recommend import check_inventory, sized
 from matcher.requirements import Requirements
 from matcher.solution import Option
 from matcher.solve import solve
@@ -37,21 +37,23 @@ def option_latency(option: Option, candidates: pd.DataFrame) -> float:
 def pareto_front(req: Requirements, candidates: pd.DataFrame, *, solver: str = "cbc", max_points: int = 25,
                  time_limit_s: float = 60.0) -> list[ParetoPoint]:
     """Points from the slowest-cheapest to the fastest, each the least cost at its latency."""
-    lat = pd.to_numeric(candidates["latency_p99_ms"], errors="coerce").to_numpy(dtype=float)
-    levels = np.unique(lat[np.isfinite(lat)])  # ascending distinct latencies
     eps = req.constraints.latency_p99_ms
     points: list[ParetoPoint] = []
     for _ in range(max_points):
         constraints = req.constraints.model_copy(update={"latency_p99_ms": eps})
         r = req.model_copy(update={"objective": "cost", "top_k": 1, "constraints": constraints})
-        sol = solve(r, candidates, solver=solver, top_k=1, explain=False, time_limit_s=time_limit_s)
+        at = sized(candidates, r)  # a tighter bound lowers the capacity read off a measured curve
+        sol = solve(r, at, solver=solver, top_k=1, explain=False, time_limit_s=time_limit_s)
         if not sol.options:
             break
         opt = sol.options[0]
-        latency = option_latency(opt, candidates)
+        latency = option_latency(opt, at)
         if points and math.isclose(points[-1].cost_per_hour_usd, opt.cost_per_hour_usd, rel_tol=1e-9):
             points.pop()  # same cost, lower latency: the earlier point is dominated
         points.append(ParetoPoint(latency, opt.cost_per_hour_usd, opt))
+        # Distinct latencies as this bound sized them (a curve's p99 moves with the bound), ascending.
+        lat = pd.to_numeric(at["latency_p99_ms"], errors="coerce").to_numpy(dtype=float)
+        levels = np.unique(lat[np.isfinite(lat)])
         below = levels[levels < latency]
         if below.size == 0:
             break

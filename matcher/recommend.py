@@ -9,28 +9,45 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field
 
 from matcher.candidates import config_columns, config_dict, validate_candidates
+from matcher.capacity import FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
 from matcher.metrics import METRICS, metric_values, numeric
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
-from matcher.solution import Diagnosis, Option, Status
+from matcher.solution import Diagnosis, Fix, Option, Status
 from matcher.solve import plan as solve_plan
 from matcher.solve import solve
 
 
-class RelaxationOut(BaseModel):
+class ChangeOut(BaseModel):
+    """One change to the request: put `to` at `field` (a path into the request: constraints.<name>,
+    inventory.<hardware>; in a plan workloads.<i>.…, budget_per_hour_usd); `to: null` drops it."""
+
+    # `from` is a Python keyword: the attribute is from_, the JSON key "from" (CLI and HTTP alike).
+    model_config = ConfigDict(serialize_by_alias=True, validate_by_name=True)
+
+    field: str
+    from_: float | int | None = Field(alias="from")
+    to: float | int | None
+
+
+class RelaxationOut(ChangeOut):
+    """One fix, enough on its own: this change together with `together_with` (usually empty).
+    constraint / required / best_achievable repeat name, from and to under their earlier names."""
+
     constraint: str
-    required: float | None
-    best_achievable: float | None
+    required: float | int | None
+    best_achievable: float | int | None
     message: str
+    together_with: list[ChangeOut] = []
 
 
 class DiagnosisOut(BaseModel):
     blocking: list[str]
     message: str
-    relaxations: list[RelaxationOut]
+    relaxations: list[RelaxationOut]  # every fix found, the smallest joint relaxation first
 
 
 class OptionOut(BaseModel):
@@ -55,6 +72,9 @@ class Recommendation(BaseModel):
     status: Status
     solve_time_s: float
     candidates_considered: int
+    # What the answer rests on that a reader must know: pairs left out (flagged measurements,
+    # predictions withheld), emulated hardware, latency not measured under load.
+    notes: list[str] = []
 
 
 def _f(x: Any) -> float | None:
@@ -117,6 +137,27 @@ def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> Option
                      binding=list(opt.binding), band=band)
 
 
+def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
+    """Say when an option's p99 and its capacity were not measured together (no Server curve)."""
+    if "latency_source" not in cands.columns:
+        return []
+    out = []
+    for o in options:
+        hw = set(o.hardware)
+        rows = cands[cands["hardware"].astype(str).isin(hw)]
+        src = sorted({str(x) for x in rows["latency_source"].dropna() if x and not str(x).startswith(FROM_CURVE)})
+        if o.basis == "measured" and src:
+            out.append(f"option #{o.rank}: its p99 comes from {', '.join(src)} and its capacity from Offline, measured "
+                       "apart: the latency at the load it is sized for was not measured (add loadgen.server_curve)")
+    return out
+
+
+def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
+    """The candidates as this request sizes them: each replica's throughput is its capacity at the
+    request's p99 bound where a Server curve was measured, derated by max_utilization (capacity.py)."""
+    return at_slo(cands, req.constraints.latency_p99_ms, req.max_utilization)
+
+
 def check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
                      field: str = "inventory") -> None:
     tables = cands if isinstance(cands, list) else [cands]
@@ -136,13 +177,14 @@ def recommend(
     *,
     single_config: bool = True,
     time_limit_s: float | None = 60.0,
+    notes: list[str] | None = None,
 ) -> Recommendation:
     """Rank up to req.top_k options meeting `req` on `candidates`, or diagnose why none does.
 
     A time-limited solve that found options returns them with `diagnosis.message` saying that
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
-    cands = validate_candidates(candidates)
+    cands = sized(validate_candidates(candidates), req)
     check_inventory(req.inventory, cands)
     sol = solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
@@ -150,15 +192,28 @@ def recommend(
     diagnosis = _diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options))
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
                           solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
-                          candidates_considered=sol.candidates_considered)
+                          candidates_considered=sol.candidates_considered,
+                          notes=[*(notes or []), *latency_notes(cands, options)])
+
+
+def _value(x: Any) -> float | int | None:
+    # An inventory is a whole number of devices in the request: keep it an integer in the answer.
+    return x if isinstance(x, int) and not isinstance(x, bool) else _f(x)
+
+
+def _relaxation_out(fix: Fix) -> RelaxationOut:
+    first, *rest = fix
+    return RelaxationOut(
+        field=first.field, from_=_value(first.required), to=_value(first.best_achievable),
+        constraint=first.constraint, required=_value(first.required), best_achievable=_value(first.best_achievable),
+        message="; ".join(r.message for r in fix),
+        together_with=[ChangeOut(field=r.field, from_=_value(r.required), to=_value(r.best_achievable)) for r in rest])
 
 
 def _diagnosis_out(d: Diagnosis | None, status: str, reason: str, have_options: bool) -> DiagnosisOut | None:
     if d is not None:
         return DiagnosisOut(blocking=list(d.blocking), message=d.message,
-                            relaxations=[RelaxationOut(constraint=r.constraint, required=_f(r.required),
-                                                       best_achievable=_f(r.best_achievable), message=r.message)
-                                         for r in d.relaxations])
+                            relaxations=[_relaxation_out(fix) for fix in d.fixes])
     if status != "optimal" or not have_options:
         return DiagnosisOut(blocking=[], message=f"{status}: {reason}", relaxations=[])
     return None
@@ -182,6 +237,7 @@ class PlanRecommendation(BaseModel):
     status: Status  # as Recommendation.status
     solve_time_s: float
     candidates_considered: int
+    notes: list[str] = []  # as Recommendation.notes
 
 
 def recommend_plan(
@@ -191,12 +247,14 @@ def recommend_plan(
     *,
     single_config: bool = True,
     time_limit_s: float | None = 60.0,
+    notes: list[str] | None = None,
 ) -> PlanRecommendation:
     """Place every workload of `plan` at once; tables[i] holds workload i's candidates."""
     plan = parse_plan(plan)
     if len(tables) != len(plan.workloads):
         raise ValueError(f"{len(plan.workloads)} workloads but {len(tables)} candidate tables")
-    tables = [validate_candidates(t, where=f"candidates of workloads[{i}]") for i, t in enumerate(tables)]
+    tables = [sized(validate_candidates(t, where=f"candidates of workloads[{i}]"), req)
+              for i, (t, req) in enumerate(zip(tables, plan.workloads, strict=True))]
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     check_inventory(plan.inventory, tables)
@@ -215,4 +273,4 @@ def recommend_plan(
         cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
         workloads=workloads, diagnosis=_diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
         solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
-        candidates_considered=sol.candidates_considered)
+        candidates_considered=sol.candidates_considered, notes=list(notes or []))

@@ -78,6 +78,11 @@ class Requirements(BaseModel):
     constraints: Constraints = Field(default_factory=Constraints)
     top_k: int = Field(3, ge=1, le=50, strict=True)
     inventory: dict[Name, Count] | None = None
+    max_utilization: float = Field(
+        1.0, gt=0, le=1, strict=True,
+        description="Plan each replica for at most this share of its capacity at the SLO (headroom for bursts "
+        "beyond Poisson arrivals). Default 1: the capacity read off a measured Server curve is already the "
+        "highest rate whose p99 met the bound in every repeat (docs/matcher.md, capacity at the SLO).")
 
 
 class Plan(BaseModel):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -78,6 +78,13 @@ class Workload:
     inventory: dict[str, float]  # devices per hardware; absent = unlimited
     excluded: Counter
     n_total: int
+
+    def take(self, keep: np.ndarray) -> Workload:
+        """The same workload over the candidates where `keep` is true (their order kept)."""
+        idx = np.flatnonzero(keep)
+        return replace(self, pos=self.pos[idx], hw=[self.hw[i] for i in idx], cfg=[self.cfg[i] for i in idx],
+                       price=self.price[idx], devices=self.devices[idx],
+                       values={k: v[idx] for k, v in self.values.items()}, ub=self.ub[idx])
 
     @property
     def demand(self) -> float:

@@ -3,12 +3,16 @@
 `solve` returns a Solution, `plan` a PlanSolution; when nothing is feasible they carry a Diagnosis
 whose Relaxations say which constraint blocks and what value would unblock it. Constraint names
 (the `binding`, `blocking` and `Relaxation.constraint` strings) are the requirement fields they
-come from, `inventory[<hardware>]`, and in a plan `workloads[<i>].<name>`.
+come from, `inventory[<hardware>]`, and in a plan `workloads[<i>].<name>`. A Relaxation also
+names its field as a path into the request (`requirement_field`): `constraints.<name>`,
+`inventory.<hardware>`, in a plan `workloads.<i>.constraints.<name>`, `workloads.<i>.inventory.<hw>`
+and the shared `budget_per_hour_usd`, `inventory.<hardware>`.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -26,6 +30,16 @@ def inventory_name(hw: str) -> str:
     return f"inventory[{hw}]"
 
 
+def requirement_field(name: str, *, plan: bool = False) -> str:
+    """The request field a constraint name stands for (module docstring). In a plan, a name
+    without a workload prefix is one of the plan's shared limits."""
+    if m := re.fullmatch(r"workloads\[(\d+)\]\.(.+)", name, flags=re.S):
+        return f"workloads.{m[1]}.{requirement_field(m[2])}"
+    if name.startswith("inventory[") and name.endswith("]"):
+        return "inventory." + name[len("inventory["):-1]
+    return name if plan else f"constraints.{name}"
+
+
 @dataclass(frozen=True)
 class Option:
     """One feasible answer for one workload."""
@@ -41,18 +55,37 @@ class Option:
 
 @dataclass(frozen=True)
 class Relaxation:
-    constraint: str
+    """One change to the request: `field` from `required` to `best_achievable`."""
+
+    constraint: str  # the constraint's name (as in `blocking`)
+    field: str  # requirement_field(constraint): where the change goes in the request
     required: float | None  # the value the user asked for
     best_achievable: float | None  # the value that would make it feasible; None: drop the constraint
     message: str
+
+
+Fix = tuple[Relaxation, ...]  # changes applied together
 
 
 @dataclass(frozen=True)
 class Diagnosis:
     blocking: tuple[str, ...]
     message: str
-    relaxations: tuple[Relaxation, ...]  # apply all of them together: the smallest joint relaxation
-    alternatives: tuple[Relaxation, ...] = ()  # each one alone would also do (where one exists)
+    relaxations: Fix  # apply all of them together: the smallest joint relaxation
+    alternatives: tuple[Fix, ...] = ()  # other fixes found (one constraint alone, where one does)
+
+    @property
+    def fixes(self) -> tuple[Fix, ...]:
+        """Every fix found, each enough on its own: the smallest joint relaxation first, then the
+        alternatives that differ from it."""
+        out: list[Fix] = [self.relaxations] if self.relaxations else []
+        seen = {tuple((r.field, r.best_achievable) for r in f) for f in out}
+        for fix in self.alternatives:
+            key = tuple((r.field, r.best_achievable) for r in fix)
+            if fix and key not in seen:
+                seen.add(key)
+                out.append(fix)
+        return tuple(out)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@ option per workload placed jointly under shared inventory and budget (`plan`).
 
 Every answer is a record (solution.py) whose status is optimal | infeasible | time_limit |
 unbounded | error with a reason, and, when infeasible, a Diagnosis from the elastic model
-(diagnose.py). `time_limit_s` bounds the whole call, diagnosis included.
+(diagnose.py). `time_limit_s` bounds the whole call, diagnosis included. Options that tie on the
+objective are ranked by dominance, never by name: lower worst p99, then higher capacity, then
+fewer replicas (the stages of milp.py).
 """
 
 from __future__ import annotations

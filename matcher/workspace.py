@@ -29,9 +29,16 @@ from typing import Any
 import pandas as pd
 
 from cluster.hardware import DEFAULT_CATALOG, CatalogError, HardwareSpec, load_catalog
-from matcher.candidates import candidates_from_csv, candidates_from_results, merge_candidates, select_rows
+from matcher.candidates import (
+    candidates_from_csv,
+    candidates_from_results,
+    config_keys,
+    flagged_pairs,
+    merge_candidates,
+    select_rows,
+)
 from matcher.errors import MatcherError, ModelError, NoDataError, RequirementsError
-from matcher.models import ModelSet, predict_candidates
+from matcher.models import ModelSet, predict_candidates, without_abstained
 from matcher.pareto import pareto_answer
 from matcher.recommend import recommend, recommend_plan
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
@@ -104,6 +111,7 @@ class Workspace:
     problems: list[str] = field(default_factory=list)
     _errors: dict[str, MatcherError | CatalogError] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str | None, str], pd.DataFrame] = field(default_factory=dict, repr=False)
+    _notes: dict[tuple[str | None, str], list[str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- opening -------------------------------------------------------------------------------
@@ -159,11 +167,26 @@ class Workspace:
         hit = self._candidates.get(key)
         if hit is not None:
             return hit
-        table = self._build_candidates(req)
+        notes: list[str] = []
+        table = self._build_candidates(req, notes)
         with self._lock:
+            self._notes.setdefault(key, notes)
             return self._candidates.setdefault(key, table)
 
-    def _build_candidates(self, req: Requirements) -> pd.DataFrame:
+    def notes(self, req: Requirements, hardware: Iterable[str] = ()) -> list[str]:
+        """What an answer for `req` rests on that its reader must know: measurements left out as
+        flagged, predictions withheld, and which of `hardware` is emulated on this machine."""
+        self.candidates(req)
+        out = list(self._notes.get((req.asset, req.task), []))
+        for hw in sorted(set(hardware)):
+            spec = self.catalog.get(hw)
+            if spec is not None and spec.local:
+                out.append(f"{hw} is an emulated profile (a Ray node with {spec.cpu_cores} CPU"
+                           f"{'s' if spec.cpu_cores != 1 else ''} on the machine that measured it), not an "
+                           f"instance you can rent; its price: {spec.price_source or 'set in the catalog'}")
+        return out
+
+    def _build_candidates(self, req: Requirements, notes: list[str]) -> pd.DataFrame:
         self._need("catalog")
         if self.sources.candidates_csv:
             self._need("candidates")
@@ -175,14 +198,27 @@ class Workspace:
         if self.rows is None or self.rows.empty:
             raise NoDataError(f"{where}: the results store is empty; run a sweep first (benchmatch sweep CONFIG)")
         rows, asset = select_rows(self.rows, req.asset, req.task, where=where)
+        notes += [f"left out, measured rows flagged: {p}" for p in flagged_pairs(self.rows, asset, req.task)]
         measured = candidates_from_results(rows, self.catalog, asset=asset, task=req.task)
         self._need("models")
         if self.models is None or asset not in self.models.assets():
             return measured
         try:
             predicted = predict_candidates(self.models, self.catalog, asset=asset)
-        except ModelError:
+        except ModelError as exc:
+            notes.append(f"no predictions: {exc}")
             return measured
+        predicted, withheld = without_abstained(predicted)
+        have = set(measured["hardware"].astype(str) + "|" + config_keys(measured))
+        by_reason: dict[str, list[str]] = {}
+        for w in withheld:
+            if not _measured_already(w, have):
+                pair, _, why = w.partition("]: ")
+                by_reason.setdefault(why, []).append(pair + "]")
+        for why, pairs in by_reason.items():
+            hws = sorted({p.split(" [", 1)[0] for p in pairs})
+            notes.append(f"not measured and not predicted ({len(pairs)} pair{'s' if len(pairs) != 1 else ''} on "
+                         f"{', '.join(hws)}): {why}")
         return merge_candidates(measured, predicted)
 
     # -- answers -------------------------------------------------------------------------------
@@ -192,7 +228,11 @@ class Workspace:
         """Requirements -> the JSON-ready answer. Raises the matcher's errors (all ValueErrors that
         name the field, file or asset), which a service maps to 4xx."""
         req = parse_requirements(req)
-        return recommend(req, self.candidates(req), solver=solver, time_limit_s=time_limit_s).model_dump()
+        cands = self.candidates(req)
+        ans = recommend(req, cands, solver=solver, time_limit_s=time_limit_s).model_dump()
+        used = {hw for o in ans["options"] for hw in o["hardware"]}
+        ans["notes"] = [*self.notes(req, used), *ans["notes"]]
+        return ans
 
     def pareto(self, req: Mapping[str, Any] | Requirements, *, solver: str = "cbc",
                time_limit_s: float | None = 60.0) -> dict[str, Any]:
@@ -204,7 +244,13 @@ class Workspace:
         """Several workloads placed jointly, each on the candidates of its own (asset, task)."""
         plan = parse_plan(plan)
         tables = [self.candidates(req) for req in plan.workloads]
-        return recommend_plan(plan, tables, solver=solver, time_limit_s=time_limit_s).model_dump()
+        ans = recommend_plan(plan, tables, solver=solver, time_limit_s=time_limit_s).model_dump()
+        notes: list[str] = []
+        for req, w in zip(plan.workloads, ans["workloads"], strict=True):
+            used = set((w.get("option") or {}).get("hardware") or {})
+            notes += [n for n in self.notes(req, used) if n not in notes]
+        ans["notes"] = [*notes, *ans["notes"]]
+        return ans
 
     def suggest(self, req: Mapping[str, Any] | Requirements, *, configs: Iterable[Mapping[str, Any]] | None = None,
                 refit: bool = False, local_only: bool = False, max_trials: int = 10,
@@ -241,3 +287,10 @@ class Workspace:
         by_ref = self.rows["asset_ref"].astype(str) == ref if "asset_ref" in self.rows.columns else names != names
         hit = sorted(set(names[by_ref | (names == ref)]))
         return hit[0] if hit else None
+
+
+def _measured_already(withheld: str, measured: set[str]) -> bool:
+    """Whether a withheld prediction ("hw [k=v, ...]: why") is a pair that was measured anyway."""
+    hw, _, rest = withheld.partition(" [")
+    cfg = rest.split("]:", 1)[0]
+    return f"{hw}|{cfg.replace(' ', '')}" in {m.replace(' ', '') for m in measured}

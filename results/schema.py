@@ -38,6 +38,8 @@ COLUMNS: tuple[Column, ...] = (
     _c("ids", "status", "str", "", "`ok`, or `failed` (the error column says why). A failed trial still writes a row."),
     _c("ids", "error", "str", "", "The exception text of a failed trial; empty when ok."),
     _c("ids", "flags", "str", "", "Why an ok row is still not a trustworthy measurement, comma-separated: `loadgen_invalid`, `background_load`, `offline_below_singlestream` (benchmarks.core.row_flags). Empty: nothing found. The matcher does not count a flagged row as measured."),
+    _c("ids", "import_source", "str", "", "Imported rows: where in the source file the row came from (`summary.csv: line 7`); empty for measured rows."),
+    _c("ids", "sample_unit", "str", "", "What a sample is for rates and per-sample figures: empty (a sample), `token` or `request` (imports of LLM serving benchmarks). Throughputs of different units are never compared."),
     _c("ids", "remeasured", "int", "times", "How many times the repeat was measured again because its rows were flagged (SweepSpec.remeasure); the least flagged attempt is the one stored."),
     _c("hardware", "hardware", "str", "", "HardwareSpec.name of the target the trial was scheduled on."),
     _c("hardware", "accelerator_type", "str", "", "Ray accelerator type of the target (`cpu`, `H100`, ...)."),
@@ -139,6 +141,12 @@ def markdown() -> str:
             group = col.group
             lines += ["", f"## {group}", "", "| column | type | unit | how it is obtained |", "|---|---|---|---|"]
         lines.append(f"| `{col.name}` | {col.dtype} | {col.unit} | {col.how} |")
+    lines += ["", "## Pattern columns", "",
+              "- `cfg_<name>`: one column per hyperparameter.",
+              "- `quality_<name>` (float) with `quality_<name>_direction` (`lower` or `higher`): a model-quality score",
+              "  an import brings (MAE, error rate, perplexity, ...) in the file's own unit (a percent is stored as a",
+              "  fraction), and which way is better. Like `accuracy`, the same in every scenario row of a",
+              "  (sweep, trial, repeat)."]
     return "\n".join(lines) + "\n"
 
 

@@ -17,6 +17,7 @@ also runs under plain uvicorn (tests/perf/serve_load.py measures Serve's overhea
 from __future__ import annotations
 
 import logging
+import os
 import re
 import sys
 import time
@@ -51,6 +52,7 @@ log = logging.getLogger("benchmatch.serve")
 DEPLOYMENT_NAME = "BenchmatchService"
 APP_NAME = "benchmatch"
 MAX_QUEUED_REQUESTS = 32
+DEFAULT_NUM_CPUS = 1.0
 DEFAULT_AUTOSCALING: dict[str, Any] = {
     "min_replicas": 1,
     "max_replicas": 4,
@@ -362,7 +364,7 @@ fastapi_app = create_app()
     max_queued_requests=MAX_QUEUED_REQUESTS,
     backpressure_config={"status_code": 503, "retry_after_s": 1},
     autoscaling_config=DEFAULT_AUTOSCALING,
-    ray_actor_options={"num_cpus": 1},
+    ray_actor_options={"num_cpus": DEFAULT_NUM_CPUS},
     health_check_period_s=5.0,
     graceful_shutdown_timeout_s=10.0,
 )
@@ -394,7 +396,8 @@ class AppArgs(BaseModel):
     # Shape of the deployment; a config file's `deployments:` section overrides these too.
     num_replicas: int | None = Field(None, ge=1, description="A fixed replica count instead of autoscaling.")
     min_replicas: int | None = Field(None, ge=0)
-    max_replicas: int | None = Field(None, ge=1)
+    max_replicas: int | None = Field(None, ge=1, description="Autoscaling bound (default: as many replicas "
+                                     "as the cluster's CPUs hold, at most 4).")
     target_ongoing_requests: float | None = Field(None, gt=0)
     num_cpus: float | None = Field(None, ge=0, description="CPUs reserved per replica (default 1).")
     max_queued_requests: int | None = Field(None, ge=-1, description="Requests queued at each proxy before "
@@ -426,25 +429,62 @@ def settings_from_args(args: AppArgs) -> ServiceSettings:
     )
 
 
+def cluster_cpus() -> float | None:
+    """CPUs of the Ray cluster this process is connected to (where `serve run` and `serve deploy`
+    build the application), else of this machine (a Ray that `serve.run` is about to start here)."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return float(ray.cluster_resources().get("CPU", 0.0)) or None
+    except Exception:  # an unreachable cluster: the machine's count is the better guess
+        pass
+    if hasattr(os, "sched_getaffinity"):
+        return float(len(os.sched_getaffinity(0)))
+    return float(os.cpu_count() or 1)
+
+
+def fit_to_cluster(auto: dict[str, Any], num_cpus: float, cpus: float | None) -> dict[str, Any]:
+    """Autoscaling bounds that the cluster can schedule: no more replicas of `num_cpus` each than
+    `cpus` holds (at least one). Replicas beyond that would wait for CPUs forever on a fixed
+    machine, while Serve keeps counting them as wanted."""
+    if not cpus or num_cpus <= 0:
+        return auto
+    fits = max(1, int(cpus // num_cpus))
+    out = {**auto, "max_replicas": min(auto["max_replicas"], fits)}
+    out["min_replicas"] = min(out["min_replicas"], out["max_replicas"])
+    return out
+
+
 def build_app(args: dict[str, Any] | None = None) -> Application:
     """Application builder: `serve.app:build_app` with args results_uri, models_dir,
     candidates_csv, catalog_path, slo_ms, reload_interval_s, and the deployment shape
-    (num_replicas | min_replicas/max_replicas/target_ongoing_requests, num_cpus)."""
+    (num_replicas | min_replicas/max_replicas/target_ongoing_requests, num_cpus).
+
+    Without `max_replicas` the autoscaling bound is what the cluster holds when the app is built
+    (`fit_to_cluster`); a given `max_replicas` is kept, with a warning when the cluster cannot
+    hold it now (an autoscaling cluster may grow to it)."""
     try:
         parsed = AppArgs.model_validate(dict(args or {}))
     except ValidationError as exc:
         raise ValueError(f"benchmatch application args: {one_line(field_errors(exc.errors(), AppArgs))}") from None
     options: dict[str, Any] = {}
+    num_cpus = parsed.num_cpus if parsed.num_cpus is not None else DEFAULT_NUM_CPUS
     if parsed.num_replicas is not None:
         options["num_replicas"] = parsed.num_replicas
         options["autoscaling_config"] = None
     else:
         shape = {k: getattr(parsed, k) for k in ("min_replicas", "max_replicas", "target_ongoing_requests")
                  if getattr(parsed, k) is not None}
-        if shape:
-            auto = {**DEFAULT_AUTOSCALING, **shape}
-            auto["max_replicas"] = max(auto["max_replicas"], auto["min_replicas"], 1)
-            options["autoscaling_config"] = auto
+        auto = {**DEFAULT_AUTOSCALING, **shape}
+        auto["max_replicas"] = max(auto["max_replicas"], auto["min_replicas"], 1)
+        cpus = cluster_cpus()
+        if parsed.max_replicas is None:
+            auto = fit_to_cluster(auto, num_cpus, cpus)
+        elif cpus and auto["max_replicas"] * num_cpus > cpus:
+            log.warning("benchmatch: max_replicas %d x num_cpus %g exceeds the %g CPUs of this cluster; "
+                        "replicas beyond that wait until the cluster grows", auto["max_replicas"], num_cpus, cpus)
+        options["autoscaling_config"] = auto
     if parsed.num_cpus is not None:
         options["ray_actor_options"] = {"num_cpus": parsed.num_cpus}
     if parsed.max_queued_requests is not None:
@@ -458,7 +498,9 @@ __all__ = [
     "AppArgs",
     "BenchmatchService",
     "build_app",
+    "cluster_cpus",
     "create_app",
+    "fit_to_cluster",
     "fastapi_app",
     "json_problem",
 ]

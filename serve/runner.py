@@ -101,8 +101,10 @@ def _connect(address: str | None) -> bool:
     """Connect this process to Ray; True when it started a private local instance (ours to stop).
 
     `address=None` starts a fresh instance rather than `ray.init()`, which could attach to a stale
-    cluster; its listeners stay on loopback like our clusters'. A loopback address gets the token
-    and keeps Ray from rewriting 127.0.0.1 to this machine's external address."""
+    cluster; its listeners stay on loopback like our clusters', and its HTTP proxy runs
+    serve/proxy_guard.py. A loopback address gets the token and keeps Ray from rewriting 127.0.0.1
+    to this machine's external address. A cluster attached to has its proxies already, guarded
+    or not: that is its nodes' environment (k8s/rayservice.yaml sets it)."""
     import ray
 
     from cluster.local import client_auth, is_loopback, loopback_only, token_auth
@@ -110,8 +112,11 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
+        from serve.proxy_guard import enable
+
         loopback_only()
         token_auth()  # as ray.init() would, but with the token file readable by its owner only
+        enable()  # the proxy this Ray starts guards against slow clients and dead replicas
         ray.init(address="local", include_dashboard=False, namespace="serve", runtime_env=_local_runtime_env(),
                  _node_ip_address="127.0.0.1", logging_level="ERROR")
         return True

@@ -5,8 +5,9 @@ source that cannot be read is recorded instead of raised), the fingerprint of th
 read from, and the cache of answers computed on it. `Snapshots` holds the current one. It is
 loaded when the replica is constructed, so Serve routes to a replica only once its data is in
 memory, candidate tables included (`_prewarm`). At most every `reload_interval_s` one request
-thread compares `Sources.fingerprint()` (it lists files, it reads none) with the loaded one and,
-when it changed, opens a new workspace and swaps it in with one assignment. Meanwhile the other
+thread compares the fingerprint (`fingerprint`: `Sources.fingerprint()`, which lists files, plus
+the content digests of the model files, read only when a file's stat changed) with the loaded
+one and, when it changed, opens a new workspace and swaps it in with one assignment. Meanwhile the other
 threads keep answering from the old snapshot (single flight), and requests in flight finish on
 the snapshot they started with.
 
@@ -17,7 +18,9 @@ never the server's absolute paths.
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import re
 import threading
 import time
@@ -152,11 +155,61 @@ class Snapshot:
         return body
 
 
-def fingerprint(sources: Sources) -> tuple[Any, ...]:
-    """`Sources.fingerprint()`, or (UNAVAILABLE, why) while the sources cannot be listed (an object
-    store unreachable for a moment): the freshness check never fails a request."""
+class ContentDigests:
+    """(relative name, BLAKE2b of the bytes) of every file under a folder.
+
+    Sizes and modification times miss a model file replaced by one of the same size whose mtime
+    was kept (`cp -p`, `rsync -a`, an unpacked archive) or fell in the same tick of a coarse clock.
+    A digest is recomputed only when a file's (size, mtime, ctime, inode) changed: replacing a file
+    (a rename) or writing it (even with its mtime restored) always changes its ctime or inode, so
+    an unchanged folder costs a listing, not a read."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, tuple[tuple[int, ...], str]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, folder: str | None) -> tuple[Any, ...]:
+        if not folder or not os.path.isdir(folder):
+            return ()
+        out, seen = [], set()
+        for dirpath, _dirs, files in os.walk(folder):
+            for name in files:
+                if name.startswith("."):
+                    continue  # the temporary file of an atomic write; its rename is what counts
+                path = os.path.join(dirpath, name)
+                try:
+                    digest = self._digest(path)
+                except OSError:
+                    continue  # removed while listing: the next check sees the folder as it is
+                seen.add(path)
+                out.append((os.path.relpath(path, folder), digest))
+        with self._lock:
+            for path in set(self._known) - seen:
+                del self._known[path]
+        return tuple(sorted(out))
+
+    def _digest(self, path: str) -> str:
+        st = os.stat(path)
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        with self._lock:
+            hit = self._known.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        h = hashlib.blake2b(digest_size=16)
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        with self._lock:
+            self._known[path] = (key, h.hexdigest())
+        return h.hexdigest()
+
+
+def fingerprint(sources: Sources, digests: ContentDigests | None = None) -> tuple[Any, ...]:
+    """`Sources.fingerprint()` and the content digests of the model files, or (UNAVAILABLE, why)
+    while the sources cannot be listed (an object store unreachable for a moment): the freshness
+    check never fails a request."""
     try:
-        return sources.fingerprint()
+        return (*sources.fingerprint(), (digests or ContentDigests())(sources.models_dir))
     except (OSError, ValueError) as exc:  # pyarrow's listing errors are OSError / ArrowInvalid
         return (UNAVAILABLE, f"{type(exc).__name__}: {exc}")
 
@@ -178,11 +231,12 @@ def _prewarm(ws: Workspace, assets: list[dict[str, Any]]) -> None:
             pass  # the request that asks for it gets this error, naming what is missing
 
 
-def load_snapshot(sources: Sources, names: SourceNames, fp: tuple[Any, ...] | None = None) -> Snapshot:
+def load_snapshot(sources: Sources, names: SourceNames, fp: tuple[Any, ...] | None = None,
+                  digests: ContentDigests | None = None) -> Snapshot:
     """Read the sources once. A source that cannot be read makes the snapshot not ready and is
     named in `unreadable`; nothing here raises."""
     t0 = time.perf_counter()
-    fp = fingerprint(sources) if fp is None else fp
+    fp = fingerprint(sources, digests) if fp is None else fp
     snap = Snapshot(Workspace(sources), fp, now())
     if fp[:1] == (UNAVAILABLE,):
         snap.warnings.append(names.text(f"the sources could not be listed: {fp[1]}"))
@@ -226,7 +280,8 @@ class Snapshots:
         self._clock = clock
         self._on_reload = on_reload
         self._reloading = threading.Lock()
-        self._current = load_snapshot(sources, names)
+        self._digests = ContentDigests()
+        self._current = load_snapshot(sources, names, digests=self._digests)
         self._checked = clock()
 
     def current(self) -> Snapshot:
@@ -239,7 +294,7 @@ class Snapshots:
             return self._current  # another thread is checking or reloading: answer from what we have
         try:
             self._checked = self._clock()
-            fp = fingerprint(self.sources)
+            fp = fingerprint(self.sources, self._digests)
             if fp[:1] == (UNAVAILABLE,):
                 # Keep answering from the data we have rather than replacing it with nothing.
                 self.listing_problem = self.names.text(str(fp[1]))

@@ -32,16 +32,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 
 
 def cmd_import(a: argparse.Namespace) -> int:
-    """Exit 0 when every row was imported, 1 when some were rejected (the good ones are written)."""
+    """Exit 0 when every record of the file is in the store, 1 when some were rejected or skipped as
+    contradicting stored rows (the good ones are written all the same)."""
     from results.importer import import_file
+    from results.mapping import parse_set
 
     report = import_file(a.file, a.mapping, results_uri=a.results, catalog_path=a.catalog,
-                         sweep_id=a.sweep, dry_run=a.dry_run)
+                         sweep_id=a.sweep, dry_run=a.dry_run, replace=getattr(a, "replace", False),
+                         constants=parse_set(getattr(a, "set", None)))
     if a.json:
         print(json.dumps(report.to_dict(), indent=2))
     else:
         render.print_import(report)
-    return 1 if report.rejected else 0
+    return 0 if report.ok else 1
 
 
 def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argparse.HelpFormatter]) -> None:
@@ -58,12 +61,21 @@ def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argpars
     i = sub.add_parser("import", help="import results of other tools (MLPerf summary, CSV, JSON, Parquet) "
                                       "through a column mapping",
                        description="Import another tool's results into the results store through a column "
-                                   "mapping; rejected rows are named by their line, the good ones are written.",
+                                   "mapping; rejected rows are named by their line and column, the good ones are "
+                                   "written as one file. Rows already stored are never deleted: new rows are added, "
+                                   "rows that fill missing values are merged, contradicting rows are reported "
+                                   "(--replace takes the file's values).",
                        parents=parents, formatter_class=fmt)
     i.add_argument("file", help="CSV (.csv/.tsv), JSON (.json/.jsonl) or Parquet file")
     i.add_argument("--mapping", required=True, help="column mapping YAML (see configs/mappings/)")
     i.add_argument("--results", default=DEFAULT_RESULTS, help="results store to write to")
     i.add_argument("--sweep", help="sweep id of the imported rows (default: import-<file stem>)")
+    i.add_argument("--set", action="append", metavar="TARGET=VALUE",
+                   help="a constant for every row, e.g. --set hardware=jetson-nano (repeatable; a result-row "
+                        "column or cfg_<name>)")
+    i.add_argument("--replace", action="store_true",
+                   help="where a row contradicts a stored row of the sweep, take the file's values (default: keep "
+                        "the stored row and report it)")
     i.add_argument("--dry-run", action="store_true", help="validate and report; write nothing")
     i.add_argument("--json", action="store_true", help="print the import report as JSON")
     i.set_defaults(fn=cmd_import)

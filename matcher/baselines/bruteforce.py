@@ -5,6 +5,11 @@ does not hide. It enumerates every replica vector y with 0 <= y_i <= ub_i, where
 candidate i needs to carry the demand alone (more never helps any objective) capped by inventory,
 within one configuration at a time when `single_config` (the default), vectorised with numpy.
 Exponential in the number of candidates per group: for small instances and the perf script.
+
+Ranking, as docs/matcher.md states it: the objective, then cost, then by dominance the worst p99
+used (lowest; unknown = slowest), the capacity (highest), the replicas (fewest). A value within
+1e-7·max(1, |best|) of the best ties with it, as the MILP's pins allow; the worst p99 compares
+exactly. Whatever still ties is taken in enumeration order, which need not be the solver's.
 """
 
 from __future__ import annotations
@@ -28,6 +33,14 @@ class BruteOption:
     objective_value: float
     cost_per_hour_usd: float
     replicas: dict[int, int]  # iloc position in the caller's table -> replicas
+    latency_p99_ms: float = math.nan  # the worst p99 used (inf: one used has none)
+    capacity_qps: float = math.nan  # Σ replicas × throughput
+    n_replicas: int = 0
+
+    @property
+    def rank_key(self) -> tuple[float, float, float, float, int]:
+        return (self.objective_value, self.cost_per_hour_usd, self.latency_p99_ms, -self.capacity_qps,
+                self.n_replicas)
 
 
 @dataclass
@@ -48,6 +61,21 @@ def _arr(df: pd.DataFrame, col: str) -> np.ndarray:
     if col not in df.columns:
         return np.full(len(df), np.nan)
     return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _pin(best: float) -> float:
+    return best + 1e-7 * max(1.0, abs(best))
+
+
+def _best_rows(keys: list[tuple[np.ndarray, bool]]) -> np.ndarray:
+    """Rows best on the first key, among them on the second, ... (key, exact): an inexact key
+    ties within the MILP's pin tolerance."""
+    rows = np.arange(len(keys[0][0]))
+    for key, exact in keys:
+        v = key[rows]
+        best = v.min()
+        rows = rows[v <= (best if exact else _pin(best))]
+    return rows
 
 
 def _grid(ub: np.ndarray):
@@ -82,6 +110,7 @@ def brute_force(
     hw = candidates["hardware"].astype(str).to_numpy()
     cfg = config_keys(candidates).to_numpy(dtype=str)
     price, thr, lat, acc = (_arr(candidates, k) for k in ("price_per_hour_usd", "throughput_qps", "latency_p99_ms", "accuracy"))
+    lat_known = np.where(np.isnan(lat), np.inf, lat)  # ranking: a p99 nobody measured is the slowest
     energy, power = _arr(candidates, "energy_per_sample_j"), _arr(candidates, "power_w")
     power = np.where(np.isnan(power), energy * thr, power)
     devices = np.nan_to_num(_arr(candidates, "devices"), nan=1.0) if "devices" in candidates else np.ones(len(hw))
@@ -157,15 +186,16 @@ def brute_force(
                     feas &= Yf @ np.where(hw[idx] == h, devices[idx], 0.0) <= inventory[h] + _EPS
             if not feas.any():
                 continue
+            worst = np.where(Y > 0, lat_known[idx], -np.inf).max(axis=1)
             if req.objective == "energy":
                 primary = Yf @ power[idx]
             elif req.objective == "latency":
-                primary = np.where(Y > 0, lat[idx], -np.inf).max(axis=1)
+                primary = worst
             else:
                 primary = cost
             rows = np.flatnonzero(feas)
-            if top_k == 1:
-                rows = rows[np.lexsort((cost[rows], primary[rows]))[:1]]
+            if top_k == 1:  # only rows that tie with this batch's best can be the best overall
+                rows = rows[primary[rows] <= _pin(primary[rows].min())]
             full = np.zeros((len(rows), n_all), dtype=np.int64)
             full[:, idx] = Y[rows]
             found_y.append(full)
@@ -177,19 +207,24 @@ def brute_force(
     if not found_y:
         return result
     G = np.vstack(found_y)
+    Gf = G.astype(float)
     prim, cost = np.concatenate(found_primary), np.concatenate(found_cost)
-    order = np.lexsort((cost, prim))
+    worst = np.where(G > 0, lat_known, -np.inf).max(axis=1)
+    capacity = Gf @ np.nan_to_num(thr)
+    replicas = G.sum(axis=1)
+    keys = [(prim, False), (cost, False)]
+    if req.objective != "latency":
+        keys.append((worst, True))
+    keys += [(-capacity, False), (replicas.astype(float), True)]
     used = G > 0
-    excluded = np.zeros(len(G), dtype=bool)
-    for r in order:
-        if excluded[r]:
-            continue
+    left = np.ones(len(G), dtype=bool)
+    while left.any() and len(result.options) < top_k:
+        rows = np.flatnonzero(left)
+        r = rows[_best_rows([(k[rows], exact) for k, exact in keys])[0]]
         support = np.flatnonzero(used[r])
-        result.options.append(BruteOption(float(prim[r]), float(cost[r]),
-                                          {int(j): int(G[r, j]) for j in support}))
-        if len(result.options) == top_k:
-            break
+        result.options.append(BruteOption(float(prim[r]), float(cost[r]), {int(j): int(G[r, j]) for j in support},
+                                          float(worst[r]), float(capacity[r]), int(replicas[r])))
         # the no-good rule: nothing that contains every (hardware, configuration) of this option
-        excluded |= used[:, support].all(axis=1)
+        left &= ~used[:, support].all(axis=1)
     result.feasible = True
     return result

@@ -81,7 +81,7 @@ def test_import_of_the_shipped_example_exits_0(tmp_path, capsys):
            mapping=str(ROOT / "configs/mappings/generic-csv.yaml"), results=str(tmp_path / "s"), sweep="ex",
            dry_run=False)
     assert cmd_import(a) == 0
-    assert capsys.readouterr().out.startswith("24 rows imported, 0 rejected (sweep 'ex', 8 trials, 8 files")
+    assert capsys.readouterr().out.startswith("24 rows imported, 0 rejected (sweep 'ex', 8 trials, 1 file")
 
 
 def plan_file(tmp_path: Path, doc: dict) -> str:

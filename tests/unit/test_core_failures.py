@@ -198,12 +198,17 @@ def test_a_server_curve_measures_latency_at_fractions_of_offline_throughput(tmp_
 
     s = spec(tmp_path, config={"batch_size": 4, "threads": 1})
     s.loadgen = LoadGenSettings(scenarios=["SingleStream", "Server", "Offline"], min_duration_ms=50, min_query_count=8,
-                                offline_samples=64, server_curve=[0.25, 0.5])
+                                offline_samples=64, server_curve=[0.001, 0.002, 5.0 / 4.0])
     rows = run_trial(s)
     assert [r["scenario"] for r in rows] == ["SingleStream", "Offline", "Server"]  # Offline first: it sets the loads
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
     offline = rows[1]["throughput_samples_per_s"]
     curve = json.loads(rows[2]["server_curve"])
-    assert [p["fraction"] for p in curve] == [0.25, 0.5] and rows[2]["server_probes"] == 2
-    assert [p["offered_qps"] for p in curve] == pytest.approx([0.25 * offline, 0.5 * offline])
+    # The loads asked for, lightest first, up to the first one the replica could not keep up with
+    # (125% of Offline never can be kept up with); every point before it kept up.
+    fractions = [p["fraction"] for p in curve]
+    assert fractions == [0.001, 0.002, 1.25][:len(fractions)] and rows[2]["server_probes"] == len(curve)
+    assert [p["offered_qps"] for p in curve] == pytest.approx([f * offline for f in fractions])
+    assert not any(p["saturated"] for p in curve[:-1])
+    assert curve[-1]["saturated"]  # it stopped at a saturated load, 125% of Offline at the latest
     assert all(p["latency_p99_ms"] > 0 and p["capacity_source"] == "Offline" for p in curve)

@@ -17,9 +17,11 @@ import yaml
 from cluster.hardware import HardwareSpec, load_catalog
 from matcher.candidates import candidates_from_results
 from matcher.recommend import recommend
+from results.convert import convert_file
 from results.exporter import export_generic, export_mlperf_summary
 from results.ids import trial_id
-from results.importer import MappingError, convert_file, import_file, load_mapping
+from results.importer import import_file
+from results.mapping import MappingError, load_mapping
 from results.store import ResultsStore
 from tests.fixtures.instances import synthetic_result_rows
 
@@ -75,8 +77,9 @@ def test_round_trip_gives_the_same_candidates_and_recommendation(tmp_path, origi
     table.to_csv(src, index=False)
     report = import_file(src, mapping, results_uri=tmp_path / "store", catalog=CATALOG)
     assert report.rejected == [] and report.imported == len(table)
-    assert report.trials == 12 and len(report.files) == 12 * 3  # one file per (trial, repeat)
+    assert report.trials == 12 and len(report.files) == 1  # one part file per import
     imported = ResultsStore(tmp_path / "store").read()
+    assert report.added == len(imported) and report.merged == report.unchanged == 0
     a, b = candidates_from_results(original, CATALOG), candidates_from_results(imported, CATALOG)
     _same_candidates(a, b, ["cfg_batch_size", "cfg_threads"])
     assert _options(recommend(REQ, a)) == _options(recommend(REQ, b))
@@ -211,18 +214,20 @@ def test_json_lines_and_parquet_name_rows_as_in_the_file(tmp_path):
     assert len(rows) == 1 and [r.row for r in rejected] == ["row 2"]
 
 
-def test_trial_ids_are_stable_and_reimport_replaces_instead_of_adding(tmp_path):
+def test_trial_ids_are_stable_and_a_reimport_adds_nothing(tmp_path):
     src = tmp_path / "t.csv"
     src.write_text("model,machine,batch_size,scenario,samples_per_s\nmlp,local-1c,8,Offline,100\n"
                    "mlp,local-1c,8,Offline,110\n")
     mapping = _generic_mapping(units={}, columns={"model": "asset", "machine": "hardware", "scenario": "scenario",
                                                   "samples_per_s": "throughput_samples_per_s"})
-    for _ in range(2):
-        report = import_file(src, mapping, results_uri=tmp_path / "s", catalog=CATALOG, sweep_id="mine")
+    first = import_file(src, mapping, results_uri=tmp_path / "s", catalog=CATALOG, sweep_id="mine")
+    again = import_file(src, mapping, results_uri=tmp_path / "s", catalog=CATALOG, sweep_id="mine")
     rows = ResultsStore(tmp_path / "s").read()
     assert len(rows) == 2 and sorted(rows["repeat"]) == [0, 1]  # same (trial, scenario) twice = repeats
     assert set(rows["trial_id"]) == {trial_id("mlp", "infer", "local-1c", {"batch_size": 8})}
-    assert report.trials == 1 and set(rows["sweep_id"]) == {"mine"}
+    assert first.trials == 1 and first.added == 2 and set(rows["sweep_id"]) == {"mine"}
+    assert (again.added, again.unchanged, again.files, again.imported, again.ok) == (0, 2, [], 0, True)
+    assert "0 added, 0 merged into stored rows, 0 replaced, 2 already stored" in again.lines()[1]
 
 
 def test_merge_joins_mlperf_power_rows_and_rejects_conflicts(tmp_path):
@@ -248,8 +253,18 @@ def test_merge_joins_mlperf_power_rows_and_rejects_conflicts(tmp_path):
     ({"columns": {"x": "latency_p99"}}, "unknown target column 'latency_p99'; did you mean 'latency_p99_ms'?"),
     ({"colums": {}}, "colums: unknown field; did you mean 'columns'?"),
     ({"columns": {"x": "trial_id"}}, "'trial_id' is derived by the importer"),
-    ({"columns": {"x": "throughput_samples_per_s"}, "units": {"x": "ms"}}, "unit 'ms' cannot convert"),
-    ({"columns": {"x": "latency_p99_ms"}, "units": {"x": "fortnights"}}, "known time units"),
+    ({"columns": {"x": "throughput_samples_per_s"}, "units": {"x": "ms"}},
+     "unknown unit 'ms' for 'throughput_samples_per_s' (samples/s); known rate units: samples/s"),
+    ({"columns": {"x": "latency_p99_ms"}, "units": {"x": "fortnights"}}, "unknown unit 'fortnights'"),
+    ({"columns": {"x": "latency_p99_ms"}, "units": {"x": "fortnights"}}, "known time units: h, hour"),
+    ({"columns": {"x": {"target": "quality_mae"}}}, "needs its direction"),
+    ({"columns": {"x": {"target": "accuracy", "direction": "lower"}}}, "`direction` is for quality_<name>"),
+    ({"columns": {"x": {"target": "accuracy", "scenario": "Offline"}}}, "goes to every row of the record"),
+    ({"columns": {"x": {"target": "latency_p99_ms", "scenario": "Warmup"}}}, "scenario 'Warmup' is not one of"),
+    ({"columns": {"x": {"target": "parameters", "scale": "zillion"}}}, "scale 'zillion' is not a number"),
+    ({"columns": {"x": {"target": "asset", "scale": 1000}}}, "`scale` and `multiply_by` apply to numeric"),
+    ({"filename": "no-groups"}, "needs named groups"),
+    ({"filter": {"x": "("}}, "filter.x: not a valid regex"),
     ({"columns": {"x": "asset"}, "constants": {"asset": "y"}}, "constants.asset is also mapped from column 'x'"),
     ({"extract": {"x": "no group"}}, "needs one group"),
 ])

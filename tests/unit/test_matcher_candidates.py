@@ -105,7 +105,7 @@ def _rows() -> pd.DataFrame:
                                  seed=1, with_energy=True)
 
 
-def test_results_mapping_uses_medians_of_the_right_scenarios():
+def test_results_mapping_uses_the_right_scenarios_median_as_point_and_worst_repeat_as_bound():
     rows = _rows()
     cands = candidates_from_results(rows, CATALOG)
     assert len(cands) == 2 * 2 * 2  # hardware x batch x threads
@@ -115,9 +115,12 @@ def test_results_mapping_uses_medians_of_the_right_scenarios():
                  & (rows.cfg_threads == c.cfg_threads)]
         ms = g[g.scenario == "MultiStream"]["latency_p99_ms"]
         off = g[g.scenario == "Offline"]
-        assert c.latency_p99_ms == pytest.approx(ms.median())
+        # The MILP sizes with the worst repeat; the median is the point estimate the answer shows.
+        assert c.latency_p99_ms_point == pytest.approx(ms.median()) and c.latency_p99_ms == pytest.approx(ms.max())
         assert c.latency_source == "MultiStream"
-        assert c.throughput_qps == pytest.approx(off["throughput_samples_per_s"].median())
+        assert c.throughput_qps_point == pytest.approx(off["throughput_samples_per_s"].median())
+        assert c.throughput_qps == pytest.approx(off["throughput_samples_per_s"].min())
+        assert c.band_method == "measured: worst of 3 repeats"
         assert c.energy_per_sample_j == pytest.approx(off["energy_per_sample_j"].median())
         assert c.power_w == pytest.approx(off["avg_power_w"].median())
         assert c.accuracy == pytest.approx(0.9)
@@ -133,7 +136,8 @@ def test_results_falls_back_to_singlestream_latency():
     g = rows[(rows.hardware == "local-1c") & (rows.cfg_batch_size == 8) & (rows.cfg_threads == 1)
              & (rows.scenario == "SingleStream")]
     c = cands[(cands.hardware == "local-1c") & (cands.cfg_batch_size == 8) & (cands.cfg_threads == 1)].iloc[0]
-    assert c.latency_p99_ms == pytest.approx(g["latency_p99_ms"].median())
+    assert c.latency_p99_ms_point == pytest.approx(g["latency_p99_ms"].median())
+    assert c.latency_p99_ms == pytest.approx(g["latency_p99_ms"].max())
     assert c.latency_source == "SingleStream"
 
 

@@ -19,7 +19,7 @@ from matcher.diagnose import apply_relaxations
 from matcher.errors import RequirementsError
 from matcher.recommend import recommend
 from matcher.requirements import Requirements
-from matcher.solution import STATUSES, Diagnosis
+from matcher.solution import STATUSES
 from matcher.solve import plan, solve
 from matcher.workspace import Sources, Workspace
 from tests.fixtures.instances import random_candidates, random_requirements
@@ -36,6 +36,24 @@ def small_instance(rng, *, objective="cost", top_k=1, single_config=True, max_ve
         b = brute_force(r, c, single_config=single_config, top_k=top_k, max_vectors=max_vectors)
         if not b.timed_out:
             return c, r, b
+
+
+def rank_key(req: Requirements, cands: pd.DataFrame, replicas: dict[int, int]) -> tuple:
+    """What an answer is ranked by (docs/matcher.md "Ties"), from the raw table: objective, cost,
+    worst p99 (unknown = slowest), capacity, replicas."""
+    rows = cands.iloc[list(replicas)]
+    n = np.array(list(replicas.values()), dtype=float)
+    cost = float(n @ rows["price_per_hour_usd"].to_numpy(float))
+    worst = float(np.nan_to_num(rows["latency_p99_ms"].to_numpy(float), nan=np.inf).max())
+    primary = {"cost": cost, "latency": worst,
+               "energy": float(n @ rows["power_w"].to_numpy(float)) if "power_w" in rows else np.nan}[req.objective]
+    return primary, cost, worst, float(n @ np.nan_to_num(rows["throughput_qps"].to_numpy(float))), int(n.sum())
+
+
+def assert_same_rank(got: tuple, want: tuple, context) -> None:
+    # The MILP holds each stage within 1e-7·max(1, |value|) (its pins), brute force ties alike.
+    for a, b in zip(got, want, strict=True):
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-6), (got, want, context)
 
 
 def violations(req: Requirements, cands: pd.DataFrame, replicas: dict[int, int], single_config: bool = True):
@@ -94,22 +112,111 @@ def test_top1_equals_brute_force(objective):
         got, want = s.options[0], b.best
         assert got.objective_value == pytest.approx(want.objective_value, rel=1e-7, abs=1e-9), (i, r)
         assert got.cost_per_hour_usd == pytest.approx(want.cost_per_hour_usd, rel=1e-7, abs=1e-9), (i, r)
+        assert_same_rank(rank_key(r, c, got.replicas), rank_key(r, c, want.replicas), (i, solver, r))
         assert violations(r, c, got.replicas, single) == []
     assert feasible >= 5 and infeasible >= 2  # the generator exercises both outcomes
 
 
 def test_top_k_sequence_equals_brute_force():
-    # Ties are common (the same hardware and count under two configurations cost the same); the
-    # sequence of values still agrees unless a tie-break changes what a later cut excludes, which
-    # these seeded instances do not hit.
+    # Ties are common (the same hardware and count under two configurations cost the same) and
+    # are broken the same way on both sides; only options equal on every key could make a later
+    # cut exclude different supports, which these seeded instances do not hit.
     rng = np.random.default_rng(5)
     compared = 0
     for _ in range(20):
         c, r, b = small_instance(rng, top_k=3)
         s = solve(r, c, top_k=3)
         assert [o.objective_value for o in s.options] == pytest.approx([o.objective_value for o in b.options], rel=1e-7)
+        for got, want in zip(s.options, b.options, strict=True):
+            assert_same_rank(rank_key(r, c, got.replicas), rank_key(r, c, want.replicas), r)
         compared += len(b.options) >= 2
     assert compared >= 5
+
+
+# ----------------------------------------------------------------------------------------------
+# Ties: broken by dominance, never by name
+# ----------------------------------------------------------------------------------------------
+
+
+def tie_table(fast: str = "fp32") -> pd.DataFrame:
+    """The issue's tie: one hardware, bf16 at 4.9 ms and fp32 at 1.1 ms (or, fast="bf16", the
+    other way round), the same price and capacity, so the same cost at any demand. The old model
+    never saw latency, so one of the two ways round had to lose."""
+    lat = [4.9, 1.1] if fast == "fp32" else [1.1, 4.9]
+    return pd.DataFrame({"hardware": ["local-1c", "local-1c"], "price_per_hour_usd": [0.0446, 0.0446],
+                         "latency_p99_ms": lat, "throughput_qps": [500.0, 500.0],
+                         "accuracy": [0.9, 0.9], "power_w": [20.0, 20.0], "cfg_dtype": ["bf16", "fp32"]})
+
+
+@pytest.mark.parametrize("fast", ["fp32", "bf16"])
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+@pytest.mark.parametrize("objective", ["cost", "energy"])
+def test_a_cost_tie_goes_to_the_lower_latency_not_the_name(solver, objective, fast):
+    if solver == "highs" and not HIGHS:
+        pytest.skip("highspy not installed")
+    slow = {"fp32": "bf16", "bf16": "fp32"}[fast]
+    req = Requirements(objective=objective, constraints={"throughput_qps": 900}, top_k=2)
+    s = solve(req, tie_table(fast), solver=solver)
+    assert [o.cfg_keys for o in s.options] == [(f"dtype={fast}",), (f"dtype={slow}",)]
+    assert s.options[0].cost_per_hour_usd == s.options[1].cost_per_hour_usd == pytest.approx(2 * 0.0446)
+    ans = recommend(req, tie_table(fast), solver=solver).model_dump()
+    assert [o["config"] for o in ans["options"]] == [{"dtype": fast}, {"dtype": slow}]
+    assert ans["options"][0]["predicted"]["latency_p99_ms"] == 1.1
+
+
+@pytest.mark.parametrize("fast", ["fp32", "bf16"])
+def test_plan_breaks_ties_by_dominance_too(fast):
+    t = tie_table(fast)
+    p = plan([(Requirements(constraints={"throughput_qps": 900}), t), (Requirements(constraints={"throughput_qps": 400}), t)],
+             inventory={"local-1c": 3})
+    assert p.status == "optimal" and [o.cfg_keys for o in p.workloads] == [(f"dtype={fast}",)] * 2
+
+
+def test_then_higher_capacity_then_fewer_replicas():
+    same_latency = pd.DataFrame({
+        "hardware": ["a-small", "a-small", "b-large"],
+        "price_per_hour_usd": [1.0, 1.0, 2.0],
+        "latency_p99_ms": [2.0, 2.0, 2.0],
+        "throughput_qps": [100.0, 120.0, 240.0],
+        "cfg_batch_size": [1, 2, 2],
+    })
+    # batch 1 and batch 2 cost 2 USD/h for 2 replicas; batch 2 carries more
+    s = solve(Requirements(constraints={"throughput_qps": 200}, top_k=1), same_latency.iloc[:2])
+    assert s.options[0].cfg_keys == ("batch_size=2",) and s.options[0].mix == {"a-small": 2}
+    # 2 x a-small and 1 x b-large: the same cost and capacity (240); fewer replicas wins
+    s = solve(Requirements(constraints={"throughput_qps": 200}, top_k=1), same_latency)
+    assert s.options[0].mix == {"b-large": 1}
+
+
+def test_an_unknown_latency_ranks_as_the_slowest():
+    t = tie_table().assign(latency_p99_ms=[np.nan, 1.1])
+    s = solve(Requirements(constraints={"throughput_qps": 900}, top_k=1), t)
+    assert s.options[0].cfg_keys == ("dtype=fp32",)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(seed=st.integers(0, 2**32 - 1), objective=st.sampled_from(["cost", "energy", "latency"]),
+       single=st.booleans())
+def test_ties_are_broken_as_brute_force_breaks_them(seed, objective, single):
+    """Tables built to tie: two prices, few latencies and throughputs, so many answers share the
+    objective; the MILP's rank 1 has the same (objective, cost, worst p99, capacity, replicas)."""
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(2, 6))
+    c = pd.DataFrame({
+        "hardware": rng.choice(["h0", "h1", "h2"], n),
+        "price_per_hour_usd": rng.choice([0.5, 1.0], n),
+        "latency_p99_ms": rng.choice([1.0, 2.0, 5.0], n),
+        "throughput_qps": rng.choice([100.0, 200.0], n),
+        "power_w": rng.choice([50.0, 100.0], n),
+        "cfg_batch_size": rng.choice([1, 2], n),
+    }).drop_duplicates(["hardware", "cfg_batch_size"]).reset_index(drop=True)
+    r = Requirements(objective=objective, constraints={"throughput_qps": float(rng.choice([100, 300, 450]))},
+                     top_k=1)
+    b = brute_force(r, c, single_config=single)
+    s = solve(r, c, single_config=single, solver="highs" if HIGHS and seed % 2 else "cbc")
+    assert s.feasible == b.feasible
+    if b.feasible:
+        assert_same_rank(rank_key(r, c, s.options[0].replicas), rank_key(r, c, b.best.replicas), (seed, c, r))
 
 
 def test_top_k_options_are_distinct_and_non_decreasing():
@@ -150,9 +257,8 @@ def test_no_answer_violates_a_constraint_and_relaxation_restores_feasibility(see
         again = solve(relaxed, c, top_k=1)
         assert again.status == "optimal", (d, relaxed)
         assert violations(relaxed, c, again.options[0].replicas) == []
-        for alt in d.alternatives:  # each single-constraint fix works on its own too
-            one = apply_relaxations(r, Diagnosis((alt.constraint,), alt.message, (alt,)))
-            assert solve(one, c, top_k=1).status == "optimal", alt
+        for fix in d.fixes:  # each fix found works on its own
+            assert solve(apply_relaxations(r, fix), c, top_k=1).status == "optimal", fix
 
 
 def test_deterministic_and_independent_of_row_order():
@@ -215,7 +321,7 @@ def test_diagnosis_budget_shortfall():
     assert s.diagnosis.blocking == ("budget_per_hour_usd",)
     assert s.diagnosis.message.startswith("budget 0.05 USD/h is short by 0.03 USD/h (needs 0.08 USD/h)")
     # alone, the demand could also give: one local-1c at batch 1 fits the budget and the SLO
-    alt = {a.constraint: a.best_achievable for a in s.diagnosis.alternatives}
+    alt = {fix[0].constraint: fix[0].best_achievable for fix in s.diagnosis.alternatives}
     assert alt == {"budget_per_hour_usd": pytest.approx(0.08), "throughput_qps": pytest.approx(100.0)}
     assert "Alternatively, relax one constraint alone: throughput_qps to 100" in s.diagnosis.message
 
@@ -314,7 +420,7 @@ def test_recommendation_shape(tmp_path):
     c["basis"] = ["measured", "measured", "predicted", "measured"]
     ans = recommend(Requirements(constraints={"throughput_qps": 400, "latency_p99_ms": 10}, top_k=2), c).model_dump()
     assert set(ans) == {"feasible", "objective", "options", "diagnosis", "solver", "solve_time_s",
-                        "candidates_considered", "status"}
+                        "candidates_considered", "status", "notes"}
     assert ans["feasible"] and ans["diagnosis"] is None and ans["candidates_considered"] == 4
     first = ans["options"][0]
     assert set(first) == {"rank", "hardware", "config", "cost_per_hour_usd", "predicted", "basis", "binding", "band"}
@@ -339,7 +445,8 @@ def test_recommend_from_csv_infeasible_answer(tmp_path):
     assert ans["feasible"] is False and ans["options"] == []
     assert ans["diagnosis"]["blocking"] == ["latency_p99_ms"]
     rel = ans["diagnosis"]["relaxations"][0]
-    assert rel == {"constraint": "latency_p99_ms", "required": 5.0, "best_achievable": 7.2,
+    assert rel == {"field": "constraints.latency_p99_ms", "from": 5.0, "to": 7.2, "together_with": [],
+                   "constraint": "latency_p99_ms", "required": 5.0, "best_achievable": 7.2,
                    "message": ans["diagnosis"]["message"]}
     assert not any(isinstance(v, float) and math.isnan(v) for v in rel.values())
 
@@ -362,7 +469,7 @@ def test_plan_answer_and_errors(tmp_path):
            "inventory": {"local-2c": 1}}
     ans = ws.plan(doc)
     assert set(ans) == {"feasible", "objective", "cost_per_hour_usd", "workloads", "diagnosis", "solver",
-                        "solve_time_s", "candidates_considered", "status"}
+                        "solve_time_s", "candidates_considered", "status", "notes"}
     assert ans["feasible"] and ans["candidates_considered"] == 8
     used = [w["option"]["hardware"].get("local-2c", 0) for w in ans["workloads"]]
     assert sum(used) <= 1  # the shared inventory holds across workloads

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import matcher.models as models_module
 from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results, merge_candidates
 from matcher.errors import ModelError
@@ -204,7 +205,7 @@ def test_predict_for_new_configurations(modelset):
         predict_candidates(modelset, CATALOG, asset="other")
 
 
-def test_recommend_from_a_results_store_with_models(tmp_path, rows):
+def test_recommend_from_a_results_store_with_models(tmp_path, rows, monkeypatch):
     from matcher.errors import NoDataError
     from matcher.workspace import Sources, Workspace
     from results.store import ResultsStore
@@ -226,11 +227,30 @@ def test_recommend_from_a_results_store_with_models(tmp_path, rows):
     req = {"asset": "mlp", "constraints": {"throughput_qps": 2000, "latency_p99_ms": 50}, "top_k": 2}
     results = str(tmp_path / "results")
     measured_only = Workspace.open(Sources(results_uri=results, catalog_path=str(catalog))).recommend(req)
-    with_models = Workspace.open(Sources(results_uri=results, catalog_path=str(catalog),
-                                         models_dir=str(tmp_path / "models"))).recommend(req)
-    assert measured_only["feasible"] and with_models["feasible"]
-    assert measured_only["candidates_considered"] == 16
+    sources = Sources(results_uri=results, catalog_path=str(catalog), models_dir=str(tmp_path / "models"))
+    # Two hardware types measured: predicting a third is off by ~30% (leave-one-hardware-out), over the
+    # 25% a prediction may be off and still answer: the model abstains and the answer says so.
+    abstaining = Workspace.open(sources).recommend(req)
+    assert measured_only["feasible"] and abstaining["feasible"]
+    assert measured_only["candidates_considered"] == abstaining["candidates_considered"] == 16
+    assert any("8 pairs on big-8c" in n and "leave-one-hardware-out MdAPE" in n for n in abstaining["notes"])
+    monkeypatch.setattr(models_module, "ABSTAIN_MDAPE", 0.5)  # a looser threshold admits the model
+    with_models = Workspace.open(sources).recommend(req)
     assert with_models["candidates_considered"] == 16 + 8  # big-8c x 8 configurations, predicted
     json.dumps(with_models, allow_nan=False)
     with pytest.raises(NoDataError, match="empty"):
         Workspace.open(Sources(results_uri=str(tmp_path / "nothing-here"), catalog_path=str(catalog))).recommend(req)
+
+
+def test_a_model_abstains_outside_its_data_and_beyond_its_error(modelset, monkeypatch):
+    from matcher.models import without_abstained
+
+    pred = predict_candidates(modelset, CATALOG, configs=[{"batch_size": 4, "threads": 1}, {"batch_size": 64, "threads": 1}],
+                              hardware_names=["local-1c"])
+    kept, withheld = without_abstained(pred)
+    assert list(kept["cfg_batch_size"]) == [4]  # inside the measured range, measured hardware, small error
+    assert len(withheld) == 1 and "batch_size=64 is outside the measured range 1..8" in withheld[0]
+    monkeypatch.setattr(models_module, "ABSTAIN_MDAPE", 0.0)  # no model is that good: every prediction abstains
+    kept, withheld = without_abstained(predict_candidates(modelset, CATALOG, configs=[{"batch_size": 4, "threads": 1}],
+                                                          hardware_names=["local-1c"]))
+    assert kept.empty and "model too uncertain here: held-out-configuration MdAPE" in withheld[0]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ from serve.jsonable import jsonable
 from serve.metrics import OTHER, route_label
 from serve.snapshot import SourceNames
 from tests.fixtures.service_data import write_synthetic_candidates, write_synthetic_store
+from tests.fixtures.slow_clients import SlowClients
 
 ROOT = Path(__file__).resolve().parents[2]
 JSON = {"content-type": "application/json"}
@@ -462,6 +464,70 @@ def test_reload_is_single_flight(store: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "synthetic-cnn" in core.snapshot().asset_names()
 
 
+def _same_size_versions(skops_file: Path) -> tuple[bytes, bytes, float]:
+    """Two byte-for-byte equally long versions of a saved model (zip members stored, not
+    compressed), differing only in the gradient boosting model's initial constant; and the new
+    constant."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(skops_file) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    stack: list[Any] = [json.loads(members["schema.json"])]
+    while stack:  # the .npy member that holds init_.constant_
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("constant_"), dict) and "file" in node["constant_"]:
+                npy = node["constant_"]["file"]
+                break
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    constant = np.load(io.BytesIO(members[npy]), allow_pickle=False) + 1.0
+    buf = io.BytesIO()
+    np.save(buf, constant, allow_pickle=False)
+
+    def zipped(replace: dict[str, bytes]) -> bytes:
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+            for name, data in members.items():
+                info = zipfile.ZipInfo(name, date_time=(2025, 1, 1, 0, 0, 0))
+                zf.writestr(info, replace.get(name, data))
+        return out.getvalue()
+
+    return zipped({}), zipped({npy: buf.getvalue()}), float(constant.ravel()[0])
+
+
+def test_a_model_file_replaced_by_one_of_the_same_size_and_mtime_is_picked_up(store: Path) -> None:
+    """#11 item 9: `cp -p`, `rsync -a` or an unpacked archive keep a file's mtime, and a retrained
+    model of the same shape often has the same size. The snapshot keys on the files' content."""
+    from cluster.hardware import load_catalog
+    from matcher.models import train_models
+    from results.store import ResultsStore
+
+    models = store / "models"
+    train_models(ResultsStore(store).read(), load_catalog(None), assets=[MLP],
+                 metrics=("latency_p99_ms",)).save(models)
+    victim = models / f"{MLP}__latency_p99_ms.skops"
+    old, new, new_constant = _same_size_versions(victim)
+    assert len(old) == len(new) and old != new
+    victim.write_bytes(old)
+    core = ServiceCore(ServiceSettings(results_uri=str(store), models_dir=str(models), reload_interval_s=0))
+    before = core.snapshot()
+    assert core.snapshot() is before  # nothing changed: no reload
+    st = victim.stat()
+    tmp = models / f".{victim.name}.tmp"
+    tmp.write_bytes(new)
+    os.replace(tmp, victim)
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (victim.stat().st_size, victim.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    after = core.snapshot()
+    assert after is not before and core.reloads == 1
+    model = after.workspace.models.models[(MLP, "latency_p99_ms")]
+    assert float(model.estimators_["seen"].init_.constant_.ravel()[0]) == new_constant
+    assert core.snapshot() is after
+
+
 def test_unlistable_sources_degrade_not_fail(store: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     core = ServiceCore(ServiceSettings(results_uri=str(store), reload_interval_s=0))
 
@@ -557,3 +623,293 @@ def test_build_app_args() -> None:
     app = build_app({"results_uri": "relative/results", "num_replicas": 2, "num_cpus": 0.5})
     assert app is not None
     assert set(AppArgs.model_fields) >= {"results_uri", "models_dir", "candidates_csv", "catalog_path", "slo_ms"}
+
+
+# ----------------------------------------------------------------------------------------------
+# Slow clients (#11 item 4): serve/proxy_guard.py on a real uvicorn server on loopback
+# ----------------------------------------------------------------------------------------------
+
+
+def _slot_limited_app(slots: int) -> Any:
+    """Stands in for Serve's replicas: a request holds one of `slots` while its body arrives."""
+    import asyncio
+
+    sem = asyncio.Semaphore(slots)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async with sem:
+            size, more = 0, True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                size += len(message.get("body", b""))
+                more = message.get("more_body", False)
+            body = json.dumps({"received": size}).encode()
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+
+    return app
+
+
+class _LoopbackServer:
+    """uvicorn in a thread on 127.0.0.1, with the proxy guard's protocol and middleware."""
+
+    def __init__(self, guard: Any, slots: int = 4, inner: Any = None, protocol: str = "auto") -> None:
+        import socket
+
+        import uvicorn
+
+        from serve.proxy_guard import ProxyGuard, guarded_protocol
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        app = ProxyGuard(inner or _slot_limited_app(slots), guard=guard)
+        base = None
+        if protocol == "h11":
+            from uvicorn.protocols.http.h11_impl import H11Protocol as base
+        elif protocol == "httptools":
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, http=guarded_protocol(guard, base),
+                                lifespan="off", log_level="warning", timeout_keep_alive=30)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> _LoopbackServer:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert self.server.started
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    def post(self, body: bytes) -> tuple[int, Any]:
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
+        try:
+            conn.request("POST", "/recommend", body=body, headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            return resp.status, json.loads(resp.read())
+        finally:
+            conn.close()
+
+
+SLOW_BODY_HEAD = (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: 400\r\n\r\n")
+GOOD_BODY = json.dumps({"asset": MLP}).encode()
+
+
+def test_slow_bodies_do_not_hold_the_replicas() -> None:
+    """50 connections sending their body a byte at a time, against 4 slots: without the guard they
+    would hold every slot for 80 s. Legitimate requests are answered meanwhile, and each slow one
+    gets a 408 when its body deadline passes."""
+    from serve.proxy_guard import GuardSettings
+
+    guard = GuardSettings(header_timeout_s=3, body_timeout_s=3, grace_s=0.5, max_slow=100)
+    with _LoopbackServer(guard, slots=4) as srv:
+        slow = SlowClients("127.0.0.1", srv.port, 50, SLOW_BODY_HEAD, b"x" * 400)
+        try:
+            time.sleep(0.5)  # every slow request has reached the server and waits on its body
+            results = [srv.post(GOOD_BODY) for _ in range(20)]
+            assert [status for status, _ in results] == [200] * 20
+            assert all(body == {"received": len(GOOD_BODY)} for _, body in results)
+            answers = slow.answers()
+        finally:
+            slow.close()
+    assert all(a.startswith(b"HTTP/1.1 408") and b'"kind": "RequestTimeout"' in a for a in answers), answers[:3]
+
+
+@pytest.mark.parametrize("protocol", ["httptools", "h11"])
+def test_slow_headers_and_silent_connections_are_closed(protocol: str) -> None:
+    """Both of uvicorn's HTTP implementations: Serve's proxy uses httptools when installed."""
+    from serve.proxy_guard import GuardSettings
+
+    guard = GuardSettings(header_timeout_s=2, body_timeout_s=2, grace_s=0.5, max_slow=100)
+    with _LoopbackServer(guard, protocol=protocol) as srv:
+        slow = SlowClients("127.0.0.1", srv.port, 50, b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ", b"a" * 500)
+        silent = SlowClients("127.0.0.1", srv.port, 5, b"", b"")
+        try:
+            assert all(srv.post(GOOD_BODY)[0] == 200 for _ in range(10))
+            # A kept-alive connection: the deadline starts again with the next request's first byte.
+            kept = SlowClients("127.0.0.1", srv.port, 1, b"POST /recommend HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}"
+                              b"POST /recommend HTTP/1.1\r\nX-Pad: ", b"a" * 500)
+            for answer in slow.answers() + silent.answers():
+                assert answer.startswith(b"HTTP/1.1 408"), answer
+            first, _, rest = kept.answers()[0].partition(b"HTTP/1.1 408")
+            assert first.startswith(b"HTTP/1.1 200") and b"RequestTimeout" in rest, first + rest
+            kept.close()
+        finally:
+            slow.close()
+            silent.close()
+
+
+def test_a_crowd_of_slow_connections_is_shed_after_the_grace_period() -> None:
+    """Past max_slow slow bodies, a new slow one gets its 408 after grace_s, not body_timeout_s;
+    fast requests never wait long enough to count as slow."""
+    from serve.proxy_guard import GuardSettings
+
+    guard = GuardSettings(header_timeout_s=60, body_timeout_s=60, grace_s=0.3, max_slow=5)
+    with _LoopbackServer(guard, slots=4) as srv:
+        slow = SlowClients("127.0.0.1", srv.port, 20, SLOW_BODY_HEAD, b"x" * 400, every=1.0)
+        try:
+            assert all(srv.post(GOOD_BODY)[0] == 200 for _ in range(10))
+            import select
+
+            answered: dict[Any, bytes] = {}
+            deadline = time.monotonic() + 30  # bounds the test only; the 5 admitted keep their 60 s
+            while len(answered) < 15 and time.monotonic() < deadline:
+                ready, _, _ = select.select([s for s in slow.socks if s not in answered], [], [], 0.5)
+                for s in ready:
+                    answered[s] = s.recv(65536)
+            ready, _, _ = select.select([s for s in slow.socks if s not in answered], [], [], 0.5)
+            assert len(answered) == 15 and not ready
+            assert all(a.startswith(b"HTTP/1.1 408") and b"slow requests are being read already" in a
+                       for a in answered.values()), list(answered.values())[:2]
+        finally:
+            slow.close()
+
+
+def test_guard_limits_body_size_and_reads_settings() -> None:
+    from serve.proxy_guard import GuardSettings, settings
+
+    guard = GuardSettings(max_body_bytes=100)
+    with _LoopbackServer(guard) as srv:
+        status, body = srv.post(b"{" + b" " * 200 + b"}")
+        assert status == 413 and body["kind"] == "RequestTooLarge"
+        chunked = SlowClients("127.0.0.1", srv.port, 1, b"POST /recommend HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                             b"c8\r\n" + b" " * 200 + b"\r\n", b"")
+        try:
+            assert chunked.answers()[0].startswith(b"HTTP/1.1 413")
+        finally:
+            chunked.close()
+    assert settings({"BENCHMATCH_PROXY_BODY_TIMEOUT_S": "2.5"}).body_timeout_s == 2.5
+    with pytest.raises(ValueError, match="BENCHMATCH_PROXY_MAX_SLOW='-1'"):
+        settings({"BENCHMATCH_PROXY_MAX_SLOW": "-1"})
+
+
+def _flaky_proxy(fail_first: int, how: str = "silent") -> tuple[Any, list[bytes]]:
+    """Stands in for Serve's proxy when a replica dies with the request: it reads the request
+    and answers nothing (`silent`; uvicorn would send a bare 500) or starts an answer and stops
+    (`cut`), `fail_first` times; then answers 200 with the body it got."""
+    seen: list[bytes] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        message = await receive()
+        seen.append(message["body"])
+        if len(seen) <= fail_first:
+            if how == "cut":
+                await send({"type": "http.response.start", "status": 200, "headers": []})
+                await send({"type": "http.response.body", "body": b"{", "more_body": True})
+            elif how == "error":
+                raise RuntimeError("ActorDiedError")
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps({"received": len(message["body"])}).encode()})
+
+    return app, seen
+
+
+@pytest.mark.parametrize("how", ["silent", "cut", "error"])
+def test_a_request_without_an_answer_is_sent_again(how: str) -> None:
+    """#11 item 3: the proxy answered nothing because the replica died with the request; the
+    client gets the answer of the next attempt, with the same body."""
+    from serve.proxy_guard import GuardSettings
+
+    inner, seen = _flaky_proxy(fail_first=2, how=how)
+    with _LoopbackServer(GuardSettings(retries=2), inner=inner) as srv:
+        status, body = srv.post(GOOD_BODY)
+    assert (status, body) == (200, {"received": len(GOOD_BODY)})
+    assert seen == [GOOD_BODY] * 3
+
+
+def test_retries_are_bounded_and_real_answers_are_not_retried() -> None:
+    from serve.proxy_guard import GuardSettings
+
+    inner, seen = _flaky_proxy(fail_first=10)
+    with _LoopbackServer(GuardSettings(), inner=inner) as srv:
+        status, body = srv.post(GOOD_BODY)
+    assert status == 503 and body["kind"] == "ServiceUnavailable"
+    assert len(seen) == 2  # one retry by default: a request that kills replicas takes two, not more
+
+    calls: list[int] = []
+
+    async def answers_500(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        calls.append(1)
+        await send({"type": "http.response.start", "status": 500, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"detail": "a bug"}'})
+
+    with _LoopbackServer(GuardSettings(retries=2), inner=answers_500) as srv:
+        assert srv.post(GOOD_BODY) == (500, {"detail": "a bug"})
+    assert calls == [1]  # an answer, even a 500, is the app's: passed on once
+
+
+# ----------------------------------------------------------------------------------------------
+# The default deployment fits the machine (#11 item 9)
+# ----------------------------------------------------------------------------------------------
+
+
+def _shape(app: Any) -> tuple[int, float]:
+    """(the most replicas Serve may want, CPUs each) of a built application."""
+    d = app._bound_deployment
+    auto = d._deployment_config.autoscaling_config
+    replicas = auto.max_replicas if auto is not None else d._deployment_config.num_replicas
+    return replicas, float(d.ray_actor_options.get("num_cpus", 1))
+
+
+def _as_deployed(config_path: Path) -> tuple[int, float]:
+    """The shape Serve deploys from a config file: the app built from its args, then each field
+    its `deployments:` entry sets, as Serve overrides them (only the fields that are set)."""
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    config = ServeDeploySchema.model_validate(yaml.safe_load(config_path.read_text()))
+    (app_config,) = config.applications
+    replicas, cpus = _shape(build_app(app_config.args))
+    for dep in app_config.deployments:
+        overrides = dep.model_dump(exclude_unset=True)
+        if overrides.get("num_replicas") is not None:
+            replicas = overrides["num_replicas"]
+        if overrides.get("autoscaling_config"):
+            replicas = overrides["autoscaling_config"]["max_replicas"]
+        if "num_cpus" in (overrides.get("ray_actor_options") or {}):
+            cpus = overrides["ray_actor_options"]["num_cpus"]
+    return replicas, cpus
+
+
+def test_shipped_configs_fit_a_2_cpu_machine(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """serve/config.yaml and the RayService's copy of it, deployed as Serve deploys them, never ask
+    for more replicas than 2 CPUs can hold (they asked for 4 replicas of 1 CPU)."""
+    import yaml
+
+    monkeypatch.setattr("serve.app.cluster_cpus", lambda: 2.0)
+    rayservice = tmp_path / "rayservice-serve.yaml"
+    rayservice.write_text(yaml.safe_load((ROOT / "k8s" / "rayservice.yaml").read_text())["spec"]["serveConfigV2"])
+    for config in (ROOT / "serve" / "config.yaml", rayservice):
+        replicas, per = _as_deployed(config)
+        assert replicas > 1 and replicas * per <= 2.0, (config.name, replicas, per)
+
+
+@pytest.mark.parametrize("cpus", [1.0, 2.0, 3.0, 64.0])
+def test_build_app_defaults_fit_the_cluster(monkeypatch: pytest.MonkeyPatch, cpus: float) -> None:
+    monkeypatch.setattr("serve.app.cluster_cpus", lambda: cpus)
+    replicas, per = _shape(build_app({"results_uri": "r"}))
+    assert replicas * per <= cpus and replicas == min(4, int(cpus))
+    replicas, per = _shape(build_app({"results_uri": "r", "num_cpus": 0.5, "min_replicas": 3}))
+    assert replicas * per <= cpus or replicas == 1
+
+
+def test_explicit_shapes_are_kept(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("serve.app.cluster_cpus", lambda: 2.0)
+    assert _shape(build_app({"results_uri": "r", "num_replicas": 3, "num_cpus": 0.5})) == (3, 0.5)
+    assert _shape(build_app({"results_uri": "r", "num_cpus": 0.5})) == (4, 0.5)
+    with caplog.at_level("WARNING", logger="benchmatch.serve"):
+        assert _shape(build_app({"results_uri": "r", "max_replicas": 4})) == (4, 1.0)
+    assert "exceeds the 2 CPUs" in caplog.text

@@ -1,0 +1,93 @@
+"""Capacity at the SLO (matcher/capacity.py): a replica is sized from the rate at which its measured
+p99 meets the bound, not from its saturated throughput paired with a latency measured at low load."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cluster.hardware import HardwareSpec
+from matcher.candidates import candidates_from_results
+from matcher.capacity import capacity_at
+from matcher.recommend import recommend
+
+# The issue's case: a batch-8 replica whose MultiStream p99 is 10.9 ms and whose Offline throughput
+# is 1,000 samples/s, but whose p99 under Poisson arrivals grows with the load.
+CURVE = [(250, 8.0), (500, 15.0), (750, 40.0), (900, 90.0)]
+CATALOG = {"box": HardwareSpec(name="box", accelerator_type="cpu", cpu_cores=4, price_per_hour_usd=1.0,
+                               price_source="test")}
+
+
+def _curve(points, jitter=1.0):
+    return [{"offered_qps": q, "completed_qps": q, "latency_p99_ms": p * jitter, "valid": True} for q, p in points]
+
+
+def truth_p99(load: float) -> float:
+    """The measured curve as truth: linear between points, saturated (infinite) past the last."""
+    qs, ps = zip(*CURVE, strict=True)
+    return float(np.interp(load, qs, ps)) if load <= qs[-1] else float("inf")
+
+
+def _rows(with_curve: bool) -> pd.DataFrame:
+    rows = []
+    for r, jitter in enumerate((1.0, 1.05, 0.97)):
+        base = {"sweep_id": "s", "trial_id": "box-1", "repeat": r, "asset": "enc", "task": "infer", "status": "ok",
+                "hardware": "box", "cfg_batch_size": 8, "accuracy": 0.9}
+        rows += [{**base, "scenario": "MultiStream", "latency_p99_ms": 10.9 * jitter},
+                 {**base, "scenario": "Offline", "throughput_samples_per_s": 1000.0 / jitter}]
+        if with_curve:
+            rows.append({**base, "scenario": "Server", "latency_p99_ms": 90.0,
+                         "server_curve": json.dumps(_curve(CURVE, jitter))})
+    return pd.DataFrame(rows)
+
+
+def test_capacity_is_read_off_the_curve_conservatively_and_never_extrapolated():
+    curve = _curve(CURVE)
+    q, p99 = capacity_at(curve, 20.0)
+    assert q == pytest.approx(500 + (20 - 15) / (40 - 15) * 250) and p99 == 20.0  # interpolated between points
+    assert capacity_at(curve, 200.0) == (900, 90.0)  # every point passes: the heaviest, not beyond
+    assert capacity_at(curve, 5.0) == (None, 8.0)  # the lightest load already breaks it: best achievable
+    assert capacity_at(curve, None) == (900, 90.0)
+    noisy = _curve([(250, 8.0), (500, 25.0), (750, 18.0)])
+    assert capacity_at(noisy, 20.0)[0] < 500  # a point passing again above a failing one does not count
+    assert capacity_at(_curve([(250, 8.0)]) + [{"offered_qps": 900, "latency_p99_ms": 1.0, "valid": False}],
+                       20.0) == (250, 8.0)  # a run LoadGen did not count is not a point
+
+
+def test_todays_rule_over_promises_and_capacity_at_the_slo_does_not():
+    req = {"constraints": {"latency_p99_ms": 20, "throughput_qps": 3000}, "top_k": 1}
+    old = recommend(req, candidates_from_results(_rows(with_curve=False), CATALOG)).model_dump()
+    new = recommend(req, candidates_from_results(_rows(with_curve=True), CATALOG)).model_dump()
+    (o_old,), (o_new,) = old["options"], new["options"]
+    n_old, n_new = o_old["hardware"]["box"], o_new["hardware"]["box"]
+    # Today's rule: Offline throughput with the MultiStream p99: few replicas, a p99 they never show.
+    assert o_old["predicted"]["latency_p99_ms"] <= 20 and truth_p99(3000 / n_old) > 20
+    assert any("measured apart" in n for n in old["notes"])
+    # Capacity at the SLO: more replicas, each at a load where the measured p99 meets the bound.
+    assert n_new > n_old and truth_p99(3000 / n_new) <= 20
+    assert o_new["predicted"]["latency_p99_ms_bound"] <= 20
+    assert not any("measured apart" in n for n in new["notes"])
+
+
+def test_the_worst_repeat_sizes_and_max_utilization_adds_headroom():
+    cands = candidates_from_results(_rows(with_curve=True), CATALOG)
+    req = {"constraints": {"latency_p99_ms": 20, "throughput_qps": 3000}, "top_k": 1}
+    full = recommend(req, cands).model_dump()["options"][0]
+    caps = [capacity_at(_curve(CURVE, j), 20.0)[0] for j in (1.0, 1.05, 0.97)]
+    assert full["predicted"]["throughput_qps_bound"] == pytest.approx(min(caps) * full["hardware"]["box"])
+    headroom = recommend({**req, "max_utilization": 0.7}, cands).model_dump()["options"][0]
+    assert headroom["hardware"]["box"] == int(np.ceil(3000 / (0.7 * min(caps))))
+
+
+def test_flagged_rows_never_count_as_measured():
+    rows = _rows(with_curve=True)
+    rows["flags"] = ""
+    rows.loc[rows["repeat"] == 1, "flags"] = "background_load"
+    cands = candidates_from_results(rows, CATALOG)
+    assert int(cands["repeats"].iloc[0]) == 2  # the flagged repeat is left out
+    rows["flags"] = "loadgen_invalid"
+    with pytest.raises(Exception, match="flagged"):
+        candidates_from_results(rows, CATALOG)
