@@ -106,7 +106,7 @@ class SweepSpec(BaseModel):
     seed: int = 0
     loadgen: LoadGenSettings = Field(default_factory=LoadGenSettings)
     train: TrainSettings = Field(default_factory=TrainSettings)
-    results_uri: str = "results"
+    results_uri: str = "results-store"
     max_concurrent_trials: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="retries of a trial whose worker died")
     configs_per_trial: int = Field(
@@ -179,7 +179,7 @@ class TrialSpec:
     seed: int
     loadgen: LoadGenSettings = field(default_factory=LoadGenSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
-    log_dir: str = "results/logs"
+    log_dir: str = "results-store/logs"
     num_cpus: int | None = None  # CPUs granted to the trial (Ray resources); caps torch threads
     asset_ref: str = ""  # how to load the asset when it differs from its name (`file.py:Object`, `module:Object`)
     asset_source: str | None = None  # a file asset's text, so the trial loads it on any node
@@ -244,7 +244,7 @@ def expand_trials(spec: SweepSpec, catalog: dict[str, HardwareSpec],
                         sweep_id=spec.name, trial_id=tid, repeat=rep, asset=asset.name, task=spec.task,
                         hardware=catalog[hw], config=dict(cfg), seed=spec.seed + rep,
                         loadgen=spec.loadgen, train=spec.train,
-                        log_dir=f"{spec.results_uri}/logs" if "://" not in spec.results_uri else "results/logs",
+                        log_dir=f"{spec.results_uri}/logs" if "://" not in spec.results_uri else "results-store/logs",
                         asset_ref=ref, asset_source=asset.source, remeasure=spec.remeasure,
                     )
                 )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # the matcher imports scikit-learn; `--help` must stay fast
     from matcher.workspace import Sources, Workspace
 
-DEFAULT_RESULTS = "results"
+DEFAULT_RESULTS = "results-store"  # not `results/`: that is the package of the records
 
 
 def default_models_dir(results: str) -> str:

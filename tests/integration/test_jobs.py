@@ -67,7 +67,7 @@ hardware: [local-1c, local-2c]
 repeats: {repeats}
 max_concurrent_trials: 1
 loadgen: {{scenarios: [SingleStream, Offline], min_duration_ms: 100, min_query_count: 16, offline_samples: 128}}
-results_uri: results
+results_uri: results-store
 """)
     return path
 

@@ -54,7 +54,7 @@ def table(rows: pd.DataFrame, catalog: dict, label: str) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="?", default="results")
+    ap.add_argument("results", nargs="?", default="results-store")
     ap.add_argument("--synthetic", action="store_true", help="also the seeded synthetic rows (labelled)")
     a = ap.parse_args()
     catalog = load_catalog()

@@ -179,7 +179,7 @@ def report(stats: dict[str, dict[str, list]], label: str, n_pairs: int, splits: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="?", default="results")
+    ap.add_argument("results", nargs="?", default="results-store")
     ap.add_argument("--splits", type=int, default=12)
     ap.add_argument("--requirements", type=int, default=30)
     ap.add_argument("--seed", type=int, default=0)

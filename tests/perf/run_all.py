@@ -1,6 +1,6 @@
 """`make perf`: every figure script in turn, each printing its figure beside its baseline.
 
-The learn-and-match figures read the quickstart results in `results/`; they are measured first
+The learn-and-match figures read the quickstart results in `results-store/`; they are measured first
 when missing. Takes 15–25 minutes on a 2-core machine.
 """
 

@@ -71,7 +71,7 @@ def judge(option: dict, cands: pd.DataFrame, truth: dict[str, list[dict]], deman
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="?", default="results")
+    ap.add_argument("results", nargs="?", default="results-store")
     ap.add_argument("--slos", type=int, default=8)
     ap.add_argument("--demands", type=int, default=6)
     ap.add_argument("--max-utilization", type=float, nargs="*", default=[1.0, 0.8],

@@ -135,7 +135,7 @@ def report(res: list[dict], label: str, per_round: int, wall: float) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("results", nargs="?", default="results")
+    ap.add_argument("results", nargs="?", default="results-store")
     ap.add_argument("--requirements", type=int, default=8)
     ap.add_argument("--starts", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)

@@ -47,7 +47,7 @@ def results(tmp_path_factory) -> Path:
 def test_the_parser_wires_the_three_subcommands():
     p = build_parser()
     a = p.parse_args(["import", "f.csv", "--mapping", "m.yaml", "--dry-run"])
-    assert a.fn is cmd_import and a.results == "results" and a.dry_run and a.sweep is None
+    assert a.fn is cmd_import and a.results == "results-store" and a.dry_run and a.sweep is None
     a = p.parse_args(["plan", "plan.yaml", "--json"])
     assert a.fn is cmd_plan and a.json and a.candidates is None
     a = p.parse_args(["suggest", "req.yaml", "--out", "s.yaml", "--max-trials", "3", "--local-only"])

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import pulp
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,21 +22,13 @@ from matcher.recommend import recommend, recommend_plan
 from matcher.requirements import Requirements
 from matcher.solve import plan, solve
 from matcher.workspace import Sources, Workspace
-from tests.fixtures.instances import random_candidates, random_requirements
+from tests.fixtures.instances import random_candidates, random_requirements, small_table
 
 HIGHS = pulp.HiGHS().available()
 SOLVERS = ["cbc", "highs"] if HIGHS else ["cbc"]
 
 
-def table() -> pd.DataFrame:
-    return pd.DataFrame({
-        "hardware": ["local-1c", "local-1c", "local-2c", "local-2c"],
-        "price_per_hour_usd": [0.0446, 0.0446, 0.08, 0.08],
-        "latency_p99_ms": [9.0, 30.0, 7.2, 18.0],
-        "throughput_qps": [100.0, 300.0, 200.0, 600.0],
-        "accuracy": [0.9, 0.9, 0.9, np.nan],
-        "cfg_batch_size": [1, 8, 1, 8],
-    })
+table = small_table  # tests/fixtures/instances.py
 
 
 def changes(fix: dict[str, Any]) -> list[tuple[str, Any, Any]]:

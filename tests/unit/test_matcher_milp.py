@@ -22,7 +22,7 @@ from matcher.requirements import Requirements
 from matcher.solution import STATUSES
 from matcher.solve import plan, solve
 from matcher.workspace import Sources, Workspace
-from tests.fixtures.instances import random_candidates, random_requirements
+from tests.fixtures.instances import random_candidates, random_requirements, small_table
 
 HIGHS = pulp.HiGHS().available()
 
@@ -294,15 +294,7 @@ def test_callers_dataframe_is_unchanged():
 # ----------------------------------------------------------------------------------------------
 
 
-def table():
-    return pd.DataFrame({
-        "hardware": ["local-1c", "local-1c", "local-2c", "local-2c"],
-        "price_per_hour_usd": [0.0446, 0.0446, 0.08, 0.08],
-        "latency_p99_ms": [9.0, 30.0, 7.2, 18.0],
-        "throughput_qps": [100.0, 300.0, 200.0, 600.0],
-        "accuracy": [0.9, 0.9, 0.9, np.nan],
-        "cfg_batch_size": [1, 8, 1, 8],
-    })
+table = small_table  # tests/fixtures/instances.py
 
 
 def test_diagnosis_names_unreachable_latency_with_the_best():
