@@ -7,6 +7,7 @@ counters end in `_total`. Imported only inside Ray workers: the measurement core
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 TRIAL_TAGS = ("sweep", "trial", "asset", "hardware", "accelerator")
@@ -49,6 +50,10 @@ class TrialMetrics:
 
         self.tags = {"sweep": sweep, "trial": trial, "asset": asset, "hardware": hardware, "accelerator": accelerator}
         self._m: dict[str, Any] = {}
+        # Ray's metrics agent forgets a gauge not set again within two export intervals: the last
+        # value of each (gauge, labels) is kept so that refresh() can keep finished trials visible.
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self.updated = time.monotonic()
         for name, (kind, desc, keys) in METRICS.items():
             if kind == "gauge":
                 self._m[name] = rm.Gauge(name, description=desc, tag_keys=keys)
@@ -57,22 +62,33 @@ class TrialMetrics:
             else:
                 self._m[name] = rm.Histogram(name, description=desc, boundaries=DURATION_BUCKETS, tag_keys=keys)
 
+    def _set(self, name: str, value: float, tags: dict[str, str]) -> None:
+        self._m[name].set(value, tags=tags)
+        self._last[(name, tuple(sorted(tags.items())))] = value
+        self.updated = time.monotonic()
+
+    def refresh(self) -> None:
+        """Set every gauge to its last value again, so that Prometheus keeps the series."""
+        for (name, tags), value in self._last.items():
+            self._m[name].set(value, tags=dict(tags))
+
     def _count_tags(self) -> dict[str, str]:
         return {k: self.tags[k] for k in ("sweep", "asset", "hardware", "accelerator")}
 
     def started(self, planned: int) -> None:
-        self._m["benchmatch_sweep_trials"].set(planned, tags={"sweep": self.tags["sweep"]})
+        self._set("benchmatch_sweep_trials", planned, {"sweep": self.tags["sweep"]})
         self._m["benchmatch_trials_started_total"].inc(1, tags=self._count_tags())
-        self._m["benchmatch_trial_progress_ratio"].set(0.0, tags=self.tags)
+        self._set("benchmatch_trial_progress_ratio", 0.0, self.tags)
 
     def progress(self, event: dict[str, Any]) -> None:
-        """Forward a progress event of the measurement core (see benchmarks.core)."""
+        """Forward a progress event of the measurement core (see benchmarks.core). A scenario's
+        numbers are published from the repeat's stored rows (row()), not from these events: a
+        repeat that is measured again would otherwise show numbers of an attempt that was dropped,
+        and the dashboards would disagree with the results store."""
         if "loss" in event and event["loss"] is not None:
-            self._m["benchmatch_trial_train_loss"].set(float(event["loss"]), tags=self.tags)
+            self._set("benchmatch_trial_train_loss", float(event["loss"]), self.tags)
         if "fraction" in event and event["fraction"] is not None:
-            self._m["benchmatch_trial_progress_ratio"].set(float(event["fraction"]), tags=self.tags)
-        if event.get("scenario"):
-            self.row(event)
+            self._set("benchmatch_trial_progress_ratio", float(event["fraction"]), self.tags)
 
     def row(self, row: dict[str, Any]) -> None:
         tags = {**self.tags, "scenario": str(row.get("scenario") or "")}
@@ -80,9 +96,9 @@ class TrialMetrics:
             value = row.get(column)
             if value is None or value != value:  # missing stays absent, never exported as 0
                 continue
-            self._m[gauge].set(float(value) * scale, tags=tags)
+            self._set(gauge, float(value) * scale, tags)
 
     def finished(self, status: str, duration_s: float) -> None:
-        self._m["benchmatch_trial_progress_ratio"].set(1.0, tags=self.tags)
+        self._set("benchmatch_trial_progress_ratio", 1.0, self.tags)
         self._m["benchmatch_trials_completed_total"].inc(1, tags={**self._count_tags(), "status": status})
         self._m["benchmatch_trial_duration_seconds"].observe(duration_s, tags=self._count_tags())

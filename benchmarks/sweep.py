@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -26,6 +27,8 @@ from results.store import ResultsStore
 
 PUBLISHER_NAME = "benchmatch-metrics"
 PUBLISHER_NAMESPACE = "benchmatch"
+KEEP_S = 6 * 3600.0  # how long a finished trial's live metrics stay on the dashboards
+MAX_KEPT = 5000  # trials whose metrics are kept at once (the most recently updated)
 
 
 class SweepError(BenchmatchError, RuntimeError):
@@ -66,6 +69,23 @@ def _publisher_cls() -> Any:
 
         def __init__(self) -> None:
             self._trials: dict[tuple[str, ...], TrialMetrics] = {}
+            self._lock = threading.Lock()
+            threading.Thread(target=self._keep_alive, name="benchmatch-metrics-keepalive", daemon=True).start()
+
+        def _keep_alive(self) -> None:
+            """Re-set finished trials' gauges every second: Ray's metrics agent drops a gauge that is
+            not set again within two export intervals, and a finished sweep's panels would go blank.
+            Kept for KEEP_S after a trial's last update, at most MAX_KEPT trials (the newest)."""
+            while True:
+                time.sleep(1.0)
+                with self._lock:
+                    now = time.monotonic()
+                    for key in [k for k, m in self._trials.items() if now - m.updated > KEEP_S]:
+                        del self._trials[key]
+                    for key in sorted(self._trials, key=lambda k: self._trials[k].updated)[:-MAX_KEPT]:
+                        del self._trials[key]
+                    for m in self._trials.values():
+                        m.refresh()
 
         def _m(self, tags: dict[str, str]) -> TrialMetrics:
             key = tuple(tags[k] for k in ("sweep", "trial", "asset", "hardware", "accelerator"))
@@ -74,17 +94,21 @@ def _publisher_cls() -> Any:
             return self._trials[key]
 
         def started(self, tags: dict[str, str], planned: int) -> None:
-            self._m(tags).started(planned)
+            with self._lock:
+                self._m(tags).started(planned)
 
         def progress(self, tags: dict[str, str], event: dict[str, Any]) -> None:
-            self._m(tags).progress(event)
+            with self._lock:
+                self._m(tags).progress(event)
 
         def rows(self, tags: dict[str, str], rows: list[dict[str, Any]]) -> None:
-            for row in rows:
-                self._m(tags).row(row)
+            with self._lock:
+                for row in rows:
+                    self._m(tags).row(row)
 
         def finished(self, tags: dict[str, str], status: str, duration_s: float) -> None:
-            self._m(tags).finished(status, duration_s)
+            with self._lock:
+                self._m(tags).finished(status, duration_s)
 
     return MetricsPublisher
 

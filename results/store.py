@@ -32,11 +32,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from cluster.errors import BenchmatchError
-from results.schema import BY_NAME, KEY_COLUMNS
+from results.schema import BY_NAME, COLUMNS, KEY_COLUMNS
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=-]+")
 
@@ -104,6 +105,38 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
             raise StoreError(f"{where}: column '{name}' must be a number, got {value!r}") from exc
         if math.isinf(v) or v < 0:
             raise StoreError(f"{where}: column '{name}' must be finite and >= 0, got {value!r} (use null when unknown)")
+
+
+def poisoned(table: pa.Table) -> str | None:
+    """What makes a readable results file unusable (None: nothing): a key column empty, a metric
+    that is text, negative or infinite, a negative repeat. Such values would silently steer models
+    and answers, so a file holding one is named and skipped as a corrupt one is."""
+    names = set(table.column_names)
+    for key in (*KEY_COLUMNS, "asset", "hardware"):
+        if key not in names:
+            continue
+        col = table.column(key)
+        empty = pc.is_null(col) if not pa.types.is_string(col.type) else pc.or_(pc.is_null(col), pc.equal(col, ""))
+        if pc.any(empty).as_py():
+            return f"column '{key}' is empty in row {_first(empty) + 1}"
+    for spec in COLUMNS:
+        if spec.name not in names or spec.dtype not in ("float", "int"):
+            continue
+        col = table.column(spec.name)
+        if pa.types.is_null(col.type):
+            continue
+        if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
+            return f"column '{spec.name}' holds {col.type} values, not numbers"
+        values = pc.cast(col, pa.float64())
+        bad = pc.or_(pc.is_inf(values), pc.less(values, 0))
+        if pc.any(bad).as_py():
+            i = _first(bad)
+            return f"column '{spec.name}' is {values[i].as_py()} in row {i + 1} (must be finite and >= 0)"
+    return None
+
+
+def _first(mask: pa.ChunkedArray) -> int:
+    return int(pc.index(pc.fill_null(mask, False), True).as_py())
 
 
 _PART = re.compile(r"part-(\d{1,20})-[0-9a-f]{8,32}\.parquet")
@@ -291,9 +324,14 @@ class ResultsStore:
                     gone = True
                     break
                 except (pa.ArrowInvalid, OSError) as exc:
-                    msg = f"results file {f.path} is unreadable and was skipped ({exc}); move or delete it"
+                    problem = f"is unreadable ({exc})"
+                else:
+                    problem = poisoned(t)
+                    problem = f"holds values no measurement has: {problem}" if problem else None
+                if problem:
+                    msg = f"results file {f.path} {problem}; it was skipped: move or delete it"
                     if on_corrupt == "raise":
-                        raise StoreError(msg) from exc
+                        raise StoreError(msg)
                     if on_corrupt == "warn":
                         warnings.warn(msg, stacklevel=3)
                     bad.append(f.path)

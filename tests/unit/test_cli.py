@@ -101,3 +101,28 @@ def test_an_asset_that_cannot_be_imported_fails_once_before_any_cluster(tmp_path
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "broken.py" in lines[0] and "this_module_does_not_exist" in lines[0], out.stderr
     assert "starting an embedded" not in out.stdout and not (tmp_path / "r").exists()
+
+
+def test_train_and_report_skip_a_poisoned_results_file_and_name_it(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from results.store import ResultsStore
+    from tests.fixtures.instances import synthetic_result_rows
+
+    rows = synthetic_result_rows(hardware=("local-1c", "local-2c"), batches=(1, 2), threads=(1,), repeats=2, seed=0)
+    store = ResultsStore(tmp_path / "store")
+    for _, g in rows.groupby(["sweep_id", "trial_id", "repeat"]):
+        store.write(g.to_dict("records"))
+    bad = rows.iloc[:2].to_dict("records")
+    bad[1]["latency_p99_ms"] = -1.0
+    pq.write_table(pa.Table.from_pylist([{**r, "trial_id": "poison"} for r in bad]),
+                   tmp_path / "store" / str(rows["sweep_id"].iloc[0]) / "poison-r0.parquet")
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    for args in (["train", "--results", str(tmp_path / "store")],
+                 ["report", "--results", str(tmp_path / "store"), "--out", str(tmp_path / "r.html")]):
+        out = subprocess.run([sys.executable, "-m", "benchmatch", *args], cwd=tmp_path, capture_output=True,
+                             text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert "poison-r0.parquet holds values no measurement has" in out.stderr
+        assert "Traceback" not in out.stderr

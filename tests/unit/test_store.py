@@ -251,3 +251,29 @@ def test_compact_from_the_command_line(tmp_path, capsys):
         store.write([_row(trial=t)])
     assert _main(["compact", str(tmp_path)]) == 0
     assert "s: 2 files -> " in capsys.readouterr().out and len(store.files()) == 1
+
+
+@pytest.mark.parametrize("column,value,says", [
+    ("latency_p99_ms", -5.0, "column 'latency_p99_ms' is -5.0 in row 2"),
+    ("throughput_samples_per_s", float("inf"), "column 'throughput_samples_per_s' is inf"),
+    ("accuracy", "high", "column 'accuracy' holds string values"),
+    ("trial_id", "", "column 'trial_id' is empty in row 2"),
+])
+def test_a_valid_parquet_file_with_poisoned_values_is_named_and_skipped(tmp_path, column, value, says):
+    """Written around the store's own checks (another tool, a hand edit): read refuses it by name."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    store = ResultsStore(tmp_path / "results")
+    good = {"sweep_id": "s", "trial_id": "a", "repeat": 0, "scenario": "Offline", "asset": "m", "hardware": "h",
+            "status": "ok", "latency_p99_ms": 1.0, "throughput_samples_per_s": 100.0}
+    store.write([good])
+    rows = [{**good, "trial_id": "b", column: good.get(column, "b" if column == "trial_id" else None)},
+            {**good, "trial_id": "b", "scenario": "SingleStream", column: value}]
+    folder = tmp_path / "results" / "s"
+    pq.write_table(pa.Table.from_pylist(rows), folder / "b-r0.parquet")
+    with pytest.warns(UserWarning, match=rf"b-r0\.parquet holds values no measurement has: {says}"):
+        df = store.read()
+    assert list(df["trial_id"]) == ["a"]  # the rest of the store still reads
+    with pytest.raises(StoreError, match="b-r0.parquet"):
+        store.read(on_corrupt="raise")
