@@ -69,6 +69,7 @@ def _publisher_cls() -> Any:
 
         def __init__(self) -> None:
             self._trials: dict[tuple[str, ...], TrialMetrics] = {}
+            self._lines: dict[str, list[dict[str, Any]]] = {}
             self._lock = threading.Lock()
             threading.Thread(target=self._keep_alive, name="benchmatch-metrics-keepalive", daemon=True).start()
 
@@ -106,9 +107,17 @@ def _publisher_cls() -> Any:
                 for row in rows:
                     self._m(tags).row(row)
 
-        def finished(self, tags: dict[str, str], status: str, duration_s: float) -> None:
+        def finished(self, tags: dict[str, str], status: str, duration_s: float,
+                     line: dict[str, Any] | None = None) -> None:
             with self._lock:
                 self._m(tags).finished(status, duration_s)
+                if line is not None:
+                    self._lines.setdefault(tags["sweep"], []).append(line)
+
+        def drain(self, sweep: str, start: int) -> list[dict[str, Any]]:
+            """The finished-repeat lines of a sweep from position `start` on (the driver prints them)."""
+            with self._lock:
+                return list(self._lines.get(sweep, [])[start:])
 
     return MetricsPublisher
 
@@ -136,6 +145,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     node_id = ray.get_runtime_context().get_node_id()
     node_ip = ray.util.get_node_ip_address()
     hw = batch["hardware"]
+    ran = 0
     for t in batch["units"]:
         tags = {"sweep": batch["sweep_id"], "trial": t["trial_id"], "asset": t["asset"],
                 "hardware": hw["name"], "accelerator": hw["accelerator_type"]}
@@ -158,15 +168,26 @@ def _trial_fn(config: dict[str, Any]) -> None:
             store.write(rows)
             status = "failed" if any(r.get("status") != "ok" for r in rows) else "ok"
             publisher.rows.remote(tags, rows)
-            publisher.finished.remote(tags, status, time.monotonic() - t0)
-            summary = {f"{r['scenario']}/{k}": r.get(k) for r in rows
-                       for k in ("latency_p99_ms", "throughput_samples_per_s", "accuracy")}
-            flags = sorted({f for r in rows for f in str(r.get("flags") or "").split(",") if f})
-            tune.report({"repeat": spec.repeat, "status": status, "node_id": node_id, "trial_id": t["trial_id"],
-                         "config_text": " ".join(f"{k}={v}" for k, v in t["config"].items()),
-                         "error": next((r.get("error") for r in rows if r.get("error")), ""),
-                         "flags": ",".join(flags), "remeasured": int(rows[0].get("remeasured") or 0),
-                         **{k: v for k, v in summary.items() if isinstance(v, int | float)}})
+            publisher.finished.remote(tags, status, time.monotonic() - t0, _line(t, hw, spec.repeat, status, rows))
+            ran += 1
+    # One report per batch: Tune's function trainables block in report() until the driver takes
+    # the result (a round trip of about a second here), so per-repeat lines go through the metrics
+    # actor instead and the driver prints them as they come.
+    tune.report({"repeats_run": ran, "node_id": node_id})
+
+
+def _line(t: dict[str, Any], hw: dict[str, Any], repeat: int, status: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the driver prints for one finished repeat."""
+    by = {r.get("scenario"): r for r in rows}
+    p99 = next((by[s].get("latency_p99_ms") for s in ("MultiStream", "SingleStream") if s in by
+                and by[s].get("latency_p99_ms") is not None), None)
+    tput = next((by[s].get("throughput_samples_per_s") for s in ("Offline", "train") if s in by
+                 and by[s].get("throughput_samples_per_s") is not None), None)
+    return {"hardware": hw["name"], "config": " ".join(f"{k}={v}" for k, v in t["config"].items()),
+            "repeat": repeat, "status": status, "p99": p99, "tput": tput,
+            "error": next((r.get("error") for r in rows if r.get("error")), ""),
+            "flags": ",".join(sorted({f for r in rows for f in str(r.get("flags") or "").split(",") if f})),
+            "remeasured": int(rows[0].get("remeasured") or 0)}
 
 
 def _connect(address: str | None) -> None:
@@ -215,31 +236,49 @@ def check_cluster(targets: list[HardwareSpec]) -> None:
 
 
 class _Progress:
-    """A Tune callback that prints one line per finished trial repeat."""
+    """A Tune callback that prints one line per finished trial repeat, as the trials tell the
+    metrics actor (polled at most every half second from Tune's driver loop)."""
 
-    def __new__(cls, total: int, emit: Callable[[str], None]) -> Any:
+    def __new__(cls, sweep: str, total: int, emit: Callable[[str], None]) -> Any:
+        import ray
         from ray.tune import Callback
 
         class _CB(Callback):
             def __init__(self) -> None:
                 self.n = 0
+                self.polled = 0.0
+                self.publisher = ray.get_actor(PUBLISHER_NAME, namespace=PUBLISHER_NAMESPACE)
+                # Lines of an earlier run of this sweep on the same cluster are not this run's.
+                self.cursor = len(ray.get(self.publisher.drain.remote(sweep, 0)))
 
-            def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-                self.n += 1
-                t = trial.config["trial"]
-                cfg = result.get("config_text", "")
-                p99 = result.get("MultiStream/latency_p99_ms") or result.get("SingleStream/latency_p99_ms")
-                thr = result.get("Offline/throughput_samples_per_s") or result.get("train/throughput_samples_per_s")
-                extra = (f" p99={p99:.2f} ms" if p99 else "") + (f" {thr:.0f} samples/s" if thr else "")
-                err = f" ERROR {result.get('error')}" if result.get("status") != "ok" else ""
-                again = f", re-measured {result['remeasured']}x" if result.get("remeasured") else ""
-                status = f"FLAGGED ({result['flags']})" if result.get("flags") else result.get("status")
-                emit(f"  [{self.n}/{total}] {t['hardware']['name']:<10} {cfg} r{result.get('repeat')}: "
-                     f"{status}{again}{extra}{err}")
+            def _drain(self) -> None:
+                self.polled = time.monotonic()
+                lines = ray.get(self.publisher.drain.remote(sweep, self.cursor))
+                self.cursor += len(lines)
+                for line in lines:
+                    self.n += 1
+                    extra = (f" p99={line['p99']:.2f} ms" if line["p99"] else "") + (
+                        f" {line['tput']:.0f} samples/s" if line["tput"] else "")
+                    err = f" ERROR {line['error']}" if line["status"] != "ok" else ""
+                    again = f", re-measured {line['remeasured']}x" if line["remeasured"] else ""
+                    status = f"FLAGGED ({line['flags']})" if line["flags"] else line["status"]
+                    emit(f"  [{self.n}/{total}] {line['hardware']:<10} {line['config']} r{line['repeat']}: "
+                         f"{status}{again}{extra}{err}")
+
+            def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+                if time.monotonic() - self.polled >= 0.5:
+                    self._drain()
+
+            def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self._drain()
 
             def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+                self._drain()
                 ids = ", ".join(u["trial_id"] for u in trial.config["trial"]["units"])
                 emit(f"  trial of {ids} errored; Tune retries it (it resumes the missing repeats)")
+
+            def on_experiment_end(self, trials: list, **info: Any) -> None:
+                self._drain()
 
         return _CB()
 
@@ -302,7 +341,7 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{int(time.time())}", storage_path=str(storage.resolve()), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_retries),
-                callbacks=[_Progress(report.planned - report.already_done, progress)],
+                callbacks=[_Progress(spec.name, report.planned - report.already_done, progress)],
             ),
         )
         grid = tuner.fit()
