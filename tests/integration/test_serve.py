@@ -23,10 +23,12 @@ from typing import Any
 
 import pytest
 import requests
+import schemathesis
 
 ray = pytest.importorskip("ray")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from hypothesis.errors import Unsatisfiable  # noqa: E402
 from ray import serve  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
@@ -421,6 +423,46 @@ def test_fuzz_recommend_never_5xx(service: Service, body: bytes) -> None:
     if r.status_code >= 400:
         out = r.json()
         assert out["detail"] and out["status"] == r.status_code
+
+
+# ----------------------------------------------------------------------------------------------
+# schemathesis over every operation of the OpenAPI schema the service publishes (issue #11)
+# ----------------------------------------------------------------------------------------------
+
+FUZZ_EXAMPLES = 20  # per operation and generation mode: bounded, so the suite stays within its time
+HANG_S = 10  # an answer later than this counts as a hang
+
+
+def test_schemathesis_every_operation_never_5xx_nor_hangs(service: Service) -> None:
+    """schemathesis generates requests from the OpenAPI schema the service publishes, for every
+    operation, both valid (positive) and schema-violating (negative) ones: none gets a 5xx, none
+    hangs (a call's timeout turns a hang into a count). Prints the tally (docs/performance.md)."""
+    schema = schemathesis.openapi.from_url(f"{service.url}/openapi.json")
+    tally = {"requests": 0, "5xx": [], "hangs": []}
+    operations = [r.ok() for r in schema.get_all_operations()]
+    assert len(operations) >= 6, [f"{op.method} {op.path}" for op in operations]
+    for op in operations:
+        for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
+            @settings(max_examples=FUZZ_EXAMPLES, derandomize=True, deadline=None, database=None,
+                      suppress_health_check=list(HealthCheck))
+            @given(case=op.as_strategy(mode))
+            def run(case: Any) -> None:
+                tally["requests"] += 1
+                try:
+                    r = case.call(base_url=service.url, timeout=HANG_S)
+                except requests.Timeout:
+                    tally["hangs"].append(f"{case.method} {case.formatted_path}")
+                    return
+                if r.status_code >= 500:
+                    tally["5xx"].append(f"{case.method} {case.formatted_path}: {r.status_code} {r.text[:200]}")
+
+            try:
+                run()
+            except Unsatisfiable:
+                assert mode == schemathesis.GenerationMode.NEGATIVE, f"{op.method} {op.path}"  # nothing to negate
+    print(f"\nschemathesis fuzz tally: {tally['requests']} requests over {len(operations)} operations, "
+          f"{len(tally['5xx'])} x 5xx, {len(tally['hangs'])} hangs > {HANG_S} s")
+    assert not tally["5xx"] and not tally["hangs"], tally
 
 
 _plans = st.fixed_dictionaries(
