@@ -24,12 +24,16 @@ import pandas as pd
 from matcher.capacity import CURVES
 from matcher.errors import CandidateError, NoDataError, RequirementsError
 from matcher.metrics import METRICS, TRAIN_SCENARIO, metric_values, numeric
+from matcher.requirements import MAX_THROUGHPUT_QPS
 from results.summary import ok_rows
 
 CFG = "cfg_"
 REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
 OPTIONAL_NUMERIC = (*(m.name for m in METRICS if m.presence == "optional"), "inventory", "devices")
 KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
+
+
+MAX_VALUE = MAX_THROUGHPUT_QPS  # the largest per-replica metric value the matcher takes (ms, samples/s, J, W)
 
 
 def config_columns(df: pd.DataFrame) -> list[str]:
@@ -134,8 +138,10 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
     check("price_per_hour_usd", required=True, low=0, low_ok=True)
     for m in METRICS:
         if m.name in out:
+            # A value past MAX_VALUE is a unit mistake, and would overflow the MILP's numbers into a
+            # wrong "infeasible": refused here, naming the line.
             check(m.name, required=strict and m.presence == "value", low=0, low_ok=not m.positive,
-                  high=1 if m.fraction else None)
+                  high=1 if m.fraction else MAX_VALUE)
     for m in METRICS:
         if m.derived_from is not None and all(d in out for d in m.derived_from):
             out[m.name] = metric_values(out, m.name)

@@ -107,6 +107,9 @@ def validate_row(row: Mapping[str, Any], where: str = "row") -> None:
             raise StoreError(f"{where}: column '{name}' must be finite and >= 0, got {value!r} (use null when unknown)")
 
 
+MAX_VALUE = 1e18  # beyond any measurement in any schema unit (FLOPs per sample included): a corrupt value
+
+
 def poisoned(table: pa.Table) -> str | None:
     """What makes a readable results file unusable (None: nothing): a key column empty, a metric
     that is text, negative or infinite, a negative repeat. Such values would silently steer models
@@ -128,10 +131,11 @@ def poisoned(table: pa.Table) -> str | None:
         if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):
             return f"column '{spec.name}' holds {col.type} values, not numbers"
         values = pc.cast(col, pa.float64())
-        bad = pc.or_(pc.is_inf(values), pc.less(values, 0))
+        bad = pc.or_(pc.or_(pc.is_inf(values), pc.less(values, 0)), pc.greater(values, MAX_VALUE))
         if pc.any(bad).as_py():
             i = _first(bad)
-            return f"column '{spec.name}' is {values[i].as_py()} in row {i + 1} (must be finite and >= 0)"
+            return (f"column '{spec.name}' is {values[i].as_py()} in row {i + 1} "
+                    f"(must be finite, >= 0 and <= {MAX_VALUE:g})")
     return None
 
 

@@ -187,3 +187,15 @@ def test_merge_prefers_measured():
     assert len(merged) == len(measured) + 1
     assert (merged[merged.basis == "measured"]["throughput_qps"] > 1.0).all()
     assert merged[merged.basis == "predicted"]["cfg_batch_size"].tolist() == [64]
+
+
+def test_a_value_past_the_matchers_range_is_refused_naming_the_line(tmp_path):
+    """1e100 samples/s is a unit mistake; in the MILP it overflowed into a wrong "infeasible"."""
+    from matcher.candidates import candidates_from_csv
+    from matcher.errors import CandidateError
+
+    p = tmp_path / "c.csv"
+    p.write_text("hardware,price_per_hour_usd,latency_p99_ms,throughput_qps,accuracy\n"
+                 "a,0.04,1.5,1e100,0.9\nb,0.09,1.0,1800,0.9\n")
+    with pytest.raises(CandidateError, match=r"c.csv: line 2: column 'throughput_qps' must be <= 1e\+12, got '1e100'"):
+        candidates_from_csv(p)

@@ -257,6 +257,7 @@ def test_compact_from_the_command_line(tmp_path, capsys):
     ("latency_p99_ms", -5.0, "column 'latency_p99_ms' is -5.0 in row 2"),
     ("throughput_samples_per_s", float("inf"), "column 'throughput_samples_per_s' is inf"),
     ("accuracy", "high", "column 'accuracy' holds string values"),
+    ("throughput_samples_per_s", 1e100, r"column 'throughput_samples_per_s' is 1e\+100 in row 2"),
     ("trial_id", "", "column 'trial_id' is empty in row 2"),
 ])
 def test_a_valid_parquet_file_with_poisoned_values_is_named_and_skipped(tmp_path, column, value, says):
