@@ -442,7 +442,8 @@ def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.P
         details = run.details
         counts = bool(details.get("result_min_duration_met", True)) and bool(details.get("result_min_queries_met", True))
         point = {"fraction": fraction, "offered_qps": qps, "completed_qps": run.throughput_samples_per_s,
-                 "latency_p50_ms": run.latency_ms("p50"), "latency_p99_ms": run.latency_ms("p99"),
+                 # every statistic LoadGen reports, so a bound on any of them reads its capacity here
+                 **{f"latency_{k}_ms": run.latency_ms(k) for k in ("p50", "p90", "p95", "p99", "p999", "mean")},
                  "queries": run.query_count, "valid": counts,
                  "saturated": _saturated(qps, run.throughput_samples_per_s, run.query_count),
                  "early_stopping_met": details.get("early_stopping_met"),

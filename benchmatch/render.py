@@ -55,6 +55,14 @@ def print_model_summary(rows: Iterable[Mapping[str, Any]], emit: Emit = say) -> 
 
 # ---------------------------------------------------------------- answers
 _SHOWN = (("latency_p99_ms", "ms p99"), ("throughput_qps", "samples/s"), ("accuracy", "accuracy"))
+_LATENCY_UNITS = {"latency_p50_ms": "ms median", "latency_p90_ms": "ms p90", "latency_p95_ms": "ms p95",
+                  "latency_p99_ms": "ms p99", "latency_p999_ms": "ms p99.9", "latency_mean_ms": "ms mean"}
+
+
+def shown_metrics(latency_statistic: str | None) -> tuple[tuple[str, str], ...]:
+    """The metrics an option line shows: the latency statistic the answer was bounded by first."""
+    lat = latency_statistic if latency_statistic in _LATENCY_UNITS else "latency_p99_ms"
+    return ((lat, _LATENCY_UNITS[lat]), *_SHOWN[1:])
 
 
 def option_lines(o: Mapping[str, Any], shown: Iterable[tuple[str, str]] = _SHOWN) -> list[str]:
@@ -108,8 +116,9 @@ def print_recommendation(ans: Mapping[str, Any], emit: Emit = say) -> None:
         return
     emit(f"recommendation (objective: {ans.get('objective')}, {ans.get('candidates_considered')} candidates, "
          f"{ans.get('solver')} in {ans.get('solve_time_s', 0):.3f} s{_solver_note(ans)}):")
+    shown = shown_metrics(ans.get("latency_statistic"))
     for o in ans["options"]:
-        first, *rest = option_lines(o)
+        first, *rest = option_lines(o, shown)
         emit(f"  #{o['rank']}: {first}")
         for line in rest:
             emit("    " + line)

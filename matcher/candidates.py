@@ -1,7 +1,8 @@
 """The candidate table: one row per (hardware, configuration) describing ONE replica.
 
 Columns (docs/matcher.md "Candidates" has the full story; the metrics are metrics.METRICS):
-  hardware, price_per_hour_usd, latency_p99_ms, throughput_qps, accuracy   required
+  hardware, price_per_hour_usd, throughput_qps, accuracy                   required
+  latency_p50_ms, _p90_, _p95_, _p99_, _p999_, latency_mean_ms              at least one
   power_w, energy_per_sample_j, inventory, devices (default 1)              optional
   basis ("measured" | "predicted"), repeats, <metric>_point, <metric>_iqr    provenance / band
   cfg_<name>                                                                  the configuration
@@ -23,7 +24,7 @@ import pandas as pd
 
 from matcher.capacity import CURVES
 from matcher.errors import CandidateError, NoDataError, RequirementsError
-from matcher.metrics import METRICS, TRAIN_SCENARIO, metric_values, numeric
+from matcher.metrics import DEFAULT_LATENCY, LATENCY, METRICS, TRAIN_SCENARIO, metric_values, numeric
 from matcher.requirements import MAX_THROUGHPUT_QPS
 from results.summary import ok_rows
 
@@ -93,8 +94,12 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise CandidateError(
-            f"{where}: missing required column(s) {missing}; a candidate table needs {list(REQUIRED)}"
+            f"{where}: missing required column(s) {missing}; a candidate table needs {list(REQUIRED)} and at "
+            f"least one latency statistic ({', '.join(LATENCY)})"
         )
+    if not any(c in df.columns for c in LATENCY):
+        raise CandidateError(f"{where}: no latency column; a candidate table needs at least one of {', '.join(LATENCY)} "
+                             "(name the statistic your numbers are: a mean is latency_mean_ms, a median latency_p50_ms)")
     if df.empty:
         raise CandidateError(f"{where}: no candidate rows")
     out = df.copy()
@@ -145,6 +150,13 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
     for m in METRICS:
         if m.derived_from is not None and all(d in out for d in m.derived_from):
             out[m.name] = metric_values(out, m.name)
+    if strict:
+        lat = np.column_stack([out[c].to_numpy(dtype=float) for c in LATENCY if c in out])
+        blank = np.isnan(lat).all(axis=1)
+        if blank.any():
+            present = ", ".join(c for c in LATENCY if c in out)
+            raise CandidateError(f"{where}: {row_name(int(np.flatnonzero(blank)[0]))}: no latency value; fill one of "
+                                 f"{present}")
     if "inventory" in out:
         check("inventory", required=False, low=0, low_ok=True, integer=True)
     if "devices" in out:
@@ -386,8 +398,12 @@ def candidates_from_results(
             out[m.name] = median
     out["basis"] = "measured"
     out["repeats"] = repeats.astype(int)
-    lat = out["latency_p99_ms"].to_numpy(dtype=float)
-    out["latency_source"] = np.where(np.isnan(lat), "", source["latency_p99_ms"])
+    # Where the latency was read: p99's scenario, else that of the first statistic measured.
+    src = np.full(n_groups, "", dtype=object)
+    for name in (DEFAULT_LATENCY, *LATENCY):
+        fill = (src == "") & ~np.isnan(out[name].to_numpy(dtype=float))
+        src[fill] = source[name][fill]
+    out["latency_source"] = src
     out["band_method"] = [f"measured: worst of {r} repeat{'s' if r != 1 else ''}" for r in out["repeats"]]
     if {"scenario", "server_curve"} <= set(rows.columns):
         curves: list[list[Any]] = [[] for _ in range(n_groups)]

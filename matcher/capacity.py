@@ -1,18 +1,22 @@
-"""Capacity at the SLO: the samples/s one replica serves while its p99 stays under the bound.
+"""Capacity at the SLO: the samples/s one replica serves while its latency stays under the bound.
 
 A replica's latency and its throughput must be measured together: the p99 of a lightly loaded
 replica (MultiStream) paired with its saturated throughput (Offline) promises a latency it never
 shows at that load. LoadGen's Server scenario at several offered rates (Poisson arrivals; the
 `server_curve` column) gives the latency-vs-load curve, and this module reads capacity off it:
 
-* the highest offered rate up to which every measured point's p99 is within the SLO; between the
-  last passing and the first failing point, linear interpolation (latency grows convexly with load, so the chord lies above
-  the curve and the rate it gives is on the safe side); never beyond the heaviest point measured;
+* the highest offered rate up to which every measured point is within every latency bound of the
+  request (each statistic it bounds: p99, median, mean, ... as each point records them); between
+  the last passing and the first failing point, linear interpolation (latency grows convexly with
+  load, so the chord lies above the curve and the rate it gives is on the safe side); never beyond
+  the heaviest point measured;
 * per repeat, then the lowest over repeats sizes the replicas (the bound) and the median is the
   point estimate: the run-to-run spread is in the answer's band, not hidden in a median;
 * derated by the requirement's `max_utilization`;
-* a candidate whose lightest measured load already breaks the SLO keeps that p99 as its latency,
-  so the screen removes it and the diagnosis reports it as the best achievable.
+* a candidate whose lightest measured load already breaks the SLO keeps that latency, so the
+  screen removes it and the diagnosis reports it as the best achievable;
+* a curve that does not record a bounded statistic (older rows kept p50 and p99 only) cannot size
+  for it: the candidate keeps its Offline figures and the answer says they were measured apart.
 
 Candidates without a curve (a user's table, predictions, older rows) keep the figures they have,
 and the answer says that their latency was not measured at the load they are sized for.
@@ -22,49 +26,79 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from matcher.metrics import DEFAULT_LATENCY, LATENCY
+
 CURVES = "server_curves"  # candidate column: JSON list of curves, one per measured repeat
 FROM_CURVE = "Server curve"
+Bounds = Mapping[str, float]  # latency statistic (metrics.LATENCY) -> its bound, ms
 
 
-def _points(curve: Sequence[dict[str, Any]]) -> list[tuple[float, float]]:
-    """(rate, p99) of the points LoadGen ran long enough to count, lightest first. The rate is
-    what was both offered and completed: near saturation a replica completes less than offered."""
+@dataclass(frozen=True)
+class Reading:
+    """One curve read at the request's bounds. rate None: no usable rate (`latency` holds the
+    lightest point's figures when even that breaks a bound; `lacks` the bounded statistics the
+    curve does not record)."""
+
+    rate: float | None
+    latency: dict[str, float] = field(default_factory=dict)  # statistic -> ms at `rate`
+    lacks: tuple[str, ...] = ()
+
+
+def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[tuple[float, dict[str, float]]]:
+    """(rate, latency statistics) of the points LoadGen ran long enough to count, lightest first;
+    a point must record every statistic in `need`. The rate is what was both offered and
+    completed: near saturation a replica completes less than offered."""
     out = []
     for p in curve:
-        offered, done, p99 = p.get("offered_qps"), p.get("completed_qps"), p.get("latency_p99_ms")
-        if not p.get("valid", True) or offered is None or p99 is None:
+        offered, done = p.get("offered_qps"), p.get("completed_qps")
+        if not p.get("valid", True) or offered is None:
             continue
+        stats = {s: float(v) for s in LATENCY if isinstance(v := p.get(s), int | float) and math.isfinite(v)}
         rate = min(float(offered), float(done)) if done is not None else float(offered)
-        if rate > 0 and math.isfinite(float(p99)):
-            out.append((rate, float(p99)))
-    return sorted(out)
+        if rate > 0 and all(s in stats for s in need):
+            out.append((rate, stats))
+    return sorted(out, key=lambda pt: pt[0])
+
+
+def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
+    """The highest rate of one curve within every bound (module docstring); without bounds, the
+    heaviest point measured."""
+    lacks = tuple(s for s in bounds if not any(isinstance(p.get(s), int | float) for p in curve))
+    if lacks:
+        return Reading(None, lacks=lacks)
+    pts = _points(curve, list(bounds) or [DEFAULT_LATENCY])
+    if not pts:
+        return Reading(None)
+
+    def over(stats: dict[str, float]) -> list[str]:
+        return [s for s, b in bounds.items() if stats[s] > b]
+
+    # Walk up from the lightest load and stop at the first point over a bound: a noisy point that
+    # passes again above a failing one is not evidence that the heavier load is safe.
+    first_fail = next((i for i, (_, stats) in enumerate(pts) if over(stats)), len(pts))
+    if first_fail == 0:
+        return Reading(None, pts[0][1])
+    q1, v1 = pts[first_fail - 1]
+    if first_fail == len(pts):
+        return Reading(q1, v1)  # the heaviest point passes: never extrapolate beyond it
+    q2, v2 = pts[first_fail]
+    t = min((bounds[s] - v1[s]) / (v2[s] - v1[s]) for s in over(v2))
+    at = {s: v1[s] + t * (v2[s] - v1[s]) for s in v1 if s in v2}
+    return Reading(q1 + t * (q2 - q1), at)
 
 
 def capacity_at(curve: Sequence[dict[str, Any]], slo_ms: float | None) -> tuple[float | None, float | None]:
-    """(samples/s, p99 ms there) of one curve at the SLO; (None, lightest p99) when even the
-    lightest load breaks it; (None, None) for a curve with no usable point. Without an SLO, the
-    heaviest point measured."""
-    pts = _points(curve)
-    if not pts:
-        return None, None
-    if slo_ms is None:
-        return pts[-1]
-    # Walk up from the lightest load and stop at the first point over the bound: a noisy point that
-    # passes again above a failing one is not evidence that the heavier load is safe.
-    first_fail = next((i for i, (_, p99) in enumerate(pts) if p99 > slo_ms), len(pts))
-    if first_fail == 0:
-        return None, pts[0][1]
-    (q1, l1) = pts[first_fail - 1]
-    if first_fail == len(pts):
-        return q1, l1  # the heaviest point passes: never extrapolate beyond it
-    (q2, l2) = pts[first_fail]
-    return q1 + (slo_ms - l1) / (l2 - l1) * (q2 - q1), slo_ms
+    """(samples/s, p99 ms there) of one curve at a p99 SLO; (None, lightest p99) when even the
+    lightest load breaks it; (None, None) for a curve with no usable point."""
+    r = read_curve(curve, {} if slo_ms is None else {DEFAULT_LATENCY: slo_ms})
+    return r.rate, r.latency.get(DEFAULT_LATENCY)
 
 
 def curves_of(cell: Any) -> list[list[dict[str, Any]]]:
@@ -77,9 +111,18 @@ def curves_of(cell: Any) -> list[list[dict[str, Any]]]:
     return [c for c in curves if isinstance(c, list)]
 
 
-def at_slo(cands: pd.DataFrame, slo_ms: float | None, max_utilization: float = 1.0) -> pd.DataFrame:
-    """A copy of the candidate table with each replica's throughput the capacity at the SLO (where a
-    curve was measured), derated by `max_utilization`, and its latency the p99 at that load."""
+def _column(df: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, copy=True)
+
+
+def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: float = 1.0) -> pd.DataFrame:
+    """A copy of the candidate table with each replica's throughput the capacity at the latency
+    bounds (where a curve was measured), derated by `max_utilization`, and its latency statistics
+    those at that load (worst repeat; `_point` the median; NaN for one the curve does not record)."""
+    if not isinstance(bounds, Mapping):
+        bounds = {} if bounds is None else {DEFAULT_LATENCY: float(bounds)}
     out = cands.copy()
     if CURVES not in out.columns:
         if max_utilization < 1.0:
@@ -87,31 +130,38 @@ def at_slo(cands: pd.DataFrame, slo_ms: float | None, max_utilization: float = 1
             if "throughput_qps_point" in out.columns:
                 out["throughput_qps_point"] = pd.to_numeric(out["throughput_qps_point"], errors="coerce") * max_utilization
         return out
-    tput = pd.to_numeric(out["throughput_qps"], errors="coerce").to_numpy(dtype=float, copy=True) * max_utilization
-    tput_point = (pd.to_numeric(out["throughput_qps_point"], errors="coerce").to_numpy(dtype=float, copy=True) * max_utilization
-                  if "throughput_qps_point" in out.columns else tput.copy())
-    lat = pd.to_numeric(out["latency_p99_ms"], errors="coerce").to_numpy(dtype=float, copy=True)
-    lat_point = (pd.to_numeric(out["latency_p99_ms_point"], errors="coerce").to_numpy(dtype=float, copy=True)
-                 if "latency_p99_ms_point" in out.columns else lat.copy())
+    tput = _column(out, "throughput_qps") * max_utilization
+    tput_point = (_column(out, "throughput_qps_point") if "throughput_qps_point" in out.columns
+                  else _column(out, "throughput_qps")) * max_utilization
+    lat = {s: _column(out, s) for s in LATENCY}
+    lat_point = {s: _column(out, f"{s}_point") if f"{s}_point" in out.columns else lat[s].copy() for s in LATENCY}
     source = out["latency_source"].astype(object).to_numpy(copy=True) if "latency_source" in out.columns \
         else np.array([""] * len(out), dtype=object)
     for i, cell in enumerate(out[CURVES].to_numpy()):
         curves = curves_of(cell)
         if not curves:
             continue
-        read = [capacity_at(c, slo_ms) for c in curves]
-        if any(q is None for q, _ in read):
-            # Some repeat breaks the SLO at its lightest load: the replica cannot be promised it.
-            worst = [p for _, p in read if p is not None]
-            lat[i] = lat_point[i] = max(worst) if worst else np.nan
-            source[i] = f"{FROM_CURVE} (p99 above the bound at the lightest load measured)"
+        read = [read_curve(c, bounds) for c in curves]
+        lacks = sorted({s for r in read for s in r.lacks})
+        if lacks:
+            # Keeps its Offline capacity and MultiStream latency: latency_notes says they were measured apart.
+            source[i] = f"{source[i] or 'MultiStream'} ({FROM_CURVE.lower()} records no {', '.join(lacks)})"
             continue
-        rates = np.array([q for q, _ in read], dtype=float)
-        p99s = np.array([p for _, p in read], dtype=float)
+        for s in LATENCY:
+            vals = [r.latency[s] for r in read if s in r.latency]
+            have = len(vals) == len(read) and bool(vals)
+            lat[s][i] = max(vals) if have else np.nan
+            lat_point[s][i] = float(np.median(vals)) if have else np.nan
+        if any(r.rate is None for r in read):
+            # Some repeat breaks a bound at its lightest load: the replica cannot be promised it.
+            source[i] = f"{FROM_CURVE} (above the bound at the lightest load measured)"
+            continue
+        rates = np.array([r.rate for r in read], dtype=float)
         tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
-        lat[i], lat_point[i] = p99s.max(), float(np.median(p99s))
         source[i] = FROM_CURVE
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
-    out["latency_p99_ms"], out["latency_p99_ms_point"] = lat, lat_point
+    for s in LATENCY:
+        if s in out.columns or not np.isnan(lat[s]).all():
+            out[s], out[f"{s}_point"] = lat[s], lat_point[s]
     out["latency_source"] = source
     return out

@@ -2,8 +2,9 @@
 
 Workloads w (one for solve.solve, several for solve.plan); i = (h, c) a candidate of w that
 survived the screen (screen.py), h(i) its hardware and c(i) its configuration. Per candidate:
-price p_i (USD/h), throughput T_i, p99 latency L_i, power P_i, devices d_i, replica bound ub_i and
-the value v_ti of each threshold metric t (screen.THRESHOLDS: σ_t = +1 for a cap, -1 for a floor).
+price p_i (USD/h), throughput T_i, latency L_i (metrics.latency_metric: the statistic the request
+bounds, else p99), power P_i, devices d_i, replica bound ub_i and the value v_ti of each threshold
+metric t (screen.THRESHOLDS: σ_t = +1 for a cap, -1 for a floor).
 Per workload: demand D, bounds b_t, inventory I_h, budget B per hour, total budget B_tot over H
 hours, power cap P_max. The s terms (slack, >= 0) exist in the elastic model only (diagnose.py).
 The rows take each bound with the tolerance the screen and brute force use (D·(1 - TOL), B·(1 +
@@ -18,7 +19,7 @@ bound exactly (2 × 0.71055 USD/h under a 1.4211 USD/h budget) infeasible.
     C1    Σ_i T_i·y_i + s_D >= D                          demand, when D > 0
     C1b   Σ_i y_i >= 1                                    a deployment has a replica
     C2-4  σ_t·(v_ti - b_t)·u_i <= s_t                     thresholds, for each i with σ_t·(v_ti - b_t)
-                                                          > 0: C2 p99 SLO, C3 accuracy floor, C4
+                                                          > 0: C2 latency SLO (each statistic bounded), C3 accuracy floor, C4
                                                           energy cap; the ordinary model screened
                                                           those i out (y_i = 0 by absence)
     C5    Σ_c z_c = 1                                     one configuration per workload
@@ -459,7 +460,7 @@ def build(ws: list[Workload], mode: Mode) -> Model:
         if mode.objective == "energy":
             m.stages.append(Stage("power_w", lin(zip(all_y, all_power, strict=True))))
         elif mode.objective == "latency":
-            m.stages.append(Stage("latency_p99_ms", lin({v: 1.0 for v in lmax.values()})))
+            m.stages.append(Stage(ws[0].lat_metric, lin({v: 1.0 for v in lmax.values()})))
         m.stages.append(Stage("cost", cost))
         for w, wl in enumerate(ws):
             ys = [y[w, hw, cfg] for hw, cfg in zip(wl.hw, wl.cfg, strict=True)]

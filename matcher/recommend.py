@@ -14,7 +14,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from matcher.candidates import config_columns, config_dict, validate_candidates
 from matcher.capacity import FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
-from matcher.metrics import METRICS, metric_values, numeric
+from matcher.metrics import (
+    LATENCY,
+    LATENCY_WORDS,
+    METRICS,
+    latency_bounds,
+    latency_metric,
+    metric_values,
+    numeric,
+)
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
 from matcher.solution import Diagnosis, Fix, Option, Status
 from matcher.solve import plan as solve_plan
@@ -72,6 +80,9 @@ class Recommendation(BaseModel):
     status: Status
     solve_time_s: float
     candidates_considered: int
+    # The latency statistic the answer was bounded and ranked by (metrics.latency_metric): a p99
+    # SLO and a mean bound are different promises, so the answer names which one it kept.
+    latency_statistic: str = "latency_p99_ms"
     # What the answer rests on that a reader must know: pairs left out (flagged measurements,
     # predictions withheld), emulated hardware, latency not measured under load.
     notes: list[str] = []
@@ -138,7 +149,7 @@ def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> Option
 
 
 def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
-    """Say when an option's p99 and its capacity were not measured together (no Server curve)."""
+    """Say when an option's latency and its capacity were not measured together (no Server curve)."""
     if "latency_source" not in cands.columns:
         return []
     out = []
@@ -147,15 +158,28 @@ def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
         rows = cands[cands["hardware"].astype(str).isin(hw)]
         src = sorted({str(x) for x in rows["latency_source"].dropna() if x and not str(x).startswith(FROM_CURVE)})
         if o.basis == "measured" and src:
-            out.append(f"option #{o.rank}: its p99 comes from {', '.join(src)} and its capacity from Offline, measured "
+            out.append(f"option #{o.rank}: its latency comes from {', '.join(src)} and its capacity from Offline, measured "
                        "apart: the latency at the load it is sized for was not measured (add loadgen.server_curve)")
     return out
 
 
 def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
     """The candidates as this request sizes them: each replica's throughput is its capacity at the
-    request's p99 bound where a Server curve was measured, derated by max_utilization (capacity.py)."""
-    return at_slo(cands, req.constraints.latency_p99_ms, req.max_utilization)
+    request's latency bounds where a Server curve was measured, derated by max_utilization (capacity.py)."""
+    return at_slo(cands, latency_bounds(req.constraints), req.max_utilization)
+
+
+def check_statistics(req: Requirements, cands: pd.DataFrame, field: str = "constraints") -> None:
+    """A latency bound on a statistic no candidate has is an error naming the ones that exist:
+    checking it against another statistic (a p99 SLO against a mean) would promise what no
+    measurement showed."""
+    have = [s for s in LATENCY if not np.isnan(metric_values(cands, s)).all()]
+    errors = [(f"{field}.{s}", f"no candidate has a {LATENCY_WORDS[s]} latency ({s}); the data has "
+                               f"{', '.join(have) or 'no latency statistic'}")
+              for s in latency_bounds(req.constraints) if s not in have]
+    if errors:
+        fix = "; bound one of those instead, knowing it is a different promise" if have else ""
+        raise RequirementsError("; ".join(f"{f}: {m}" for f, m in errors) + fix, errors)
 
 
 def check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
@@ -184,7 +208,9 @@ def recommend(
     A time-limited solve that found options returns them with `diagnosis.message` saying that
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
-    cands = sized(validate_candidates(candidates), req)
+    cands = validate_candidates(candidates)
+    check_statistics(req, cands)
+    cands = sized(cands, req)
     check_inventory(req.inventory, cands)
     sol = solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
@@ -193,6 +219,7 @@ def recommend(
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
                           solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered,
+                          latency_statistic=latency_metric(req.constraints, cands),
                           notes=[*(notes or []), *latency_notes(cands, options)])
 
 
@@ -223,6 +250,7 @@ class WorkloadOut(BaseModel):
     index: int
     asset: str | None
     option: OptionOut | None
+    latency_statistic: str = "latency_p99_ms"  # as Recommendation.latency_statistic
 
 
 class PlanRecommendation(BaseModel):
@@ -253,8 +281,10 @@ def recommend_plan(
     plan = parse_plan(plan)
     if len(tables) != len(plan.workloads):
         raise ValueError(f"{len(plan.workloads)} workloads but {len(tables)} candidate tables")
-    tables = [sized(validate_candidates(t, where=f"candidates of workloads[{i}]"), req)
-              for i, (t, req) in enumerate(zip(tables, plan.workloads, strict=True))]
+    tables = [validate_candidates(t, where=f"candidates of workloads[{i}]") for i, t in enumerate(tables)]
+    for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
+        check_statistics(req, t, field=f"workloads.{i}.constraints")
+    tables = [sized(t, req) for t, req in zip(tables, plan.workloads, strict=True)]
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     check_inventory(plan.inventory, tables)
@@ -266,7 +296,8 @@ def recommend_plan(
     for i, req in enumerate(plan.workloads):
         opt = sol.workloads[i] if i < len(sol.workloads) else None
         out = _option_out(opt, tables[i], config_columns(tables[i])) if opt is not None else None
-        workloads.append(WorkloadOut(index=i, asset=req.asset, option=out))
+        workloads.append(WorkloadOut(index=i, asset=req.asset, option=out,
+                                     latency_statistic=latency_metric(req.constraints, tables[i])))
     feasible = bool(placed) and all(placed)
     return PlanRecommendation(
         feasible=feasible, objective=plan.objective,

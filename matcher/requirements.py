@@ -47,7 +47,14 @@ class Constraints(BaseModel):
 
     model_config = _STRICT
 
+    # One field per latency statistic (metrics.LATENCY): a bound names the statistic it bounds, and
+    # a request that bounds a statistic the data lacks is refused, never checked against another.
+    latency_p50_ms: float | None = _number("Max median latency of one query (ms).", gt=0)
+    latency_p90_ms: float | None = _number("Max 90th-percentile latency of one query (ms).", gt=0)
+    latency_p95_ms: float | None = _number("Max 95th-percentile latency of one query (ms).", gt=0)
     latency_p99_ms: float | None = _number("Max p99 latency of one query (ms).", gt=0)
+    latency_p999_ms: float | None = _number("Max 99.9th-percentile latency of one query (ms).", gt=0)
+    latency_mean_ms: float | None = _number("Max mean latency of one query (ms).", gt=0)
     throughput_qps: float | None = _number(
         f"Demand: samples per second the deployment must sustain (at most {MAX_THROUGHPUT_QPS:g}).",
         gt=0, le=MAX_THROUGHPUT_QPS)

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from matcher.candidates import config_columns, config_dict, config_keys
-from matcher.metrics import METRICS, metric_values, numeric
+from matcher.metrics import LATENCY, METRICS, latency_metric, metric_values, numeric
 from matcher.requirements import Requirements
-from matcher.solution import BUDGET_H, BUDGET_TOTAL, LATENCY, POWER, TOL
+from matcher.solution import BUDGET_H, BUDGET_TOTAL, POWER, TOL
 
 
 @dataclass(frozen=True)
@@ -48,8 +48,8 @@ class Threshold:
 
 
 # Labels of the threshold families in milp.py's formulation. A new threshold metric in the metric
-# table needs its own label here and a line in that formulation.
-_LABELS = {"latency_p99_ms": "C2", "accuracy": "C3", "energy_per_sample_j": "C4"}
+# table needs its own label here and a line in that formulation. Every latency statistic is C2.
+_LABELS = {**{name: "C2" for name in LATENCY}, "accuracy": "C3", "energy_per_sample_j": "C4"}
 
 
 THRESHOLDS: tuple[Threshold, ...] = tuple(
@@ -78,6 +78,7 @@ class Workload:
     inventory: dict[str, float]  # devices per hardware; absent = unlimited
     excluded: Counter
     n_total: int
+    lat_metric: str = "latency_p99_ms"  # the latency statistic ranked and tie-broken by (metrics.latency_metric)
 
     def take(self, keep: np.ndarray) -> Workload:
         """The same workload over the candidates where `keep` is true (their order kept)."""
@@ -96,7 +97,7 @@ class Workload:
 
     @property
     def lat(self) -> np.ndarray:
-        return self.values["latency_p99_ms"]
+        return self.values[self.lat_metric]
 
     @property
     def power(self) -> np.ndarray:
@@ -149,8 +150,9 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
     demand = c.throughput_qps or 0.0
     drop(np.isnan(price) | (price < 0), "missing:price_per_hour_usd")
     needed = {m.name for m in METRICS if m.bound(c) is not None}
+    lat_metric = latency_metric(c, cands)
     if objective == "latency":
-        needed.add(LATENCY)
+        needed.add(lat_metric)
     for m in _SCREEN_ORDER:
         if m.name in needed:
             v = values[m.name]
@@ -201,5 +203,5 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
     return Workload(
         req=req, prefix=prefix, pos=order[k], hw=list(hw_all[k]), cfg=list(cfg_all[k]), describe_cfg=describe_cfg,
         price=price[k], devices=devices[k], values=values, ub=ub[k], inventory=inventory, excluded=excluded,
-        n_total=n_total,
+        n_total=n_total, lat_metric=lat_metric,
     )

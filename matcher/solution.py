@@ -22,7 +22,7 @@ STATUSES: tuple[Status, ...] = get_args(Status)
 TOL = 1e-9  # relative tolerance for "≤ bound" tests done in Python (screening, binding, checks)
 
 # Constraint names as they appear in `binding`, `blocking` and relaxations.
-DEMAND, LATENCY, ACCURACY, ENERGY = "throughput_qps", "latency_p99_ms", "accuracy", "energy_per_sample_j"
+DEMAND = "throughput_qps"
 BUDGET_H, BUDGET_TOTAL, POWER = "budget_per_hour_usd", "budget_total_usd", "max_power_w"
 
 

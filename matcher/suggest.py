@@ -51,7 +51,7 @@ from matcher.candidates import (
     select_rows,
 )
 from matcher.errors import NoDataError
-from matcher.metrics import BY_NAME, METRICS, NAMES, numeric
+from matcher.metrics import BY_NAME, METRICS, NAMES, latency_metric, numeric
 from matcher.requirements import Requirements, parse_requirements
 from matcher.solution import Option
 from matcher.solve import solve
@@ -61,9 +61,11 @@ _TOL = 1e-9
 
 def needed_metrics(req: Requirements) -> tuple[str, ...]:
     """The metrics whose models a requirement can use: fitting only those keeps a refine loop fast.
-    Every candidate needs the "value" metrics; the others only when a constraint bounds them or the
-    objective sums them (energy: power), along with what a missing one is derived from."""
+    Every candidate needs the "value" metrics and its latency statistic; the others only when a
+    constraint bounds them or the objective sums them (energy: power), along with what a missing
+    one is derived from."""
     out = [m.name for m in METRICS if m.presence == "value" or m.bound(req.constraints) is not None]
+    out.append(latency_metric(req.constraints))  # every answer is ranked or tie-broken by one
     if req.objective == "energy":
         out.append("power_w")
     for name in list(out):

@@ -4,6 +4,7 @@ One `cluster up` daemon (a separate process, as a user runs it) for the whole mo
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -85,11 +86,18 @@ def test_ray_job_submit_runs_the_readme_sweep_and_again_with_resume(cluster_up, 
     """The README's block, twice: the second run (as after `make quickstart`) resumes instead of failing."""
     sweep = _small_sweep(tmp_path, "jobsweep")
     results = tmp_path / "results"
+    outs, ok_after_first = [], 0
     for _ in range(2):
         proc = _submit(cluster_up, str(sweep), "--results", str(results), "--resume")
         out = proc.stdout + proc.stderr
+        outs.append(out)
         assert proc.returncode == 0 and "succeeded" in out, out[-4000:]
-    assert "0 trial repeats run (0 failed), 4 already done" in out
+        ok_after_first = ok_after_first or len(ResultsStore(results).done("jobsweep", ok_only=True))
+    # The second run measures only what the first left failed (a loaded CI machine can fail a repeat).
+    # Flagged rows (a loaded machine) add "; N re-measured, M rows still flagged" inside the parentheses.
+    counts = re.search(r"(\d+) trial repeats run \((\d+) failed[^)]*\), (\d+) already done", outs[1])
+    assert counts and ok_after_first >= 1, "first run:\n" + outs[0][-3000:] + "\nsecond:\n" + outs[1][-3000:]
+    assert tuple(map(int, counts.groups())) == (4 - ok_after_first, 0, ok_after_first), outs[1][-3000:]
     df = ResultsStore(results).read()
     assert len(ResultsStore(results).done("jobsweep")) == 4
     assert set(df["hardware"]) == {"local-1c", "local-2c"} and (df["status"] == "ok").all()

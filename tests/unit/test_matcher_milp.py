@@ -412,7 +412,7 @@ def test_recommendation_shape(tmp_path):
     c["basis"] = ["measured", "measured", "predicted", "measured"]
     ans = recommend(Requirements(constraints={"throughput_qps": 400, "latency_p99_ms": 10}, top_k=2), c).model_dump()
     assert set(ans) == {"feasible", "objective", "options", "diagnosis", "solver", "solve_time_s",
-                        "candidates_considered", "status", "notes"}
+                        "candidates_considered", "status", "notes", "latency_statistic"}
     assert ans["feasible"] and ans["diagnosis"] is None and ans["candidates_considered"] == 4
     first = ans["options"][0]
     assert set(first) == {"rank", "hardware", "config", "cost_per_hour_usd", "predicted", "basis", "binding", "band"}
@@ -463,6 +463,7 @@ def test_plan_answer_and_errors(tmp_path):
     assert set(ans) == {"feasible", "objective", "cost_per_hour_usd", "workloads", "diagnosis", "solver",
                         "solve_time_s", "candidates_considered", "status", "notes"}
     assert ans["feasible"] and ans["candidates_considered"] == 8
+    assert [w["latency_statistic"] for w in ans["workloads"]] == ["latency_p99_ms", "latency_p99_ms"]
     used = [w["option"]["hardware"].get("local-2c", 0) for w in ans["workloads"]]
     assert sum(used) <= 1  # the shared inventory holds across workloads
     assert ans["cost_per_hour_usd"] == pytest.approx(sum(w["option"]["cost_per_hour_usd"] for w in ans["workloads"]))
