@@ -36,6 +36,9 @@ class HardwareSpec:
     price_date: str | None = None
     local: bool = False  # an emulated profile of the local cluster (a Ray node on this machine)
     notes: str = ""
+    # Configuration values this hardware runs, per option (`{engine: [onnxruntime, tflite]}`): a
+    # prediction with another value of a listed option never answers (matcher/support.py).
+    supports: dict[str, list[Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -78,6 +81,13 @@ def _spec_from_entry(entry: Any, where: str) -> HardwareSpec:
         raise CatalogError(f"{where}: a price needs 'price_source' (where the price was read, and when)")
     if entry.get("price_date") is not None:
         entry = {**entry, "price_date": str(entry["price_date"])}
+    supports = entry.get("supports")
+    if supports is not None and not (isinstance(supports, dict) and all(
+            isinstance(k, str) and k and isinstance(v, list) and v and
+            all(isinstance(x, str | int | float | bool) for x in v) for k, v in supports.items())):
+        raise CatalogError(f"{where}: field 'supports' must map option names to non-empty lists of values "
+                           f"(e.g. {{engine: [onnxruntime, tflite]}}), got {supports!r}")
+    entry = {**entry, "supports": supports or {}}
     return HardwareSpec(**entry)
 
 

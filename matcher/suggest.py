@@ -55,6 +55,7 @@ from matcher.metrics import BY_NAME, METRICS, NAMES, latency_metric, numeric
 from matcher.requirements import Requirements, parse_requirements
 from matcher.solution import Option
 from matcher.solve import solve
+from matcher.support import drop_unsupported
 
 _TOL = 1e-9
 
@@ -180,6 +181,8 @@ def candidate_table(
         return measured, {h: "no performance model for the asset" for h in names}, asset
     predicted = predict_candidates(modelset, catalog, configs=grid, hardware_names=names, asset=asset)
     skipped = dict(predicted.attrs.get("skipped_hardware", {}))
+    # A pair whose configuration cannot run on its hardware is not worth measuring either.
+    predicted, _ = drop_unsupported(predicted, ok, catalog)
     return merge_candidates(measured, predicted).reset_index(drop=True), skipped, asset
 
 

@@ -44,6 +44,7 @@ from matcher.pareto import pareto_answer
 from matcher.recommend import recommend, recommend_plan
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
 from matcher.suggest import Suggestion, suggest
+from matcher.support import drop_unsupported
 from results.store import ResultsStore
 from results.summary import summarize_candidates, summarize_results
 
@@ -218,6 +219,8 @@ class Workspace:
         except ModelError as exc:
             notes.append(f"no predictions: {exc}")
             return measured
+        predicted, dropped = drop_unsupported(predicted, rows, self.catalog)
+        notes += dropped
         predicted, withheld = without_abstained(predicted)
         have = set(measured["hardware"].astype(str) + "|" + config_keys(measured))
         by_reason: dict[str, list[str]] = {}
