@@ -32,6 +32,13 @@ CFG = "cfg_"
 REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
 OPTIONAL_NUMERIC = (*(m.name for m in METRICS if m.presence == "optional"), "inventory", "devices")
 KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
+QUALITY, DIRECTION = "quality_", "_direction"  # results/mapping.py: a quality score and which way is better
+
+
+def quality_columns(df: pd.DataFrame) -> list[str]:
+    """The quality_<name> score columns (not their _direction, _point or _iqr companions)."""
+    return sorted(c for c in df.columns if str(c).startswith(QUALITY) and not str(c).endswith((DIRECTION, "_point",
+                                                                                              "_iqr")))
 
 
 MAX_VALUE = MAX_THROUGHPUT_QPS  # the largest per-replica metric value the matcher takes (ms, samples/s, J, W)
@@ -157,6 +164,16 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
             present = ", ".join(c for c in LATENCY if c in out)
             raise CandidateError(f"{where}: {row_name(int(np.flatnonzero(blank)[0]))}: no latency value; fill one of "
                                  f"{present}")
+    for col in quality_columns(out):
+        check(col, required=False, low=-MAX_VALUE, low_ok=True, high=MAX_VALUE)
+        direction = out.get(col + DIRECTION)
+        if direction is not None:
+            bad = direction.notna() & ~direction.astype(str).isin(["lower", "higher", ""])
+            if bad.any():
+                pos = int(np.flatnonzero(bad.to_numpy())[0])
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}{DIRECTION}' must be 'lower' or 'higher' "
+                                     f"(which way the score is better), got {direction.iloc[pos]!r}")
+            out[col + DIRECTION] = direction.replace("", np.nan)
     if "inventory" in out:
         check("inventory", required=False, low=0, low_ok=True, integer=True)
     if "devices" in out:
@@ -204,7 +221,7 @@ def candidates_from_csv(path: str | os.PathLike[str]) -> pd.DataFrame:
     blank_names = [i + 1 for i, c in enumerate(raw.columns) if c == "" or c.startswith("Unnamed:")]
     if blank_names:
         raise CandidateError(f"{path}: line 1: column {blank_names[0]} has no name")
-    rename = {c: f"{CFG}{c}" for c in raw.columns if c not in KNOWN and not c.startswith(CFG)}
+    rename = {c: f"{CFG}{c}" for c in raw.columns if c not in KNOWN and not c.startswith((CFG, QUALITY))}
     raw = raw.rename(columns=rename)
     # Config values: numbers where the whole column is numeric, text otherwise.
     for col in config_columns(raw):
@@ -416,6 +433,13 @@ def candidates_from_results(
     for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
         if extra in rows.columns:
             out[extra] = _by_group(numeric(rows, extra), gid, n_groups, "median")
+    for col in quality_columns(rows):
+        # A score does not depend on the scenario: the worst repeat, as for the other thresholds.
+        values = numeric(rows, col)
+        direction = rows[col + DIRECTION].astype(object) if col + DIRECTION in rows.columns else None
+        dirs = set(direction.dropna().astype(str)) if direction is not None else set()
+        out[col] = _by_group(values, gid, n_groups, "max" if dirs == {"lower"} else "min")
+        out[col + DIRECTION] = dirs.pop() if len(dirs) == 1 else np.nan
     cands = out
     return validate_candidates(cands, where=f"candidates of asset '{asset}'").reset_index(drop=True)
 

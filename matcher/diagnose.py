@@ -25,7 +25,7 @@ import pandas as pd
 from matcher.metrics import METRICS
 from matcher.milp import Mode, Model, build
 from matcher.requirements import Requirements
-from matcher.screen import THRESHOLDS, Workload, screen
+from matcher.screen import Workload, screen
 from matcher.solution import (
     BUDGET_H,
     BUDGET_TOTAL,
@@ -73,7 +73,7 @@ def binding(wl: Workload, idx: np.ndarray, n: np.ndarray, objective: str, full: 
         return num / w.thr[sel] if wl.demand > 0 else num
 
     best_used = efficiency(wl, idx).min()
-    for t in THRESHOLDS:
+    for t in wl.thresholds:
         bound = t.bound(wl.req)
         if bound is None:
             continue
@@ -197,7 +197,7 @@ def relaxations(req: Requirements, wl: Workload, chosen: dict[int, int]) -> list
     def need(name: str, required: float | None, to: float | None, message: str) -> None:
         rels.append(_relaxation(wl.prefix + name, required, to, message))
 
-    for t in THRESHOLDS:
+    for t in wl.thresholds:
         bound = t.bound(req)
         if bound is None:
             continue
@@ -260,9 +260,12 @@ def missing_diagnosis(req: Requirements, wl: Workload) -> Diagnosis:
         what = reason.split(":", 1)[1] if reason.startswith("missing:") else reason
         parts.append(f"{count} without {what}" if reason.startswith("missing:") else f"{count} over {what}")
         name = _MISSING_TO_CONSTRAINT.get(reason)
+        score = reason[len("missing:quality_"):] if reason.startswith("missing:quality_") else None
+        if score is not None:
+            name = f"quality.{score}"
         if name is None:
             continue
-        required = getattr(req.constraints, name, None)
+        required = (req.constraints.quality or {}).get(score) if score is not None else getattr(req.constraints, name, None)
         rels.append(_relaxation(wl.prefix + name, required, None, f"{name} cannot be checked: {count} candidate(s) "
                                 f"have no {what}; remove the constraint or measure {what}"))
     where = wl.prefix[:-1] + ": " if wl.prefix else ""

@@ -74,7 +74,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pulp
 
-from matcher.screen import THRESHOLDS, Workload
+from matcher.screen import Workload
 from matcher.solution import BUDGET_H, BUDGET_TOTAL, DEMAND, POWER, TOL, Status, inventory_name
 
 SOLVERS = ("cbc", "highs")
@@ -390,7 +390,7 @@ def build(ws: list[Workload], mode: Mode) -> Model:
         # C2-C4  σ_t·(v_ti - b_t)·u_i <= s_t, elastic only: in the ordinary model the violators
         # have no variable at all.
         if mode.elastic:
-            for t in THRESHOLDS:
+            for t in wl.thresholds:
                 bound = t.bound(wl.req)
                 if bound is None:
                     continue

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from matcher.candidates import config_columns, config_dict, validate_candidates
+from matcher.candidates import DIRECTION, config_columns, config_dict, quality_columns, validate_candidates
 from matcher.capacity import FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
 from matcher.metrics import (
@@ -127,6 +127,11 @@ def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | Non
                 band[m.name] = {"iqr": _f(np.nanmax(iqr)), "repeats": int(numeric(rows, "repeats").min())
                                 if "repeats" in rows and not np.isnan(numeric(rows, "repeats")).all() else None,
                                 "note": "spread of the measured repeats (largest over the hardware used)"}
+    for col in quality_columns(rows):
+        values = numeric(rows, col)
+        if not np.isnan(values).all():
+            lower = (rows.get(col + DIRECTION) == "lower").any()
+            out[col] = _f(np.nanmax(values) if lower else np.nanmin(values))  # the worst replica's score
     return out, band
 
 

@@ -65,6 +65,11 @@ class Constraints(BaseModel):
     accuracy: float | None = _number("Min accuracy (fraction 0..1).", ge=0, le=1)
     energy_per_sample_j: float | None = _number("Max energy per sample (J).", gt=0)
     max_power_w: float | None = _number("Max total power of all replicas (W).", gt=0)
+    quality: dict[Name, Annotated[float, Field(strict=True, ge=-MAX_THROUGHPUT_QPS, le=MAX_THROUGHPUT_QPS)]] | None = \
+        Field(None, max_length=32, description=(
+            "Bounds on quality scores imported as quality_<name> (MAE, error rate, perplexity, BLEU, ...): "
+            "{mae: 0.3} keeps replicas whose score is at most 0.3 where lower is better and at least 0.3 "
+            "where higher is better, as the rows' quality_<name>_direction says."))
 
     @model_validator(mode="after")
     def _total_needs_duration(self) -> Constraints:

@@ -8,6 +8,7 @@ sorted by (hardware, cfg_key), so the model milp.py builds is the same whatever 
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -15,7 +16,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from matcher.candidates import config_columns, config_dict, config_keys
+from matcher.candidates import DIRECTION, QUALITY, config_columns, config_dict, config_keys, quality_columns
+from matcher.errors import RequirementsError
 from matcher.metrics import LATENCY, METRICS, latency_metric, metric_values, numeric
 from matcher.requirements import Requirements
 from matcher.solution import BUDGET_H, BUDGET_TOTAL, POWER, TOL
@@ -30,12 +32,15 @@ class Threshold:
     sign: int  # +1: value <= bound (a cap); -1: value >= bound (a floor)
     label: str  # the constraint family's label in milp.py's formulation
     unit: str  # as messages print it after a value ("" for a fraction)
+    score: str | None = None  # a quality score's name: the bound is constraints.quality[score]
 
     @property
     def relation(self) -> str:
         return "<=" if self.sign > 0 else ">="
 
     def bound(self, req: Requirements) -> float | None:
+        if self.score is not None:
+            return (req.constraints.quality or {}).get(self.score)
         return getattr(req.constraints, self.name)
 
     def excess(self, values: np.ndarray, bound: float) -> np.ndarray:
@@ -55,6 +60,31 @@ _LABELS = {**{name: "C2" for name in LATENCY}, "accuracy": "C3", "energy_per_sam
 THRESHOLDS: tuple[Threshold, ...] = tuple(
     Threshold(m.requirement, m.name, +1 if m.constraint == "cap" else -1, _LABELS[m.name], "" if m.fraction else m.unit)
     for m in METRICS if m.requirement and m.constraint in ("cap", "floor") and m.per_replica)
+
+def quality_thresholds(req: Requirements, cands: pd.DataFrame, field: str = "constraints") -> tuple[Threshold, ...]:
+    """A threshold per quality score the request bounds (C3q): a cap where lower is better, a floor
+    where higher is. A score no candidate has, or one without a single direction, is an error
+    naming the field."""
+    out = []
+    errors = []
+    have = [c[len(QUALITY):] for c in quality_columns(cands)]
+    for score in sorted(req.constraints.quality or {}):
+        col = f"{QUALITY}{score}"
+        where = f"{field}.quality.{score}"
+        if col not in cands.columns or np.isnan(numeric(cands, col)).all():
+            errors.append((where, f"no candidate has the quality score '{score}' ({col}); the data has "
+                                  f"{', '.join(have) or 'no quality score'}"))
+            continue
+        dirs = set(cands[col + DIRECTION].dropna().astype(str)) if col + DIRECTION in cands.columns else set()
+        if len(dirs) != 1 or not dirs <= {"lower", "higher"}:
+            errors.append((where, f"the direction of '{score}' is {'unknown' if not dirs else 'not one'} "
+                                  f"({sorted(dirs)}); import it with direction: lower or higher"))
+            continue
+        out.append(Threshold(f"quality.{score}", col, +1 if dirs == {"lower"} else -1, "C3q", "", score))
+    if errors:
+        raise RequirementsError("; ".join(f"{f}: {m}" for f, m in errors), errors)
+    return tuple(out)
+
 
 # A candidate without throughput is useless under a demand, whatever else it lacks: that is the
 # reason it is counted under; then the table's order.
@@ -79,6 +109,7 @@ class Workload:
     excluded: Counter
     n_total: int
     lat_metric: str = "latency_p99_ms"  # the latency statistic ranked and tie-broken by (metrics.latency_metric)
+    thresholds: tuple[Threshold, ...] = ()  # THRESHOLDS and the request's quality bounds
 
     def take(self, keep: np.ndarray) -> Workload:
         """The same workload over the candidates where `keep` is true (their order kept)."""
@@ -133,7 +164,11 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
     hw_all = cands["hardware"].astype(str).to_numpy()[order]
     cfg_all = keys.to_numpy(dtype=object)[order]
     price = numeric(cands, "price_per_hour_usd")[order]
+    plan_index = re.fullmatch(r"workloads\[(\d+)\]\.", prefix)
+    thresholds = (*THRESHOLDS, *quality_thresholds(
+        req, cands, f"workloads.{plan_index[1]}.constraints" if plan_index else "constraints"))
     values = {m.name: metric_values(cands, m.name)[order] for m in METRICS}
+    values.update({t.metric: numeric(cands, t.metric)[order] for t in thresholds if t.score is not None})
     thr, power = values["throughput_qps"], values["power_w"]
     devices = numeric(cands, "devices")[order] if "devices" in cands.columns else np.ones(n_total)
     devices = np.where(np.isnan(devices), 1.0, devices)
@@ -157,10 +192,13 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
         if m.name in needed:
             v = values[m.name]
             drop(np.isnan(v) | (v <= 0) if m.constraint == "demand" else np.isnan(v), f"missing:{m.name}")
+    for t in thresholds:
+        if t.score is not None:
+            drop(np.isnan(values[t.metric]), f"missing:{t.metric}")
     if objective == "energy":
         drop(np.isnan(power), "missing:power_w (energy objective)")
     if not elastic:
-        for t in THRESHOLDS:
+        for t in thresholds:
             bound = t.bound(req)
             if bound is not None:
                 drop(t.breaks(values[t.metric], bound), t.name)
@@ -203,5 +241,5 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
     return Workload(
         req=req, prefix=prefix, pos=order[k], hw=list(hw_all[k]), cfg=list(cfg_all[k]), describe_cfg=describe_cfg,
         price=price[k], devices=devices[k], values=values, ub=ub[k], inventory=inventory, excluded=excluded,
-        n_total=n_total, lat_metric=lat_metric,
+        n_total=n_total, lat_metric=lat_metric, thresholds=thresholds,
     )

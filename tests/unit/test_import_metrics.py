@@ -123,3 +123,27 @@ def test_the_shipped_wide_table_template_reads_its_example(tmp_path):
     assert report.ok and report.added == 2
     rows = ResultsStore(tmp_path / "s").read()
     assert set(rows["cfg_engine"]) == {"tensorrt"} and set(rows["hardware"]) == {"jetson-nano"}
+
+
+def test_a_lower_is_better_score_is_bounded_as_a_cap(tmp_path):
+    """Item 6, matcher side: `constraints.quality.mae` keeps replicas whose MAE is at most the bound,
+    because the import said lower is better; a score the data lacks is an error naming the field."""
+    from matcher.errors import RequirementsError
+    from matcher.recommend import recommend, recommend_plan
+
+    src = tmp_path / "edge.csv"
+    src.write_text(WIDE)
+    import_file(src, MAP, results_uri=tmp_path / "store", catalog=CATALOG)
+    cands = candidates_from_results(ResultsStore(tmp_path / "store").read(), CATALOG)
+    req = {"constraints": {"latency_mean_ms": 200, "quality": {"mae": 0.32}}, "top_k": 5}
+    ans = recommend(req, cands).model_dump()
+    used = {(hw, o["config"]["precision"]) for o in ans["options"] for hw in o["hardware"]}
+    assert used == {("jetson-nano", "fp16"), ("rpi-4", "fp32")}  # int8's MAE 0.35 is over the cap
+    assert all(o["predicted"]["quality_mae"] <= 0.32 for o in ans["options"])
+    tight = recommend({"constraints": {"quality": {"mae": 0.1}}}, cands).model_dump()
+    fix = tight["diagnosis"]["relaxations"][0]
+    assert not tight["feasible"] and fix["field"] == "constraints.quality.mae" and fix["to"] == pytest.approx(0.30)
+    with pytest.raises(RequirementsError, match=r"constraints\.quality\.bleu: no candidate has the quality score 'bleu'.*mae"):
+        recommend({"constraints": {"quality": {"bleu": 30}}}, cands)
+    with pytest.raises(RequirementsError, match=r"workloads\.0\.constraints\.quality\.bleu"):
+        recommend_plan({"workloads": [{"constraints": {"quality": {"bleu": 30}}}]}, [cands])

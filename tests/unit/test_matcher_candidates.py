@@ -199,3 +199,18 @@ def test_a_value_past_the_matchers_range_is_refused_naming_the_line(tmp_path):
                  "a,0.04,1.5,1e100,0.9\nb,0.09,1.0,1800,0.9\n")
     with pytest.raises(CandidateError, match=r"c.csv: line 2: column 'throughput_qps' must be <= 1e\+12, got '1e100'"):
         candidates_from_csv(p)
+
+
+def test_a_candidate_table_carries_quality_scores_with_their_direction(tmp_path):
+    from matcher.recommend import recommend
+
+    p = tmp_path / "q.csv"
+    p.write_text("hardware,price_per_hour_usd,latency_p99_ms,throughput_qps,accuracy,quality_bleu,quality_bleu_direction\n"
+                 "cheap,0.1,5,100,,28.5,higher\ndear,1.0,5,100,,31.0,higher\n")
+    cands = candidates_from_csv(p)
+    assert "cfg_quality_bleu" not in cands.columns  # a score, not a configuration
+    ans = recommend({"constraints": {"quality": {"bleu": 30}}}, cands).model_dump()
+    assert ans["options"][0]["hardware"] == {"dear": 1} and ans["options"][0]["predicted"]["quality_bleu"] == 31.0
+    p.write_text(p.read_text().replace("higher\ndear", "better\ndear"))
+    with pytest.raises(CandidateError, match="line 2: column 'quality_bleu_direction' must be 'lower' or 'higher'"):
+        candidates_from_csv(p)
