@@ -44,13 +44,16 @@ def mix_text(hardware: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------- models
 def print_model_summary(rows: Iterable[Mapping[str, Any]], emit: Emit = say) -> None:
-    emit("performance models (cross-validated; MdAPE = median absolute % error):")
-    emit(f"  {'asset':<12} {'metric':<26} {'rows':>5}  {'MdAPE held-out cfg':>18} {'±10%':>7}  "
-         f"{'MdAPE leave-1-hw-out':>20} {'±10%':>7}")
+    emit("performance models (cross-validated; MdAPE = median absolute % error; cover = share of held-out "
+         "truths inside their band, each band calibrated without its own group: a 90% band should hold ~90%):")
+    emit(f"  {'asset':<12} {'metric':<26} {'rows':>5}  {'MdAPE held-out cfg':>18} {'±10%':>7} {'cover':>6}  "
+         f"{'MdAPE leave-1-hw-out':>20} {'±10%':>7} {'cover':>6}")
     for r in rows:
         emit(f"  {str(r.get('asset')):<12} {str(r.get('metric')):<26} {r.get('n', ''):>5}  "
-             f"{fmt(r.get('mdape_heldout_config'), pct=True):>18} {fmt(r.get('within10_heldout_config'), pct=True):>7}  "
-             f"{fmt(r.get('mdape_loho'), pct=True):>20} {fmt(r.get('within10_loho'), pct=True):>7}")
+             f"{fmt(r.get('mdape_heldout_config'), pct=True):>18} {fmt(r.get('within10_heldout_config'), pct=True):>7} "
+             f"{fmt(r.get('coverage_heldout_config'), pct=True):>6}  "
+             f"{fmt(r.get('mdape_loho'), pct=True):>20} {fmt(r.get('within10_loho'), pct=True):>7} "
+             f"{fmt(r.get('coverage_loho'), pct=True):>6}")
 
 
 # ---------------------------------------------------------------- answers

@@ -151,6 +151,22 @@ def _conformal(scores: np.ndarray, alpha: float) -> tuple[float, bool]:
     return max(float(s[-1]), 0.0), False
 
 
+def _coverage(scores: np.ndarray, groups: np.ndarray, alpha: float) -> float | None:
+    """The share of held-out truths inside their band, each band calibrated without its own group:
+    for every group, the conformal quantile of the other groups' out-of-fold scores, and whether
+    the group's scores fall under it. A 90% band should hold about 90% (fewer: the band is too
+    narrow for this data; it is reported, not corrected). None with fewer than 2 groups."""
+    uniq = np.unique(groups)
+    if len(uniq) < 2:
+        return None
+    inside = []
+    for g in uniq:
+        mine = groups == g
+        q, _ = _conformal(scores[~mine], alpha)
+        inside.append(scores[mine] <= q + 1e-12)
+    return float(np.concatenate(inside).mean())
+
+
 def _errors(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     ape = np.abs(pred - y) / np.abs(y)
     return {"mdape": float(np.median(ape)), "within10": float(np.mean(ape <= 0.10)), "n": int(len(y))}
@@ -256,6 +272,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
                               "estimator": self._kind(_REGIMES[name])}
             scores = (t - oof) if self.side_ == "upper" else (oof - t)
             self.q_[name], self.guaranteed_[name] = _conformal(scores, self.alpha)
+            self.cv_[name]["coverage"] = _coverage(scores, groups, self.alpha)
         return self
 
     def predict(self, X: pd.DataFrame, return_bound: bool = False):
@@ -373,10 +390,12 @@ class ModelSet:
             out.append({"asset": asset, "metric": metric, "n": m.n_,
                         "mdape_heldout_config": hc.get("mdape"), "within10_heldout_config": hc.get("within10"),
                         "mdape_loho": lo.get("mdape"), "within10_loho": lo.get("within10"),
-                        "note": "; ".join(notes)})
+                        "coverage_heldout_config": hc.get("coverage"), "coverage_loho": lo.get("coverage"),
+                        "band": int(round((1 - m.alpha) * 100)), "note": "; ".join(notes)})
         for (asset, metric), why in sorted(self.skipped.items()):
             out.append({"asset": asset, "metric": metric, "n": 0, "mdape_heldout_config": None,
-                        "within10_heldout_config": None, "mdape_loho": None, "within10_loho": None, "note": why})
+                        "within10_heldout_config": None, "mdape_loho": None, "within10_loho": None,
+                        "coverage_heldout_config": None, "coverage_loho": None, "band": None, "note": why})
         return out
 
     def save(self, directory: str | os.PathLike[str]) -> Path:

@@ -4,6 +4,7 @@ for stores of about 1k and 50k result rows (issue #16: goal <= 1.5x).
     python tests/perf/store_recommend.py                    # 1k and 50k rows, 3 runs each
     python tests/perf/store_recommend.py --sizes 1000 --runs 5 --per-trial
     python tests/perf/store_recommend.py --sizes 50000 --layouts imported --runs 5
+    python tests/perf/store_recommend.py --layouts imported --train   # + `benchmatch train` on each store
 
 Each asset is one import's worth of rows (synthetic_result_rows: 4 CPU catalog hardware x 7 batch
 sizes x 4 thread counts x 3 repeats x SingleStream/MultiStream/Offline = 1,008 rows, 112
@@ -80,12 +81,24 @@ def cli(args: list[str], runs: int) -> float:
     return statistics.median(times)
 
 
+def train(root: Path, out: Path) -> tuple[float, int]:
+    """One `benchmatch train` on the store: (seconds, models saved)."""
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "benchmatch", "train", "--results", str(root), "--models", str(out),
+                           "--json"], cwd=ROOT, capture_output=True, text=True)
+    took = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"train on {root} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
+    return took, len(list(out.rglob("*.skops")))
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", default="1000,50000", help="store sizes in rows (rounded to whole assets)")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--per-trial", action="store_true", help="also time the uncompacted per-trial layout")
     p.add_argument("--layouts", help="comma-separated subset of imported,compacted,per-trial")
+    p.add_argument("--train", action="store_true", help="also time one `benchmatch train` on each store")
     a = p.parse_args()
     print(machine_line())
     catalog = load_catalog()
@@ -113,6 +126,10 @@ def main() -> int:
                 t = cli([str(req), "--results", str(root), "--models", str(none)], a.runs)
                 print(f"| {n_assets * ROWS_PER_ASSET:,} | {n_assets} | {layout} | {files:,} | {wrote:.1f} | "
                       f"{t:.2f} | {t / base:.2f}x |", flush=True)
+                if a.train:
+                    took, models = train(root, work / f"models-{size}-{layout}")
+                    print(f"|   | train: {models} models of {n_assets} asset(s) in {took:.1f} s "
+                          f"({took / max(models, 1) * 1000:.0f} ms a model) | | | | | |", flush=True)
     return 0
 
 

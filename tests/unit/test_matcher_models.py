@@ -101,6 +101,21 @@ def test_bound_covers_held_out_configurations(rows):
     assert np.mean(y <= bound) >= 0.75
 
 
+def test_band_coverage_is_reported_and_matches_a_direct_count():
+    """Coverage: each group's truths against a band calibrated on the other groups' out-of-fold
+    scores. The function against a hand count, then on data whose noise the band must learn."""
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 5.0, 0.15])
+    groups = np.array(["a", "a", "b", "b", "c", "c"])
+    # Without "c" the quantile (k > n) is the largest other score, 0.4: c's 5.0 falls outside it.
+    assert models_module._coverage(scores, groups, 0.1) == pytest.approx(5 / 6)
+    assert models_module._coverage(scores, np.array(["a"] * 6), 0.1) is None
+    rows = synthetic_result_rows(hardware=("local-1c", "local-2c", "aws-c7i.2xlarge"), batches=(1, 2, 4, 8, 16, 32),
+                                 threads=(1, 2), repeats=3, seed=5)
+    summary = {r["metric"]: r for r in train_models(rows, CATALOG, metrics=("latency_p99_ms",)).summary()}
+    r = summary["latency_p99_ms"]
+    assert r["band"] == 90 and 0.7 <= r["coverage_heldout_config"] <= 1.0 and 0.5 <= r["coverage_loho"] <= 1.0
+
+
 def test_tiny_data_degrades_honestly():
     tiny = synthetic_result_rows(hardware=("local-1c", "local-2c"), batches=(1, 8), threads=(1, 2), repeats=1,
                                  scenarios=("MultiStream", "Offline"), seed=9)
