@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.diagnose import binding, diagnose, diagnose_plan
+from matcher.enumerate import ENUMERATION, applicable, solve_enumerated
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
 from matcher.screen import Workload, screen
@@ -33,12 +34,15 @@ def solve(
     time_limit_s: float | None = 60.0,
     top_k: int | None = None,
     explain: bool = True,
+    method: str = "auto",
 ) -> Solution:
     """Best `top_k` (default req.top_k) options for one workload, or why there is none.
 
     Alternatives come from no-good cuts (C13): after each option, at least one (hardware,
     configuration) it used must be left out, so the next option is neither the same support nor
-    that support with extra replicas bolted on. `explain` adds each option's binding constraints."""
+    that support with extra replicas bolted on. `explain` adds each option's binding constraints.
+    method "auto": exact enumeration (enumerate.py) where it applies and is cheaper, else the
+    MILP; "milp": always the MILP (the tests compare the two)."""
     t0 = time.perf_counter()
     deadline = t0 + (time_limit_s if time_limit_s is not None else math.inf)
     k = req.top_k if top_k is None else top_k
@@ -56,6 +60,9 @@ def solve(
         return Solution("infeasible", diag.message if diag else "every candidate was screened out", (), diag,
                         solver, time.perf_counter() - t0, n_total, excluded)
 
+    if method == "auto" and applicable(wl, objective=objective, single_config=single_config):
+        return _enumerated(req, candidates, wl, k, objective, single_config, solver, explain, t0, deadline,
+                           excluded, t_screen)
     t1 = time.perf_counter()
     m = build([wl], Mode(objective=objective, single_config=single_config, alternatives=k > 1))
     timings = {"screen_s": t_screen, "build_s": time.perf_counter() - t1}
@@ -87,6 +94,31 @@ def solve(
         reason = f"{len(options)} option(s); requested {k}" + ("" if len(options) == k else ", no further feasible option")
     timings["solver_s"] = m.solver_s
     return Solution(status, reason, tuple(options), diag, solver, time.perf_counter() - t0, n_total, excluded,
+                    timings)
+
+
+def _enumerated(req: Requirements, candidates: pd.DataFrame, wl: Workload, k: int, objective: str,
+                single_config: bool, solver: str, explain: bool, t0: float, deadline: float,
+                excluded: dict[str, int], t_screen: float) -> Solution:
+    """solve() answered by enumeration: the same options, status and diagnosis as the MILP's."""
+    t1 = time.perf_counter()
+    chosen, cut_short = solve_enumerated(wl, objective=objective, k=k, deadline=deadline)
+    timings = {"screen_s": t_screen, "enumerate_s": time.perf_counter() - t1}
+    full = screen(req, candidates, objective=objective, elastic=True) if explain and chosen else None
+    options = tuple(_option(wl, ch, rank, objective, full) for rank, ch in enumerate(chosen, start=1))
+    n_total = len(candidates)
+    if cut_short:  # the MILP's wording for the same outcome (milp.Model._run)
+        why = ("time limit reached; the best option found is returned, optimality not proven" if options else
+               "time limit reached before any feasible option was found")
+        return Solution("time_limit", why, options, None, ENUMERATION, time.perf_counter() - t0, n_total, excluded,
+                        timings)
+    if not options:
+        diag = diagnose(req, candidates, single_config=single_config, solver=solver,
+                        time_limit_s=max(deadline - time.perf_counter(), 1.0))
+        return Solution("infeasible", diag.message if diag else "no feasible option", (), diag, ENUMERATION,
+                        time.perf_counter() - t0, n_total, excluded, timings)
+    reason = f"{len(options)} option(s); requested {k}" + ("" if len(options) == k else ", no further feasible option")
+    return Solution("optimal", reason, options, None, ENUMERATION, time.perf_counter() - t0, n_total, excluded,
                     timings)
 
 

@@ -10,7 +10,9 @@ single hardware type can still do it; 0.5: only a mix of hardware can; "no inven
 same demand with unlimited devices, so replica counts, and brute force's box, grow). Brute force enumerates, per configuration,
 every replica vector 0..min(need, inventory) over the hardware that pass the SLO (4^8 = 65,536
 at most per configuration), vectorised with numpy, and stops at --brute-cap seconds.
-The MILP column is wall time of matcher.milp.solve (screen + build + solver); its split is shown.
+The solve column is wall time of matcher.solve.solve as the service calls it (exact enumeration
+where it applies: matcher/enumerate.py; else screen + build + solver), beside the MILP forced
+(method="milp", the baseline); both must give the same answer.
 """
 
 from __future__ import annotations
@@ -55,11 +57,21 @@ def fmt_cost(x: float | None) -> str:
     return "infeasible" if x is None or np.isnan(x) else f"{x:.4f}"
 
 
+def same_answer(a, b) -> bool:
+    """The same options by every stage the solver ranks by (cost, then capacity and replicas); the
+    hardware mix itself may differ where those tie exactly."""
+    if len(a.options) != len(b.options):
+        return False
+    return all(abs(x.cost_per_hour_usd - y.cost_per_hour_usd) <= 1e-6 * max(1, y.cost_per_hour_usd)
+               for x, y in zip(a.options, b.options, strict=True))
+
+
 def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: int, topk_max: int, seed: int,
             time_limit: float, uncapped_max: int) -> None:
-    print("| candidates | demand level | MILP CBC s (screen / build / solver) | MILP HiGHS s | MILP CBC top-3 s "
-          "| brute force s (vectors) | MILP cost USD/h | brute-force cost | greedy cost | agree |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| candidates | demand level | solve s (method: screen / enumerate or build / solver) | MILP forced, CBC s "
+          "(baseline) | MILP HiGHS s | top-3 s (auto / MILP forced) "
+          "| brute force s (vectors) | solve cost USD/h | brute-force cost | greedy cost | agree |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     highs = pulp.HiGHS().available()
     for n in sizes:
         for label in levels:
@@ -72,9 +84,17 @@ def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: in
             s = solve(req, cands, top_k=1, explain=False, time_limit_s=time_limit)
             t_cbc = time.perf_counter() - t
             tm = s.timings
-            cbc = f"{fmt_s(t_cbc)} ({fmt_s(tm.get('screen_s'))} / {fmt_s(tm.get('build_s'))} / {fmt_s(tm.get('solver_s'))})"
+            if "enumerate_s" in tm:
+                cbc = f"{fmt_s(t_cbc)} (enumeration: {fmt_s(tm.get('screen_s'))} / {fmt_s(tm.get('enumerate_s'))} / —)"
+            else:
+                cbc = (f"{fmt_s(t_cbc)} (MILP: {fmt_s(tm.get('screen_s'))} / {fmt_s(tm.get('build_s'))} / "
+                       f"{fmt_s(tm.get('solver_s'))})")
             if s.status != "optimal":
                 cbc += f" [{s.status}]"
+            t = time.perf_counter()
+            forced = solve(req, cands, top_k=1, explain=False, time_limit_s=time_limit, method="milp")
+            t_forced = time.perf_counter() - t
+            assert same_answer(s, forced), (s.options, forced.options)
             t_highs = None
             if highs and n <= highs_max:
                 t = time.perf_counter()
@@ -82,11 +102,15 @@ def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: in
                 t_highs = time.perf_counter() - t
                 assert not sh.options or not s.options or \
                     abs(sh.options[0].cost_per_hour_usd - s.options[0].cost_per_hour_usd) < 1e-6
-            t_top = None
+            top = "—"
             if n <= topk_max:
                 t = time.perf_counter()
-                solve(req, cands, top_k=3, explain=False, time_limit_s=time_limit)
-                t_top = time.perf_counter() - t
+                a3 = solve(req, cands, top_k=3, explain=False, time_limit_s=time_limit)
+                t_auto = time.perf_counter() - t
+                t = time.perf_counter()
+                m3 = solve(req, cands, top_k=3, explain=False, time_limit_s=time_limit, method="milp")
+                top = f"{fmt_s(t_auto)} / {fmt_s(time.perf_counter() - t)}"
+                assert same_answer(a3, m3), (a3.options, m3.options)
             b = brute_force(req, cands, time_cap_s=brute_cap)
             if b.timed_out:
                 brute = f"timed out at {brute_cap:.0f} s ({b.vectors_checked:,} of {b.search_space:,})"
@@ -100,8 +124,8 @@ def scaling(sizes: list[int], levels: list[str], brute_cap: float, highs_max: in
                 agree = "n/a"
             else:
                 agree = "yes" if (np.isnan(mcost) and np.isnan(bcost)) or abs(mcost - bcost) < 1e-6 else "NO"
-            print(f"| {len(cands):,} | {level}{'' if capped else ', no inventory cap'} | {cbc} | {fmt_s(t_highs) if t_highs is not None else '—'} | "
-                  f"{fmt_s(t_top)} | {brute} | {fmt_cost(mcost)} | {'—' if bcost is None else fmt_cost(bcost)} | "
+            print(f"| {len(cands):,} | {level}{'' if capped else ', no inventory cap'} | {cbc} | {fmt_s(t_forced)} | "
+                  f"{fmt_s(t_highs) if t_highs is not None else '—'} | {top} | {brute} | {fmt_cost(mcost)} | {'—' if bcost is None else fmt_cost(bcost)} | "
                   f"{fmt_cost(g.cost_per_hour_usd)} | {agree} |", flush=True)
 
 

@@ -281,7 +281,7 @@ def test_a_solver_failure_names_no_install_path(monkeypatch):
         ans = recommend(req, table())
         text = ans.model_dump_json()
         assert "solverdir" not in text and "/opt/" not in text, text
-    s = solve(Requirements(constraints={"throughput_qps": 300}), table())
+    s = solve(Requirements(constraints={"throughput_qps": 300}), table(), method="milp")
     assert s.status == "error" and s.reason == "cbc failed: Pulp: Error while executing cbc"
     p = plan([(Requirements(constraints={"throughput_qps": 300}), table())])
     assert "solverdir" not in p.reason and "/opt/" not in p.reason
