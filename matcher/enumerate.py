@@ -6,7 +6,7 @@ which already holds inventory, budget and power for one candidate alone). Per co
 is a box of prod(ub_h + 1) replica vectors, and the joint rows (demand C1, one replica C1b,
 budgets C8/C9, power C10) are checks on each vector. So:
 
-* a configuration's objective is at least LB_c = max(min_h v_h, D·min_h v_h/T_h) (v = price or
+* a configuration's objective is at least LB_c (`lower_bound`) = max(min_h v_h, D·min_h v_h/T_h) (v = price or
   power per replica: the fractional cover of the demand), so configurations are visited in LB
   order and the visit stops once LB_c exceeds the best objective found (with the stage tolerance);
 * each visited box is enumerated whole with numpy, its infeasible vectors dropped, and only those
@@ -82,7 +82,7 @@ def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
             "cap": cap[ok], "reps": reps[ok]}
 
 
-def _lower_bound(wl: Workload, ix: np.ndarray, objective: str) -> float:
+def lower_bound(wl: Workload, ix: np.ndarray, objective: str) -> float:
     v = wl.power[ix] if objective == "energy" else wl.price[ix]
     v = np.nan_to_num(v, nan=0.0)
     lb = float(v.min())
@@ -98,8 +98,8 @@ def solve_enumerated(wl: Workload, *, objective: str, k: int,
     """Up to k options (position within wl -> replicas), best first ([] when none is feasible), and
     whether the deadline cut the search short (the options are then the best found, not proven)."""
     boxes = _boxes(wl)
-    order = sorted(boxes, key=lambda cfg: (_lower_bound(wl, boxes[cfg], objective), int(boxes[cfg][0])))
-    lbs = {cfg: _lower_bound(wl, boxes[cfg], objective) for cfg in boxes}
+    order = sorted(boxes, key=lambda cfg: (lower_bound(wl, boxes[cfg], objective), int(boxes[cfg][0])))
+    lbs = {cfg: lower_bound(wl, boxes[cfg], objective) for cfg in boxes}
     cache: dict[str, dict[str, np.ndarray]] = {}
     supports: list[np.ndarray] = []  # positions used by each earlier option (C13)
     out: list[dict[int, int]] = []

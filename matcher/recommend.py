@@ -270,6 +270,9 @@ class PlanRecommendation(BaseModel):
     status: Status  # as Recommendation.status
     solve_time_s: float
     candidates_considered: int
+    # 0 when proven optimal; after a time limit, an upper bound on the relative gap to the optimum
+    # ((found - Σ of each workload's own optimum) / found); null when no bound is known.
+    mip_gap: float | None = None
     notes: list[str] = []  # as Recommendation.notes
 
 
@@ -309,4 +312,5 @@ def recommend_plan(
         cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
         workloads=workloads, diagnosis=_diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
         solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
-        candidates_considered=sol.candidates_considered, notes=list(notes or []))
+        candidates_considered=sol.candidates_considered,
+        mip_gap=None if sol.gap is None or not feasible else round(float(sol.gap), 9), notes=list(notes or []))

@@ -13,16 +13,17 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from matcher.diagnose import binding, diagnose, diagnose_plan
-from matcher.enumerate import ENUMERATION, applicable, solve_enumerated
+from matcher.enumerate import ENUMERATION, applicable, lower_bound, solve_enumerated
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
 from matcher.screen import Workload, screen
-from matcher.solution import Option, PlanSolution, Solution, Status
+from matcher.solution import TOL, Option, PlanSolution, Solution, Status
 
 
 def solve(
@@ -131,10 +132,12 @@ def plan(
     single_config: bool = True,
     solver: str = "cbc",
     time_limit_s: float | None = 60.0,
+    method: str = "auto",
 ) -> PlanSolution:
     """One option per workload, jointly: each workload's own constraints hold, and together they
     fit the shared inventory (devices per hardware) and the shared budget per hour. Objective
-    `cost` or `energy` sums over workloads; `latency` sums each workload's worst p99."""
+    `cost` or `energy` sums over workloads; `latency` sums each workload's worst p99. method "auto":
+    the exact reductions of _plan_presolve first; "milp": the whole MILP (the tests compare)."""
     t0 = time.perf_counter()
     deadline = t0 + (time_limit_s if time_limit_s is not None else math.inf)
     n_total = sum(len(c) for _, c in workloads)
@@ -149,15 +152,30 @@ def plan(
     status: Status = "infeasible"
     reason = ""
     if all(wl.hw for wl in ws):
+        pre = (_plan_presolve(workloads, ws, shared_inv, budget_per_hour_usd, objective, single_config, deadline)
+               if method == "auto" else _Presolved(ws))
+        if pre.answer is not None:
+            opts = tuple(_option(wl, ch, 1, objective) for wl, ch in zip(ws, pre.answer, strict=True))
+            return PlanSolution("optimal", f"{len(opts)} workloads placed; each workload's own best answer fits the "
+                                "shared limits", opts, sum(o.cost_per_hour_usd for o in opts), None, ENUMERATION,
+                                time.perf_counter() - t0, n_total, gap=0.0)
+        if pre.infeasible:
+            ws = []  # a workload infeasible on its own: the diagnosis below says which
+        else:
+            ws = pre.workloads
+    if ws and all(wl.hw for wl in ws):
         m = build(ws, Mode(objective=objective, single_config=single_config, shared_inventory=shared_inv,
                            shared_budget_per_hour_usd=budget_per_hour_usd))
         status, reason = m.solve(solver, deadline)
         if m.has_answer and status in ("optimal", "time_limit"):
             opts = tuple(_option(wl, ch, 1, objective) for wl, ch in zip(ws, m.read(), strict=True))
             total = sum(o.cost_per_hour_usd for o in opts)
+            found = sum(o.objective_value for o in opts)
+            gap = 0.0 if status == "optimal" else (
+                (found - pre.lower_bound) / max(abs(found), 1e-12) if math.isfinite(pre.lower_bound) else None)
             return PlanSolution(status, reason or f"{len(opts)} workloads placed", opts, total, None, solver,
-                                time.perf_counter() - t0, n_total)
-    else:
+                                time.perf_counter() - t0, n_total, gap=gap)
+    elif ws:
         empty = [w for w, wl in enumerate(ws) if not wl.hw]
         reason = f"every candidate of workload(s) {empty} was screened out"
 
@@ -170,6 +188,118 @@ def plan(
             reason = diag.message
     return PlanSolution(status, reason, tuple(None for _ in workloads), math.nan, diag, solver,
                         time.perf_counter() - t0, n_total)
+
+
+@dataclass
+class _Presolved:
+    """What _plan_presolve found: the answer itself, or the workloads cut to what an optimal plan
+    can use, and the sum of the workloads' own optima (a lower bound on the plan's objective)."""
+
+    workloads: list[Workload]
+    lower_bound: float = math.nan
+    answer: list[dict[int, int]] | None = None
+    infeasible: bool = False
+
+
+def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: list[Workload],
+                   shared_inv: Mapping[str, float], budget: float | None, objective: str, single_config: bool,
+                   deadline: float) -> _Presolved:
+    """Exact reductions of a plan before its MILP (cost or energy objective, every workload small
+    enough to enumerate; otherwise the workloads as they are):
+
+    * each workload's own optimum opt_w (enumerate.py, the shared inventory as its own cap) is a
+      lower bound on its part of any plan, so LB = Σ opt_w bounds the plan. If the own optima fit
+      the shared inventory and budget together, they are the plan (each workload keeps its own
+      tie-break), proven optimal;
+    * else a feasible plan from placing workloads one by one, largest first, each on what the
+      earlier ones left, gives an upper bound UB. In an optimal plan workload w spends at most
+      opt_w + (UB - LB), so a configuration whose own lower bound (enumerate._lower_bound) exceeds
+      that is never used, by any optimal plan or its tie-break: it is dropped from the MILP."""
+    if objective not in ("cost", "energy") or not single_config:
+        return _Presolved(ws)
+    own = []
+    for (req, cands), wl in zip(workloads, ws, strict=True):
+        chosen = _own_best(req, cands, wl, objective, deadline)
+        if chosen is None:
+            return _Presolved(ws)
+        if not chosen:
+            return _Presolved(ws, infeasible=True)
+        own.append(chosen)
+    value = [_value(wl, ch, objective) for wl, ch in zip(ws, own, strict=True)]
+    lower = float(sum(value))
+    if _fits(ws, own, shared_inv, budget):
+        return _Presolved(ws, lower, answer=own)
+    upper = _greedy_plan(workloads, ws, value, shared_inv, budget, objective, deadline)
+    if upper is None:
+        return _Presolved(ws, lower)
+    spare = upper - lower
+    keep = []
+    for wl, v in zip(ws, value, strict=True):
+        limit = v + spare + 1e-7 * max(1.0, abs(v + spare))
+        lbs = {cfg: lower_bound(wl, np.flatnonzero(np.array(wl.cfg) == cfg), objective) for cfg in set(wl.cfg)}
+        keep.append(wl.take(np.array([lbs[c] <= limit for c in wl.cfg], dtype=bool)))
+    return _Presolved(keep, lower)
+
+
+def _value(wl: Workload, chosen: Mapping[int, int], objective: str) -> float:
+    per = wl.power if objective == "energy" else wl.price
+    return float(sum(n * per[i] for i, n in chosen.items()))
+
+
+def _fits(ws: list[Workload], answers: list[dict[int, int]], shared_inv: Mapping[str, float],
+          budget: float | None) -> bool:
+    used: dict[str, float] = {}
+    cost = 0.0
+    for wl, ch in zip(ws, answers, strict=True):
+        for i, n in ch.items():
+            used[wl.hw[i]] = used.get(wl.hw[i], 0.0) + n * wl.devices[i]
+            cost += n * wl.price[i]
+    if budget is not None and cost > budget * (1 + TOL):
+        return False
+    return all(used.get(hw, 0.0) <= cap + TOL for hw, cap in shared_inv.items())
+
+
+def _greedy_plan(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: list[Workload], value: list[float],
+                 shared_inv: Mapping[str, float], budget: float | None, objective: str,
+                 deadline: float) -> float | None:
+    """The objective of a feasible plan built one workload at a time (largest own optimum first),
+    each on the shared inventory and budget the earlier ones left; None when that gets stuck."""
+    left = dict(shared_inv)
+    money = budget
+    total = 0.0
+    for w in sorted(range(len(ws)), key=lambda v: -value[v]):
+        req, cands = workloads[w]
+        if money is not None:
+            own = req.constraints.budget_per_hour_usd
+            cap = money if own is None else min(own, money)
+            req = req.model_copy(update={"constraints": req.constraints.model_copy(
+                update={"budget_per_hour_usd": max(cap, 1e-12)})})
+        wl = screen(req, cands, objective=objective, elastic=False, prefix=ws[w].prefix, extra_inventory=left)
+        chosen = _own_best(req, cands, wl, objective, deadline) if wl.hw else {}
+        if not chosen:
+            return None
+        for i, n in chosen.items():
+            if wl.hw[i] in left:
+                left[wl.hw[i]] -= n * wl.devices[i]
+        if money is not None:
+            money -= sum(n * wl.price[i] for i, n in chosen.items())
+        total += _value(wl, chosen, objective)
+    return total
+
+
+def _own_best(req: Requirements, cands: pd.DataFrame, wl: Workload, objective: str,
+              deadline: float) -> dict[int, int] | None:
+    """One workload's best answer on its screened candidates `wl` (their inventory as its own
+    cap), as positions within wl: by enumeration where it applies, else its own small MILP. {}
+    when it has none; None when the time ran out."""
+    if applicable(wl, objective=objective, single_config=True):
+        chosen, cut_short = solve_enumerated(wl, objective=objective, k=1, deadline=deadline)
+        return None if cut_short else (chosen[0] if chosen else {})
+    m = build([wl], Mode(objective=objective, single_config=True))
+    status, _ = m.solve("cbc", deadline)
+    if status == "infeasible":
+        return {}
+    return m.read()[0] if status == "optimal" and m.has_answer else None
 
 
 def _option(wl: Workload, chosen: dict[int, int], rank: int, objective: str,

@@ -79,3 +79,28 @@ def test_it_steps_aside_where_the_milp_is_the_cheaper_exact_method():
     assert solve(req.model_copy(update={"objective": "latency"}), random_candidates(rng, 2, 2, inventory=2)).solver == "cbc"
     fast = solve(Requirements(constraints={"throughput_qps": 10.0}, top_k=1), random_candidates(rng, 3, 3, inventory=2))
     assert fast.solver == ENUMERATION and fast.status == "optimal" and "enumerate_s" in fast.timings
+
+
+@pytest.mark.parametrize("seed", range(16))
+def test_a_presolved_plan_costs_what_the_whole_milp_finds(seed):
+    """plan(): own optima when they fit the shared limits, else the MILP on the configurations an
+    optimal plan can use; the same objective and cost as the MILP on everything."""
+    from matcher.solve import plan
+
+    rng = np.random.default_rng(100 + seed)
+    items = []
+    for _ in range(int(rng.integers(2, 5))):
+        cands = random_candidates(rng, 3, int(rng.integers(2, 6)), with_energy=True, inventory=3)
+        slo = float(np.quantile(cands["latency_p99_ms"], 0.7))
+        items.append((Requirements(constraints={"throughput_qps": float(cands["throughput_qps"].max() * rng.uniform(0.3, 1.5)),
+                                                "latency_p99_ms": slo}, top_k=1), cands))
+    objective = "energy" if seed % 4 == 0 else "cost"
+    inventory = {f"hw{h:03d}": int(rng.integers(1, 6)) for h in range(3)}
+    budget = float(rng.uniform(2, 12)) if seed % 3 == 0 else None
+    fast = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective)
+    milp = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective, method="milp")
+    assert fast.status == milp.status, (fast.reason, milp.reason)
+    if milp.status == "optimal":
+        assert fast.cost_per_hour_usd == pytest.approx(milp.cost_per_hour_usd, rel=1e-6)
+        value = [sum(o.objective_value for o in p.workloads) for p in (fast, milp)]
+        assert value[0] == pytest.approx(value[1], rel=1e-6) and fast.gap == 0

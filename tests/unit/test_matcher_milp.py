@@ -461,8 +461,8 @@ def test_plan_answer_and_errors(tmp_path):
            "inventory": {"local-2c": 1}}
     ans = ws.plan(doc)
     assert set(ans) == {"feasible", "objective", "cost_per_hour_usd", "workloads", "diagnosis", "solver",
-                        "solve_time_s", "candidates_considered", "status", "notes"}
-    assert ans["feasible"] and ans["candidates_considered"] == 8
+                        "solve_time_s", "candidates_considered", "status", "notes", "mip_gap"}
+    assert ans["feasible"] and ans["candidates_considered"] == 8 and ans["mip_gap"] == 0
     assert [w["latency_statistic"] for w in ans["workloads"]] == ["latency_p99_ms", "latency_p99_ms"]
     used = [w["option"]["hardware"].get("local-2c", 0) for w in ans["workloads"]]
     assert sum(used) <= 1  # the shared inventory holds across workloads
