@@ -95,18 +95,18 @@ def _metric_label(metric: str) -> str:
     return f"{metric} ({unit})" if unit else metric
 
 
-def _png(fig: Figure, alt: str) -> str:
+def png_html(fig: Figure, alt: str) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     data = base64.b64encode(buf.getvalue()).decode("ascii")
     return f'<img class="plot" alt="{html.escape(alt, quote=True)}" src="data:image/png;base64,{data}">'
 
 
-def _note(text: str) -> str:
+def note_html(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
-def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
+def html_table(headers: Sequence[str], rows: Iterable[Sequence[str]], cls: str = "") -> str:
     """Headers are escaped here; cells must already be escaped (they may hold markup like <b>)."""
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
@@ -196,10 +196,10 @@ def latency_cdf_section(df: pd.DataFrame) -> str:
     """A panel per (scenario, hardware), a step CDF per configuration (median over repeats)."""
     ok = _ok(df)
     if "latency_p50_ms" not in ok.columns:
-        return _note("No latency columns in these rows: nothing to plot.")
+        return note_html("No latency columns in these rows: nothing to plot.")
     lat = ok[ok["latency_p50_ms"].notna()]
     if lat.empty:
-        return _note("No row has per-query latencies (Offline reports none): nothing to plot.")
+        return note_html("No row has per-query latencies (Offline reports none): nothing to plot.")
     cfg = _cfg_cols(lat)
     curves: dict[tuple[str, str], dict[str, list[list[tuple[float, float]]]]] = {}
     from_log = from_cols = 0
@@ -215,7 +215,7 @@ def latency_cdf_section(df: pd.DataFrame) -> str:
         panel = (str(row["scenario"]), str(row["hardware"]))
         curves.setdefault(panel, {}).setdefault(stats.config_label(row, cfg) or "(no config)", []).append(pts)
     if not curves:
-        return _note("No latency percentiles could be read.")
+        return note_html("No latency percentiles could be read.")
     if from_cols == 0:
         source = "LoadGen detail logs (min, p50, p90, p95, p97, p99, p99.9, max of each run)"
     elif from_log == 0:
@@ -246,20 +246,20 @@ def latency_cdf_section(df: pd.DataFrame) -> str:
         ax.legend(fontsize=7, loc="lower right")
     fig.suptitle(f"Latency CDF (step through percentile points) from {source}", fontsize=9, y=1.0)
     fig.tight_layout()
-    note = _note(f"Source: {source}. Offline rows have no per-query latency and are not shown. "
+    note = note_html(f"Source: {source}. Offline rows have no per-query latency and are not shown. "
                  "Each curve is the median over repeats of each percentile point.")
-    return _png(fig, "latency CDF per hardware") + note
+    return png_html(fig, "latency CDF per hardware") + note
 
 
 # ---------------------------------------------------------------- throughput vs batch
 def batch_section(summary: pd.DataFrame) -> str:
     """Offline throughput (median, IQR as error bar) against cfg_batch_size, a line per hardware × config."""
     if "cfg_batch_size" not in summary.columns:
-        return _note("These rows have no cfg_batch_size: no batch-size plot.")
+        return note_html("These rows have no cfg_batch_size: no batch-size plot.")
     s = summary[(summary["scenario"] == "Offline") & (summary["metric"] == "throughput_samples_per_s")]
     s = s[s["cfg_batch_size"].notna()]
     if s.empty:
-        return _note("No Offline throughput was measured: no batch-size plot.")
+        return note_html("No Offline throughput was measured: no batch-size plot.")
     others = [c for c in _cfg_cols(s) if c != "cfg_batch_size"]
     s = s.assign(_line=[f"{r['hardware']} {stats.config_label(r, others)}".strip() for _, r in s.iterrows()])
     hws = sorted(s["hardware"].astype(str).unique())
@@ -289,7 +289,7 @@ def batch_section(summary: pd.DataFrame) -> str:
     ax.legend(fontsize=8, loc="best")
     ax.set_title("Offline throughput against batch size (error bars: q25–q75 over repeats)", fontsize=10)
     fig.tight_layout()
-    return _png(fig, "throughput against batch size")
+    return png_html(fig, "throughput against batch size")
 
 
 # ---------------------------------------------------------------- Pareto
@@ -349,12 +349,12 @@ def pareto_points(summary: pd.DataFrame, df: pd.DataFrame, catalog: Mapping[str,
 
 def pareto_section(points: pd.DataFrame) -> str:
     if points.empty:
-        return _note("No configuration has both a p99 latency and a throughput: no Pareto plot.")
+        return note_html("No configuration has both a p99 latency and a throughput: no Pareto plot.")
     priced = points[points["cost_per_million_usd"].notna()]
     unpriced = sorted(set(points["hardware"].astype(str)) - set(priced["hardware"].astype(str)))
-    extra = _note(f"No price for {', '.join(unpriced)}: left out of the cost plot.") if unpriced else ""
+    extra = note_html(f"No price for {', '.join(unpriced)}: left out of the cost plot.") if unpriced else ""
     if priced.empty:
-        return _note("No hardware in these rows has a price: no cost plot.") + extra
+        return note_html("No hardware in these rows has a price: no cost plot.") + extra
     scenarios = sorted(priced["scenario"].astype(str).unique())
     hws = sorted(priced["hardware"].astype(str).unique())
     colors, markers = _style_map(hws, _COLORS), _style_map(hws, _MARKERS)
@@ -387,15 +387,15 @@ def pareto_section(points: pd.DataFrame) -> str:
         ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     front = priced[priced["pareto"]].sort_values(["scenario", "latency_p99_ms"])
-    table = _table(["scenario", "hardware", "config", "p99 latency (ms)", "throughput (samples/s)",
+    table = html_table(["scenario", "hardware", "config", "p99 latency (ms)", "throughput (samples/s)",
                     "price (USD/h)", "cost per 1M samples (USD)"],
                    ([e(r["scenario"]), e(r["hardware"]), e(r["config"]), num(r["latency_p99_ms"]),
                      num(r["throughput_samples_per_s"]), num(r["price_per_hour_usd"]),
                      num(r["cost_per_million_usd"])] for _, r in front.iterrows()))
-    note = _note("Cost per million samples = price_per_hour_usd / throughput_samples_per_s × 10⁶ / 3600, "
+    note = note_html("Cost per million samples = price_per_hour_usd / throughput_samples_per_s × 10⁶ / 3600, "
                  "with the throughput of the same scenario. Pareto-optimal: no other configuration is both "
                  "cheaper and lower in p99 latency.")
-    return _png(fig, "cost against p99 latency, Pareto front") + note + extra + "<h3>Pareto-optimal configurations</h3>" + table
+    return png_html(fig, "cost against p99 latency, Pareto front") + note + extra + "<h3>Pareto-optimal configurations</h3>" + table
 
 
 # ---------------------------------------------------------------- scaling
@@ -412,7 +412,7 @@ def scaling_section(df: pd.DataFrame) -> str:
     ok = _ok(df)
     dim = scaling_dimension(ok)
     if dim is None or "throughput_samples_per_s" not in ok.columns:
-        return _note("No scaling dimension in these rows (cfg_threads, device_count and num_threads each take "
+        return note_html("No scaling dimension in these rows (cfg_threads, device_count and num_threads each take "
                      "one value): no scaling curve. Sweep threads or devices to get one.")
     ok = ok[ok["throughput_samples_per_s"].notna() & ok[dim].notna()]
     others = [c for c in _cfg_cols(ok) if c != dim]
@@ -447,12 +447,12 @@ def scaling_section(df: pd.DataFrame) -> str:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
-    note = _note(f"Scaling dimension: {dim}. In brackets: scaling efficiency = throughput / (throughput at the "
+    note = note_html(f"Scaling dimension: {dim}. In brackets: scaling efficiency = throughput / (throughput at the "
                  f"smallest {dim} × the {dim} ratio); 100 % is linear scaling. "
                  + ("num_threads differs here because the hardware profiles differ, so each point is also a "
                     "different hardware." if dim == "num_threads" else ""))
-    table = _table(["scenario", "line", *(f"{dim}={x:g}: samples/s" for x in xs)], table_rows, "data")
-    return _png(fig, f"throughput against {dim}") + note + table
+    table = html_table(["scenario", "line", *(f"{dim}={x:g}: samples/s" for x in xs)], table_rows, "data")
+    return png_html(fig, f"throughput against {dim}") + note + table
 
 
 # ---------------------------------------------------------------- tables
@@ -483,7 +483,7 @@ def _cell(r: pd.Series, coverage: bool) -> str:
 def tables_section(summary: pd.DataFrame) -> str:
     """Per (asset, task, scenario): a row per hardware × config, a column per metric."""
     if summary.empty:
-        return _note("No successful rows: nothing to summarise.")
+        return note_html("No successful rows: nothing to summarise.")
     cfg = _cfg_cols(summary)
     parts = []
     scope = [c for c in ("asset", "task", "scenario") if c in summary.columns]
@@ -511,9 +511,9 @@ def tables_section(summary: pd.DataFrame) -> str:
                                                                           if len(ns) > 1 else ns[0])]
             row += [_cell(by_metric[m], not same) if m in by_metric else DASH for m in metrics]
             rows.append(row)
-        parts.append('<div class="scroll">' + _table(["hardware", "config", "n", *(_metric_label(m) for m in metrics)],
+        parts.append('<div class="scroll">' + html_table(["hardware", "config", "n", *(_metric_label(m) for m in metrics)],
                                                       rows, "data") + "</div>")
-    parts.append(_note("Each cell: median over repeats and its ratio to the reference (throughput/accuracy: "
+    parts.append(note_html("Each cell: median over repeats and its ratio to the reference (throughput/accuracy: "
                        "speed-up, > 1 better; latency/memory/energy: ratio, < 1 better); IQR (IQR/median) and CV; "
                        "the median's confidence interval with its coverage. — = not measurable (n < 2 or no value)."))
     return "".join(parts)
@@ -532,13 +532,13 @@ def flags_section(summary: pd.DataFrame, df: pd.DataFrame) -> str:
     noisy = summary[summary["noisy"].fillna(False).astype(bool)] if not summary.empty else summary
     parts.append(f"<h3>Noisy results (IQR/median &gt; {stats.NOISY_THRESHOLD:.0%}): {len(noisy)}</h3>")
     if len(noisy):
-        parts.append(_table(["scenario", "hardware", "config", "metric", "n", "median", "IQR/median", "CV"],
+        parts.append(html_table(["scenario", "hardware", "config", "metric", "n", "median", "IQR/median", "CV"],
                             ([e(r["scenario"]), e(r["hardware"]), e(stats.config_label(r, cfg)), e(r["metric"]),
                               e(r["n"]), num(r["median"]), num(r["rel_iqr"], pct=True), num(r["cv"], pct=True)]
                              for _, r in noisy.iterrows())))
     single = int((summary["n"] < 2).sum()) if not summary.empty else 0
     if single:
-        parts.append(_note(f"{single} of {len(summary)} (configuration, metric) groups have a single repeat: "
+        parts.append(note_html(f"{single} of {len(summary)} (configuration, metric) groups have a single repeat: "
                            "their spread and noise cannot be judged (set `repeats: 3` or more in the sweep)."))
     fl = stats.flags(df)
     headers = ["sweep", "trial", "repeat", "scenario", "hardware", "config", "detail"]
@@ -547,7 +547,7 @@ def flags_section(summary: pd.DataFrame, df: pd.DataFrame) -> str:
         rows = _flag_rows(fl, which)
         parts.append(f"<h3>{html.escape(title)}: {len(rows)}</h3>")
         if rows:
-            parts.append(_table(headers, rows))
+            parts.append(html_table(headers, rows))
     return "".join(parts)
 
 
@@ -620,14 +620,18 @@ img.plot{max-width:100%;display:block;margin:8px 0}.note{color:#555;font-size:13
 
 
 def build_report(df: pd.DataFrame, catalog: Mapping[str, Any] | None = None, title: str = "benchmatch report",
-                 reference: stats.Reference | None = None, generated: datetime | None = None) -> str:
-    """The report page as one HTML string (see `write_report`)."""
+                 reference: stats.Reference | None = None, generated: datetime | None = None,
+                 extra: Sequence[tuple[str, str, str]] = ()) -> str:
+    """The report page as one HTML string (see `write_report`). `extra`: (anchor, title, HTML)
+    sections placed after the summary (the decision, from benchmatch/decision.py)."""
     reference = reference or default_reference(catalog)
     generated = generated or datetime.now(timezone.utc)
     summary = report_summary(df, reference)
     points = pareto_points(summary, df, catalog)
+    titles = {**TITLES, **{key: name for key, name, _ in extra}}
     sections = [
         ("summary", summary_section(df, catalog, reference, generated)),
+        *((key, content) for key, _, content in extra),
         ("cdf", latency_cdf_section(df)),
         ("batch", batch_section(summary)),
         ("pareto", pareto_section(points)),
@@ -636,8 +640,8 @@ def build_report(df: pd.DataFrame, catalog: Mapping[str, Any] | None = None, tit
         ("flags", flags_section(summary, df)),
         ("definitions", DEFINITIONS),
     ]
-    nav = "".join(f'<a href="#{k}">{html.escape(TITLES[k])}</a>' for k, _ in sections)
-    body = "".join(f'<section id="{k}"><h2>{html.escape(TITLES[k])}</h2>{content}</section>' for k, content in sections)
+    nav = "".join(f'<a href="#{k}">{html.escape(titles[k])}</a>' for k, _ in sections)
+    body = "".join(f'<section id="{k}"><h2>{html.escape(titles[k])}</h2>{content}</section>' for k, content in sections)
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</body></html>\n")
 
@@ -655,14 +659,15 @@ def report_summary(df: pd.DataFrame, reference: stats.Reference | None = None) -
 
 
 def write_report(df: pd.DataFrame, out_path: str | os.PathLike[str], catalog: Mapping[str, Any] | None = None,
-                 title: str = "benchmatch report", reference: stats.Reference | None = None) -> Path:
+                 title: str = "benchmatch report", reference: stats.Reference | None = None,
+                 extra: Sequence[tuple[str, str, str]] = ()) -> Path:
     """Write the report for result rows `df` to `out_path` (one self-contained HTML file); returns its path.
 
     `catalog` (name → HardwareSpec) supplies prices the rows lack and the default reference hardware
     (its first local profile). Written to a temporary name and renamed, so a reader never sees half a page.
     """
     out = Path(out_path)
-    page = build_report(df, catalog, title, reference)
+    page = build_report(df, catalog, title, reference, extra=extra)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text(page, encoding="utf-8")

@@ -250,6 +250,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         self.gpu_classes_ = sorted({int(v) for v in X.get("hw_is_gpu", pd.Series(dtype=float)).dropna()})
         self.n_ = int(len(y))
         self.cv_ = {}
+        self.oof_: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.q_ = {}
         self.guaranteed_ = {}
         cfg_groups = config_keys(X).to_numpy(dtype=str)
@@ -273,6 +274,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             scores = (t - oof) if self.side_ == "upper" else (oof - t)
             self.q_[name], self.guaranteed_[name] = _conformal(scores, self.alpha)
             self.cv_[name]["coverage"] = _coverage(scores, groups, self.alpha)
+            # Out-of-fold (truth, prediction, bound) of this fit, for the report's predicted-vs-measured
+            # plot; not saved with the model (a loaded model has none).
+            sign = 1.0 if self.side_ == "upper" else -1.0
+            self.oof_[name] = (y, pred, self._from_t(oof + sign * self.q_[name]))
         return self
 
     def predict(self, X: pd.DataFrame, return_bound: bool = False):

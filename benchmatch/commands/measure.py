@@ -75,10 +75,28 @@ def cmd_report(a: argparse.Namespace) -> int:
     if df.empty:
         where = f"sweep '{a.sweep}' in {a.results}" if a.sweep else a.results
         raise NoDataError(f"no results in {where}: run `benchmatch sweep CONFIG` (or quickstart) first")
+    if a.asset:
+        present = sorted(set(df["asset"].dropna().astype(str))) if "asset" in df.columns else []
+        if a.asset not in present:
+            raise NoDataError(f"no results for asset '{a.asset}' in {a.results}; assets present: "
+                              f"{', '.join(present) or 'none'}")
+        df = df[df["asset"].astype(str) == a.asset]
     catalog = load_catalog(a.catalog)
     ref = Reference(hardware=a.reference) if a.reference else default_reference(catalog)
-    title = a.title or f"benchmatch report: {a.sweep or os.path.basename(os.path.abspath(a.results))}"
-    path = write_report(df, a.out, catalog=catalog, title=title, reference=ref)
+    title = a.title or f"benchmatch report: {a.sweep or os.path.basename(os.path.abspath(a.results))}" + \
+        (f", {a.asset}" if a.asset else "")
+    extra = []
+    if a.requirements:
+        from benchmatch.decision import decision_sections
+        from benchmatch.sources import open_workspace
+        from matcher.requirements import load_requirements
+
+        req = load_requirements(a.requirements)
+        if a.asset and req.asset is None:
+            req = req.model_copy(update={"asset": a.asset})
+        a.candidates = None
+        extra = decision_sections(open_workspace(a), req, df, catalog)
+    path = write_report(df, a.out, catalog=catalog, title=title, reference=ref, extra=extra)
     if a.json:
         summary = report_summary(df, ref)
         rows = json.loads(summary.to_json(orient="records"))  # NaN/NA -> null, numpy -> JSON numbers
@@ -203,5 +221,10 @@ def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argpars
     rp.add_argument("--sweep", help="only this sweep (default: every sweep in the results)")
     rp.add_argument("--reference", help="reference hardware for the relative column (default: first local profile)")
     rp.add_argument("--title", help="report title (default: from the sweep or results folder)")
+    rp.add_argument("--asset", help="only this asset (default: every asset in the results)")
+    rp.add_argument("--requirements", help="also show the recommendation for this requirements file (YAML/JSON), "
+                    "the latency-vs-load curves it rests on and the models' predicted-vs-measured")
+    rp.add_argument("--models", help="performance models folder for the recommendation (default: RESULTS/models "
+                    "if present)")
     rp.add_argument("--json", action="store_true", help="print the report path and the summary table as JSON")
     rp.set_defaults(fn=cmd_report)

@@ -168,3 +168,38 @@ def test_cli_report_writes_and_prints_json(tmp_path: Path, capsys: pytest.Captur
 def test_pareto_mask():
     assert report.pareto_mask([1, 2, 3, 1], [3, 2, 1, 4]) == [True, True, True, False]
     assert report.pareto_mask([1, 1], [1, 1]) == [True, True]  # ties do not dominate
+
+
+def test_report_shows_the_decision_for_one_asset(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    """#10 item 7: `--asset` keeps one asset; `--requirements` adds the recommendation, the Server
+    curves of its pairs with the bound and each replica's load, and predicted-vs-measured."""
+    df = qs_rows(None, repeats=2, dtypes=("float32",))
+    server = []
+    for _, grp in df.groupby(["trial_id", "repeat"]):
+        first = grp.iloc[0].to_dict()
+        cap = float(grp.loc[grp["scenario"] == "Offline", "throughput_samples_per_s"].iloc[0])
+        curve = [{"offered_qps": f * cap, "completed_qps": f * cap, "latency_p99_ms": 0.2 / (1.05 - f),
+                  "latency_p50_ms": 0.1 / (1.05 - f), "valid": True} for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+        server.append({**first, "scenario": "Server", "server_curve": json.dumps(curve)})
+    rows = pd.concat([df, pd.DataFrame(server)], ignore_index=True)
+    other = rows.assign(asset="other-net", trial_id=rows["trial_id"] + "-o")
+    store = ResultsStore(tmp_path / "results")
+    store.write_part(pd.concat([rows, other], ignore_index=True).to_dict("records"))
+    req = tmp_path / "req.yaml"
+    req.write_text("constraints: {latency_p99_ms: 1.0, throughput_qps: 20000}\n")
+    out = tmp_path / "r.html"
+    args = ["report", "--results", str(tmp_path / "results"), "--out", str(out), "--asset", "digits-mlp"]
+    assert main([*args, "--requirements", str(req)]) == 0
+    page = out.read_text()
+    text = _text(page)
+    assert "other-net" not in text  # one asset
+    decision = _section(page, "decision")
+    assert "Decision: digits-mlp" in text and "latency_p99_ms" in decision and "measured" in decision
+    assert "×local-" in decision  # an option's mix
+    load = _section(page, "load")
+    assert "data:image/png" in load and "Each replica is sized" in load
+    models = _section(page, "models")
+    assert "data:image/png" in models and "band coverage" in models
+    capsys.readouterr()
+    assert main([*args[:-1], "nope"]) == 2
+    assert "assets present: digits-mlp, other-net" in capsys.readouterr().err
