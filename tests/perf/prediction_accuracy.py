@@ -2,6 +2,7 @@
 
     python tests/perf/prediction_accuracy.py [RESULTS_DIR]        # default results (from make quickstart)
     python tests/perf/prediction_accuracy.py RESULTS_DIR --synthetic
+    python tests/perf/prediction_accuracy.py gavel-store --task train --catalog configs/public/gavel/catalog.yaml
 
 Fits matcher.models.train_models on the ok rows of the results store (every asset, `infer`) and
 prints ModelSet.summary() as a markdown table: MdAPE (median |predicted - measured| / measured) and
@@ -33,11 +34,11 @@ def pct(v: float | None) -> str:
     return "—" if v is None else f"{100 * v:.1f}%"
 
 
-def table(rows: pd.DataFrame, catalog: dict, label: str) -> None:
-    ok = rows[(rows["status"].astype(str) == "ok") & (rows["task"].astype(str) == "infer")]
+def table(rows: pd.DataFrame, catalog: dict, label: str, task: str = "infer") -> None:
+    ok = rows[(rows["status"].astype(str) == "ok") & (rows["task"].astype(str) == task)]
     pairs = (ok["hardware"].astype(str) + "|" + config_keys(ok)).nunique()
     t0 = time.perf_counter()
-    ms = train_models(ok, catalog)
+    ms = train_models(ok, catalog, task=task)
     fit_s = time.perf_counter() - t0
     print(f"\n### {label}\n")
     print(f"{len(ok)} ok rows, {ok['asset'].nunique()} asset(s), {ok['hardware'].nunique()} hardware types "
@@ -61,11 +62,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("results", nargs="?", default="results-store")
     ap.add_argument("--synthetic", action="store_true", help="also the seeded synthetic rows (labelled)")
+    ap.add_argument("--task", default="infer", choices=("infer", "train"), help="which rows the models learn")
+    ap.add_argument("--catalog", help="hardware catalog (default: configs/hardware.yaml); public sets ship their own")
     a = ap.parse_args()
-    catalog = load_catalog()
+    catalog = load_catalog(a.catalog)
     print(machine_line())
     rows = read_results_or_exit(a.results)
-    table(rows, catalog, f"measured: {a.results}")
+    table(rows, catalog, f"measured: {a.results} ({a.task})", a.task)
     if a.synthetic:
         syn = synthetic_result_rows(hardware=("local-1c", "local-2c", "aws-c7i.2xlarge"), batches=(1, 2, 4, 8, 16, 32),
                                     threads=(1, 2, 4, 8), repeats=2, seed=0)

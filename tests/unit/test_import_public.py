@@ -94,3 +94,24 @@ def test_each_public_folder_says_where_its_files_come_from(folder):
         assert word in readme
     for f in (PUBLIC / folder).iterdir():
         assert f.stat().st_size < 300_000
+
+
+def test_gavels_gpus_have_a_catalog_so_its_data_answers(tmp_path, capsys):
+    """configs/public/gavel/catalog.yaml prices K80, P100 and V100: the imported rows then answer a
+    training request, and every price names where it was read."""
+    from cluster.hardware import load_catalog
+
+    catalog_path = ROOT / "configs/public/gavel/catalog.yaml"
+    catalog = load_catalog(catalog_path)
+    assert set(catalog) == {"K80", "P100", "V100"} and all(s.price_source for s in catalog.values())
+    store = tmp_path / "gavel"
+    assert main(["import", str(ROOT / "configs/public/gavel/oracle_throughputs_isolated.json"), "--mapping",
+                 str(ROOT / "configs/mappings/gavel-oracle-throughputs.yaml"), "--results", str(store),
+                 "--catalog", str(catalog_path)]) == 0
+    req = tmp_path / "req.yaml"
+    req.write_text("asset: ResNet-50\ntask: train\nconstraints: {throughput_qps: 2000}\n")
+    capsys.readouterr()
+    assert main(["recommend", str(req), "--results", str(store), "--catalog", str(catalog_path), "--json"]) == 0
+    ans = json.loads(capsys.readouterr().out)
+    assert ans["feasible"] and set(ans["options"][0]["hardware"]) <= {"K80", "P100", "V100"}
+    assert ans["options"][0]["predicted"]["throughput_qps"] >= 2000
