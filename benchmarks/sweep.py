@@ -23,6 +23,7 @@ from typing import Any
 from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
+from results.consistency import more_cores_slower
 from results.store import ResultsStore
 
 PUBLISHER_NAME = "benchmatch-metrics"
@@ -47,6 +48,7 @@ class SweepReport:
     trial_failures: list[str] = field(default_factory=list)
     remeasured: int = 0  # repeats measured again because their rows were flagged
     flagged: list[str] = field(default_factory=list)  # "<trial> r<repeat> <scenario>: <flags>" still flagged
+    inconsistent: list[str] = field(default_factory=list)  # results.consistency: more cores slower than fewer
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -364,6 +366,10 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             progress(f"  flagged (not counted as measured by the matcher): {line}")
         if len(report.flagged) > 10:
             progress(f"  ... and {len(report.flagged) - 10} more flagged rows (see the `flags` column)")
+        local = {h: catalog[h].cpu_cores for h in spec.hardware if catalog[h].local}
+        report.inconsistent = [str(i) for i in more_cores_slower(mine, local)]
+        for line in report.inconsistent:
+            progress(f"  INCONSISTENT (more cores slower beyond the spread; left out by the matcher): {line}")
     if not df.empty and "status" in df.columns:
         bad = df.loc[df["status"] != "ok"].drop_duplicates(["trial_id", "repeat"])
         report.failed = len(bad)

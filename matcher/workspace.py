@@ -45,6 +45,7 @@ from matcher.recommend import recommend, recommend_plan
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
 from matcher.suggest import Suggestion, suggest
 from matcher.support import drop_unsupported
+from results.consistency import inconsistent_rows, more_cores_slower
 from results.store import ResultsStore
 from results.summary import summarize_candidates, summarize_results
 
@@ -201,6 +202,12 @@ class Workspace:
             raise NoDataError(f"{where}: the results store is empty; run a sweep first (benchmatch sweep CONFIG)")
         rows, asset = select_rows(self.rows, req.asset, req.task, where=where)
         notes += [f"left out, measured rows flagged: {p}" for p in flagged_pairs(self.rows, asset, req.task)]
+        local = {h: spec.cpu_cores for h, spec in self.catalog.items() if spec.local}
+        odd = more_cores_slower(rows, local)
+        if odd:
+            rows = rows[~inconsistent_rows(rows, odd)]
+            notes += [f"left out, more cores slower than fewer beyond the spread: {i}; measure it again on a quiet "
+                      "machine" for i in odd]
         measured = candidates_from_results(rows, self.catalog, asset=asset, task=req.task)
         self._need("models")
         if self.models is None or asset not in self.models.assets():
