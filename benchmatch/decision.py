@@ -8,7 +8,6 @@ which never imports the matcher (docs/architecture.md); the report takes these a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from benchmarks.report import e, html_table, note_html, num, png_html
-from matcher.capacity import curves_of
+from matcher.candidates import parse_curve
 from matcher.models import train_models
 from matcher.requirements import Requirements
 from matcher.workspace import Workspace
@@ -71,15 +70,6 @@ def _pair_rows(rows: pd.DataFrame, hardware: str, config: Mapping[str, Any]) -> 
     return sel
 
 
-def _json_list(cell: Any) -> bool:
-    if not isinstance(cell, str) or not cell:
-        return False
-    try:
-        return isinstance(json.loads(cell), list)
-    except json.JSONDecodeError:
-        return False
-
-
 def _curves_section(req: Requirements, ans: Mapping[str, Any], rows: pd.DataFrame) -> str:
     """Each option's (hardware, configuration): every repeat's Server curve of the bounded
     statistic, the bound, and the load each replica of the option carries."""
@@ -99,7 +89,7 @@ def _curves_section(req: Requirements, ans: Mapping[str, Any], rows: pd.DataFram
             pair = _pair_rows(rows, hw, cfg)
             cells = pair.loc[pair["scenario"].astype(str) == "Server", "server_curve"] \
                 if {"scenario", "server_curve"} <= set(pair.columns) else []
-            curves = [c for cell in cells for c in curves_of(json.dumps([json.loads(cell)]) if _json_list(cell) else "")]
+            curves = [c for c in map(parse_curve, cells) if c]
             panels.append((o["rank"], hw, cfg, curves, load))
     if not panels:
         return note_html("No option's pairs were measured under load.")

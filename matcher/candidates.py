@@ -26,13 +26,14 @@ from matcher.capacity import CURVES
 from matcher.errors import CandidateError, NoDataError, RequirementsError
 from matcher.metrics import DEFAULT_LATENCY, LATENCY, METRICS, TRAIN_SCENARIO, metric_values, numeric
 from matcher.requirements import MAX_THROUGHPUT_QPS
+from results.mapping import DIRECTION_SUFFIX as DIRECTION
+from results.mapping import QUALITY
 from results.summary import ok_rows
 
 CFG = "cfg_"
 REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
 OPTIONAL_NUMERIC = (*(m.name for m in METRICS if m.presence == "optional"), "inventory", "devices")
 KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
-QUALITY, DIRECTION = "quality_", "_direction"  # results/mapping.py: a quality score and which way is better
 
 
 def quality_columns(df: pd.DataFrame) -> list[str]:
@@ -290,7 +291,7 @@ def _worst(v: np.ndarray, side: str) -> float:
     return float(v.max() if side == "upper" else v.min())
 
 
-def _curve(cell: Any) -> list[dict[str, Any]] | None:
+def parse_curve(cell: Any) -> list[dict[str, Any]] | None:
     if not isinstance(cell, str) or not cell:
         return None
     try:
@@ -425,7 +426,7 @@ def candidates_from_results(
     if {"scenario", "server_curve"} <= set(rows.columns):
         curves: list[list[Any]] = [[] for _ in range(n_groups)]
         for g, cell in zip(gid[scen == "Server"], rows.loc[scen == "Server", "server_curve"], strict=True):
-            c = _curve(cell)
+            c = parse_curve(cell)
             if c:
                 curves[g].append(c)
         if any(curves):

@@ -41,7 +41,7 @@ def _slack(value: float) -> float:
     return _HOLD * max(1.0, abs(value))
 
 
-def _boxes(wl: Workload) -> dict[str, np.ndarray]:
+def config_boxes(wl: Workload) -> dict[str, np.ndarray]:
     """Candidate positions (within wl) of each configuration, in wl's order."""
     out: dict[str, list[int]] = {}
     for i, c in enumerate(wl.cfg):
@@ -52,7 +52,7 @@ def _boxes(wl: Workload) -> dict[str, np.ndarray]:
 def applicable(wl: Workload, *, objective: str, single_config: bool) -> bool:
     if not single_config or objective not in ("cost", "energy") or not wl.hw:
         return False
-    return all(float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS for ix in _boxes(wl).values())
+    return all(float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS for ix in config_boxes(wl).values())
 
 
 def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
@@ -97,7 +97,7 @@ def solve_enumerated(wl: Workload, *, objective: str, k: int,
                      deadline: float = math.inf) -> tuple[list[dict[int, int]], bool]:
     """Up to k options (position within wl -> replicas), best first ([] when none is feasible), and
     whether the deadline cut the search short (the options are then the best found, not proven)."""
-    boxes = _boxes(wl)
+    boxes = config_boxes(wl)
     order = sorted(boxes, key=lambda cfg: (lower_bound(wl, boxes[cfg], objective), int(boxes[cfg][0])))
     lbs = {cfg: lower_bound(wl, boxes[cfg], objective) for cfg in boxes}
     cache: dict[str, dict[str, np.ndarray]] = {}

@@ -129,9 +129,9 @@ def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | Non
                                 "note": "spread of the measured repeats (largest over the hardware used)"}
     for col in quality_columns(rows):
         values = numeric(rows, col)
-        if not np.isnan(values).all():
-            lower = (rows.get(col + DIRECTION) == "lower").any()
-            out[col] = _f(np.nanmax(values) if lower else np.nanmin(values))  # the worst replica's score
+        direction = set(rows[col + DIRECTION].dropna().astype(str)) if col + DIRECTION in rows.columns else set()
+        if not np.isnan(values).all() and len(direction) == 1:  # "worst" needs to know which way is better
+            out[col] = _f(np.nanmax(values) if direction == {"lower"} else np.nanmin(values))  # the worst replica's
     return out, band
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.diagnose import binding, diagnose, diagnose_plan
-from matcher.enumerate import ENUMERATION, applicable, lower_bound, solve_enumerated
+from matcher.enumerate import ENUMERATION, applicable, config_boxes, lower_bound, solve_enumerated
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
 from matcher.screen import Workload, screen
@@ -236,7 +236,7 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
     keep = []
     for wl, v in zip(ws, value, strict=True):
         limit = v + spare + 1e-7 * max(1.0, abs(v + spare))
-        lbs = {cfg: lower_bound(wl, np.flatnonzero(np.array(wl.cfg) == cfg), objective) for cfg in set(wl.cfg)}
+        lbs = {cfg: lower_bound(wl, ix, objective) for cfg, ix in config_boxes(wl).items()}
         keep.append(wl.take(np.array([lbs[c] <= limit for c in wl.cfg], dtype=bool)))
     return _Presolved(keep, lower)
 

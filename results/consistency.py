@@ -80,14 +80,10 @@ def more_cores_slower(rows: pd.DataFrame, cores: Mapping[str, int]) -> list[Inco
 
 
 def _config_text(rows: pd.DataFrame, cfg: list[str]) -> pd.Series:
-    parts = [rows[c].map(lambda v, c=c: "" if v is None or (isinstance(v, float) and np.isnan(v))
-                         else f"{c[len(CONFIG_PREFIX):]}={v}") for c in cfg]
-    if not parts:
+    if not cfg:
         return pd.Series("", index=rows.index)
-    joined = parts[0]
-    for p in parts[1:]:
-        joined = joined + "|" + p
-    return joined.map(lambda s: ", ".join(x for x in s.split("|") if x))
+    return rows[cfg].apply(lambda r: ", ".join(f"{c[len(CONFIG_PREFIX):]}={v}" for c, v in r.items()
+                                               if not (v is None or (isinstance(v, float) and np.isnan(v)))), axis=1)
 
 
 def inconsistent_rows(rows: pd.DataFrame, found: list[Inconsistency]) -> pd.Series:

@@ -211,6 +211,13 @@ def test_a_candidate_table_carries_quality_scores_with_their_direction(tmp_path)
     assert "cfg_quality_bleu" not in cands.columns  # a score, not a configuration
     ans = recommend({"constraints": {"quality": {"bleu": 30}}}, cands).model_dump()
     assert ans["options"][0]["hardware"] == {"dear": 1} and ans["options"][0]["predicted"]["quality_bleu"] == 31.0
+    # A score without its direction answers (no "worst" is shown for it) and cannot be bounded.
+    q = tmp_path / "nodir.csv"
+    q.write_text("hardware,price_per_hour_usd,latency_p99_ms,throughput_qps,accuracy,quality_bleu\ncheap,0.1,5,100,,28.5\n")
+    plain = recommend({}, candidates_from_csv(q)).model_dump()
+    assert plain["feasible"] and "quality_bleu" not in plain["options"][0]["predicted"]
+    with pytest.raises(RequirementsError, match="direction of 'bleu' is unknown"):
+        recommend({"constraints": {"quality": {"bleu": 30}}}, candidates_from_csv(q))
     p.write_text(p.read_text().replace("higher\ndear", "better\ndear"))
     with pytest.raises(CandidateError, match="line 2: column 'quality_bleu_direction' must be 'lower' or 'higher'"):
         candidates_from_csv(p)
