@@ -126,8 +126,12 @@ def _publisher_cls() -> Any:
 
 def _get_publisher() -> Any:
     cls = _publisher_cls()
+    # On the head node: a worker node can die mid-sweep (test_cluster_sweep kills one), and the
+    # publisher placed there took every later sweep's progress calls down with it (CI, 2026-12-01).
+    # The head carries Ray's own "node:__internal_head__" resource (Ray Train pins its state actor so).
     return cls.options(name=PUBLISHER_NAME, namespace=PUBLISHER_NAMESPACE, lifetime="detached",
-                       get_if_exists=True).remote()
+                       get_if_exists=True, resources={"node:__internal_head__": 0.001},
+                       scheduling_strategy="DEFAULT").remote()
 
 
 def _trial_fn(config: dict[str, Any]) -> None:

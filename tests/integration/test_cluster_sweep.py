@@ -67,6 +67,13 @@ def test_each_trial_runs_on_a_node_of_its_hardware_and_rows_land_in_the_store(cl
         assert row["status"] == "ok"
     assert set(df["hardware"]) == {"local-1c", "local-2c"}
     assert (df["throughput_samples_per_s"].dropna() > 0).all()
+    # The sweep's metrics publisher lives on the head: a profile node may die mid-sweep (below).
+    from ray.util.state import list_actors
+
+    from benchmarks.sweep import PUBLISHER_NAME
+    (actor,) = [a for a in list_actors(filters=[("name", "=", PUBLISHER_NAME)]) if a.state == "ALIVE"]
+    head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])
+    assert actor.node_id == head
 
     # Re-running without --resume refuses (nothing is overwritten); with it, nothing is re-run.
     with pytest.raises(SweepError, match="--resume"):
