@@ -5,7 +5,9 @@ with only torch all call the same code. Its phases: resolve the asset (a bad spe
 (device, dtype, threads, seeds, data, model), warm up, measure (LoadGen scenarios for `infer`, the
 training loop for `train`), and turn each measurement into a row with exactly the columns of
 results/schema.py. A failure inside the asset or the model becomes rows with status "failed"
-and the error, so that a sweep goes on.
+and the error, so that a sweep goes on; a configuration this machine or engine cannot run (cfg
+`engine`, `quantization`, `dtype`: benchmarks/engines.py) becomes rows with status "skipped" and the
+reason, never measured and never counted as failed.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks import engines as eng
 from benchmarks import loadgen_harness as lgh
 from benchmarks.assets import get_asset, loadable_ref
 from benchmarks.assets.base import AssetData, config_dtype, config_int
@@ -70,6 +73,8 @@ class TrialContext:
     env: dict[str, Any]
     parameters: int
     flops_per_sample: float | None
+    bytes_per_sample: float | None = None
+    engine: eng.Engine | None = None  # infer: how batches run (eager, compile, onnxruntime; int8 or not)
 
     @property
     def batch_size(self) -> int:
@@ -92,7 +97,8 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
     """Measure one (trial, repeat) and return its rows (one per scenario; one `train` row).
 
     Raises ValueError for a spec that can never run (unknown asset, task or scenario); every other
-    failure is returned as rows with status "failed".
+    failure is returned as rows with status "failed", and a configuration the engine or machine cannot
+    run (benchmarks.engines.Unsupported) as rows with status "skipped" and the reason in `error`.
     """
     t0 = time.perf_counter_ns()
     asset = get_asset(loadable_ref(spec.loader_ref, spec.asset_source))
@@ -105,6 +111,8 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
         emit({"phase": "setup", "asset": spec.asset, "task": spec.task, "hardware": spec.hardware.name})
         try:
             ctx = _set_up(spec, asset)
+        except eng.Unsupported as exc:
+            rows = [_skipped_row(spec, sc, str(exc)) for sc in scenarios]
         except Exception as exc:
             rows = [_failed_row(spec, sc, exc, None) for sc in scenarios]
             _write_error(spec, exc)
@@ -117,9 +125,17 @@ def run_trial(spec: TrialSpec, progress: Progress | None = None) -> list[dict[st
     duration = (time.perf_counter_ns() - t0) / 1e9
     for row in rows:
         row["duration_s"] = duration
-    emit({"phase": "done", "status": "ok" if all(r["status"] == "ok" for r in rows) else "failed",
-          "duration_s": duration, "rows": len(rows)})
+    emit({"phase": "done", "status": repeat_status(rows), "duration_s": duration, "rows": len(rows)})
     return rows
+
+
+def repeat_status(rows: list[dict[str, Any]]) -> str:
+    """One word for a (trial, repeat): `ok` (every row ok), `skipped` (the configuration cannot run
+    here; nothing failed) or `failed` (any row failed, or a status this code does not know)."""
+    statuses = {r.get("status") for r in rows}
+    if statuses <= {"ok"}:
+        return "ok"
+    return "skipped" if statuses <= {"ok", "skipped"} else "failed"
 
 
 SATURATED = 0.95  # a Server point that completes less than this share of the offered load
@@ -267,13 +283,24 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # also seeds every CUDA device
 
 
+def model_input(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Samples as the model takes them: floating inputs in the trial's dtype; integer inputs (token
+    ids) unchanged, since a bfloat16 token id above 256 would no longer be the same token."""
+    return x.to(dtype=dtype) if x.is_floating_point() else x
+
+
 def _set_up(spec: TrialSpec, asset: Any) -> TrialContext:
+    engine_name = eng.config_engine(spec.config)
+    quantization = eng.config_quantization(spec.config)
     cpu_set = resolve_cpu_set(spec)
     if cpu_set is not None:
         os.sched_setaffinity(0, cpu_set)
     num_threads = resolve_threads(spec)
     device = resolve_device(spec)
     dtype = resolve_dtype(spec, device)
+    reason = eng.unsupported(engine_name, quantization, dtype, device, spec.task)
+    if reason is not None:  # before data and model: a skipped configuration costs nothing
+        raise eng.Unsupported(reason)
     torch.set_num_threads(num_threads)
     seed_everything(spec.seed)
     gpu_indices = visible_gpu_indices(1) if device.type == "cuda" else []
@@ -287,33 +314,93 @@ def _set_up(spec: TrialSpec, asset: Any) -> TrialContext:
         model = model.to(device=device, dtype=dtype).eval()
     else:
         model = model.to(device)  # float32 master weights; `dtype` is the autocast compute type
+    # Training keeps float32 weights (autocast computes in `dtype`), so count with float32 inputs.
+    count_dtype = dtype if spec.task == "infer" else torch.float32
+    # FLOPs are the float model's arithmetic whatever the engine (an int8 engine does the same
+    # multiply-adds in int8), so they are counted before the engine is built.
+    flops, output_bytes = _one_sample(asset, model, data.x_test[:1], device, count_dtype)
+    engine = None
+    weight_bytes = eng.parameter_bytes(model)
+    if spec.task == "infer":
+        example = model_input(data.x_test[:2], dtype).to(device)
+        engine = eng.build_engine(asset, model, example, engine_name, quantization, num_threads, flops)
+        weight_bytes = engine.weight_bytes
+    batch_size = config_int(spec.config, "batch_size", 1 if spec.task == "infer" else 64)
+    one = model_input(data.x_test[:1], count_dtype)
     return TrialContext(
         spec=spec, asset=asset, device=device, dtype=dtype, num_threads=num_threads, cpu_set=cpu_set,
         gpu_indices=gpu_indices,
         sync=sync, data=data, model=model, env=static_environment(gpu_indices),
         parameters=sum(p.numel() for p in model.parameters()),
-        # Training keeps float32 weights (autocast computes in `dtype`), so count with float32 inputs.
-        flops_per_sample=count_flops_per_sample(
-            asset, model, data.x_test[:1], device, dtype if spec.task == "infer" else torch.float32
-        ),
+        flops_per_sample=flops,
+        bytes_per_sample=bytes_per_sample(weight_bytes, batch_size, one.numel() * one.element_size(), output_bytes),
+        engine=engine,
     )
 
 
-def count_flops_per_sample(asset: Any, model: nn.Module, one: torch.Tensor, device: torch.device, dtype: torch.dtype) -> float | None:
-    """Forward FLOPs of one sample (FlopCounterMode); None when it counts nothing (unknown ops)."""
+def bytes_per_sample(weight_bytes: int, batch_size: int, input_bytes: int, output_bytes: int | None) -> float | None:
+    """The schema's `bytes_per_sample`: weights read once per batch and shared by its samples, plus
+    one sample's input and output tensors; None when the output could not be measured."""
+    if output_bytes is None:
+        return None
+    return weight_bytes / batch_size + input_bytes + output_bytes
+
+
+def _sdpa_flops(query: Any, key: Any, value: Any, *args: Any, out_shape: Any = None, **kwargs: Any) -> int:
+    """FLOPs of scaled dot-product attention from the shapes: q @ k^T and scores @ v, 2 per multiply-add
+    (torch's own formula, for any leading dims; a mask or causal flag does not change the count)."""
+    lead = math.prod(query[:-2])
+    q_len, k_len = query[-2], key[-2]
+    return 2 * lead * q_len * k_len * (query[-1] + value[-1])
+
+
+def _attention_flops() -> dict[Any, Any]:
+    """FlopCounterMode formulas for the attention ops it lacks: on CPU, torch's SDPA (what
+    transformers' BERT and ViT call) runs `_scaled_dot_product_flash_attention_for_cpu`, which torch's
+    counter does not know, so attention was silently left out (ViT-B/16: 33.7 instead of 35.1 GFLOPs)."""
+    aten = torch.ops.aten
+    names = ("scaled_dot_product_attention", "_scaled_dot_product_flash_attention_for_cpu")
+    return {getattr(aten, n): _sdpa_flops for n in names if hasattr(aten, n)}
+
+
+def _one_sample(asset: Any, model: nn.Module, one: torch.Tensor, device: torch.device,
+                dtype: torch.dtype) -> tuple[float | None, int | None]:
+    """Forward FLOPs of one sample (None when nothing is counted) and the bytes of its output
+    (None when the forward pass failed)."""
+    from torch.utils._pytree import tree_leaves
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-            asset.run_batch(model, one.to(device=device, dtype=dtype))
+        with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=_attention_flops()) as counter:
+            out = asset.run_batch(model, model_input(one, dtype).to(device=device))
         total = counter.get_total_flops()
+        output_bytes = sum(t.numel() * t.element_size() for t in tree_leaves(out) if isinstance(t, torch.Tensor))
     except Exception:
-        total = 0
+        total, output_bytes = 0, None
     finally:
         model.train(was_training)
-    return float(total) if total > 0 else None
+    return (float(total) if total > 0 else None), output_bytes
+
+
+def count_flops_per_sample(asset: Any, model: nn.Module, one: torch.Tensor, device: torch.device, dtype: torch.dtype) -> float | None:
+    """Forward FLOPs of one sample (FlopCounterMode, attention included); None when it counts nothing (unknown ops)."""
+    return _one_sample(asset, model, one, device, dtype)[0]
+
+
+class _EngineAsset:
+    """The asset with its batches run by the trial's engine, for the quality metrics after the
+    scenarios (they must describe the model that was measured: int8, ONNX Runtime)."""
+
+    def __init__(self, asset: Any, engine: eng.Engine):
+        self._asset, self._engine = asset, engine
+
+    def run_batch(self, model: nn.Module, batch: torch.Tensor) -> Any:
+        return self._engine.forward(batch)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._asset, name)
 
 
 # ------------------------------------------------------------------------------------------ infer
@@ -331,13 +418,18 @@ def _scenario_order(settings: Any) -> list[str]:
 def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
     spec, scenarios = ctx.spec, _scenario_order(ctx.spec.loadgen)
     try:
-        samples = ctx.data.x_test.to(dtype=ctx.dtype)
+        samples = model_input(ctx.data.x_test, ctx.dtype)
         if ctx.device.type == "cuda":
             samples = samples.pin_memory()
         labels = ctx.data.y_test.cpu().numpy() if ctx.data.has_labels else None
         qsl = lgh.QuerySampleLibrary(samples, labels)
         asset, model = ctx.asset, ctx.model
-        predict = lgh.torch_predictor(lambda x: asset.postprocess(asset.run_batch(model, x)), ctx.device, ctx.sync)
+        if ctx.engine is None or ctx.engine.name == "eager":
+            model = ctx.engine.model if ctx.engine is not None else model  # the int8 copy when quantized
+            predict = lgh.torch_predictor(lambda x: asset.postprocess(asset.run_batch(model, x)), ctx.device, ctx.sync)
+        else:
+            forward = ctx.engine.forward
+            predict = lgh.torch_predictor(lambda x: asset.postprocess(forward(x)), ctx.device, ctx.sync)
         calib = lgh.warm_up(predict, qsl, ctx.batch_size)
         emit({"phase": "warmup", "single_latency_ms": calib.single_latency_s * 1e3,
               "batch_latency_ms": calib.batch_latency_s * 1e3, "batch_size": ctx.batch_size})
@@ -384,7 +476,10 @@ def _measure_infer(ctx: TrialContext, emit: Progress) -> list[dict[str, Any]]:
     try:
         # Precision/recall/F1 and fairness once, after the scenarios: their imports and allocations
         # must not be in any window's peak memory (see benchmarks/model_metrics.py).
-        quality = asset_model_metrics(ctx.asset, ctx.model, ctx.data)
+        if ctx.engine is None or (ctx.engine.name == "eager" and ctx.engine.quantization == "none"):
+            quality = asset_model_metrics(ctx.asset, ctx.model, ctx.data)
+        else:
+            quality = asset_model_metrics(_EngineAsset(ctx.asset, ctx.engine), ctx.engine.model, ctx.data)
     except Exception as exc:
         _write_error(spec, exc, "model_metrics")
         return [_failed_row(spec, sc, exc, ctx.num_threads, ctx) for sc in scenarios]
@@ -634,6 +729,7 @@ def _base_row(spec: TrialSpec, scenario: str, num_threads: int | None,
         row["cpu_set"] = ",".join(map(str, ctx.cpu_set)) if ctx.cpu_set is not None else ""
         row["parameters"] = ctx.parameters
         row["flops_per_sample"] = ctx.flops_per_sample
+        row["bytes_per_sample"] = ctx.bytes_per_sample
     return row
 
 
@@ -663,6 +759,14 @@ def failed_rows(spec: TrialSpec, exc: BaseException) -> list[dict[str, Any]]:
     _write_error(spec, exc)
     scenarios = list(spec.loadgen.scenarios) if spec.task == "infer" else ["train"]
     return [_failed_row(spec, sc, exc, None) for sc in scenarios]
+
+
+def _skipped_row(spec: TrialSpec, scenario: str, reason: str) -> dict[str, Any]:
+    """A row of a configuration that cannot run here (status skipped, the reason in `error`): it is
+    kept so that a sweep shows what was not measured and why, and it is never measured again."""
+    row = _base_row(spec, scenario, None)
+    row.update({"status": "skipped", "error": reason, "start_time": utc_now_iso()})
+    return row
 
 
 def _failed_row(spec: TrialSpec, scenario: str, exc: BaseException, num_threads: int | None,
@@ -696,5 +800,6 @@ def _safe(progress: Progress | None) -> Progress:
     return emit
 
 
-__all__ = ["measure", "row_flags", "TrialContext", "TrialError", "count_flops_per_sample", "resolve_device", "resolve_dtype",
-           "resolve_threads", "run_trial", "seed_everything"]
+__all__ = ["measure", "row_flags", "TrialContext", "TrialError", "bytes_per_sample", "count_flops_per_sample",
+           "model_input", "repeat_status", "resolve_device", "resolve_dtype", "resolve_threads", "run_trial",
+           "seed_everything"]

@@ -26,7 +26,7 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "benchmatch_trial_progress_ratio": ("gauge", "Progress of the running trial, 0..1", TRIAL_TAGS),
     "benchmatch_sweep_trials": ("gauge", "Trials (x repeats) planned in the sweep", ("sweep",)),
     "benchmatch_trials_started_total": ("counter", "Trial repeats started", COUNT_TAGS[:-1]),
-    "benchmatch_trials_completed_total": ("counter", "Trial repeats finished, by status (ok|failed)", COUNT_TAGS),
+    "benchmatch_trials_completed_total": ("counter", "Trial repeats finished, by status (ok|failed|skipped)", COUNT_TAGS),
     "benchmatch_trial_duration_seconds": ("histogram", "Wall time of one trial repeat", COUNT_TAGS[:-1]),
 }
 DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]

@@ -13,7 +13,7 @@ from typing import Any
 from benchmarks.core import measure
 from benchmarks.spec import SweepSpec, TrialSpec, expand_trials
 from cluster.hardware import HardwareSpec
-from results.store import ResultsStore
+from results.store import SETTLED_STATUSES, ResultsStore
 
 
 def local_trials(spec: SweepSpec, hardware: HardwareSpec) -> list[TrialSpec]:
@@ -47,7 +47,8 @@ def run_sweep_locally(
     """Measure every trial of `spec` here as `hardware`; returns how many (trial, repeat)s were run.
 
     Each trial's rows are written to `store` as soon as it finishes (one atomic file per repeat).
-    With `resume`, (trial_id, repeat) pairs already in the store are skipped.
+    With `resume`, (trial_id, repeat) pairs already in the store are skipped unless they failed (a
+    skipped configuration stays skipped: it would not run now either).
     """
     say = progress or (lambda _msg: None)
     trials = local_trials(spec, hardware)
@@ -66,9 +67,11 @@ def run_sweep_locally(
 
         rows = measure(trial, progress=forward)
         path = store.write(rows)
-        failed = [r for r in rows if r.get("status") != "ok"]
+        failed = [r for r in rows if r.get("status") not in SETTLED_STATUSES]
+        skipped = [r for r in rows if r.get("status") == "skipped"]
         flags = sorted({f for r in rows for f in str(r.get("flags") or "").split(",") if f})
-        status = f"FAILED: {failed[0]['error']}" if failed else f"FLAGGED ({', '.join(flags)})" if flags else "ok"
+        status = (f"FAILED: {failed[0]['error']}" if failed else f"skipped: {skipped[0]['error']}" if skipped
+                  else f"FLAGGED ({', '.join(flags)})" if flags else "ok")
         if rows[0].get("remeasured"):
             status += f", re-measured {rows[0]['remeasured']}x"
         say(f"{label}: {status} ({rows[0]['duration_s']:.1f} s) -> {path}")

@@ -95,7 +95,9 @@ def predict_labels(asset: Any, model: nn.Module, x: torch.Tensor, batch_size: in
     was_training = model.training
     model.eval()
     try:
-        parts = [asset.postprocess(asset.run_batch(model, x[i : i + batch_size].to(device=device, dtype=dtype))).cpu()
+        # Floating inputs in the model's dtype; integer inputs (token ids) stay as they are.
+        cast = {"device": device, "dtype": dtype} if x.is_floating_point() else {"device": device}
+        parts = [asset.postprocess(asset.run_batch(model, x[i : i + batch_size].to(**cast))).cpu()
                  for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)

@@ -543,6 +543,7 @@ def flags_section(summary: pd.DataFrame, df: pd.DataFrame) -> str:
     fl = stats.flags(df)
     headers = ["sweep", "trial", "repeat", "scenario", "hardware", "config", "detail"]
     for which, title in (("loadgen INVALID", "LoadGen INVALID runs"), ("failed", "Failed trials"),
+                         ("skipped", "Skipped configurations (cannot run there; never measured)"),
                          ("background load", "Rows measured under background load")):
         rows = _flag_rows(fl, which)
         parts.append(f"<h3>{html.escape(title)}: {len(rows)}</h3>")
@@ -578,11 +579,12 @@ def summary_section(df: pd.DataFrame, catalog: Mapping[str, Any] | None, referen
                "first measured of " + ", ".join(e(h) for h in reference.preferred_hardware) + ", else the cheapest measured")
     if reference.config:
         ref_txt += "; " + ", ".join(f"{e(k)}={e(v)}" for k, v in reference.config.items())
-    ref_txt += "; other cfg columns at their smallest value (cfg_dtype: float32)"
+    ref_txt += "; other cfg columns at their smallest value (cfg_dtype: float32, cfg_engine: eager, cfg_quantization: none)"
     items = [
         ("sweeps", _values(df, "sweep_id")), ("assets", _values(df, "asset")), ("tasks", _values(df, "task")),
         ("scenarios", _values(df, "scenario")), ("hardware", hw_txt),
-        ("rows", f"{len(df)} ({len(ok)} ok, {int((status != 'ok').sum())} failed)"),
+        ("rows", f"{len(df)} ({len(ok)} ok, {int((~status.isin(['ok', 'skipped'])).sum())} failed"
+                 + (f", {int((status == 'skipped').sum())} skipped)" if (status == "skipped").any() else ")")),
         ("trials", str(df["trial_id"].nunique()) if "trial_id" in df.columns else DASH),
         ("repeats per trial", rep_txt), ("measured", when), ("environment", "; ".join(env) or DASH),
         ("reference", ref_txt), ("report generated", e(generated.strftime("%Y-%m-%d %H:%M:%S UTC"))),

@@ -162,7 +162,8 @@ def summarize(
 def flags(df: pd.DataFrame) -> pd.DataFrame:
     """Rows that are not clean measurements, one line per (row, reason).
 
-    Reasons: `failed` (status != ok; detail = the error), `loadgen INVALID` (LoadGen did not accept
+    Reasons: `failed` (status failed; detail = the error), `skipped` (the configuration cannot run
+    there, never measured; detail = the reason), `loadgen INVALID` (LoadGen did not accept
     the run; detail = the scenario), `background load` (other processes used > 0.5 core during the
     window; detail = load averages before/after).
     """
@@ -173,7 +174,9 @@ def flags(df: pd.DataFrame) -> pd.DataFrame:
     for _, row in df.iterrows():
         base = {c: row[c] for c in ident}
         status = str(row.get("status") or "ok")
-        if status != "ok":
+        if status == "skipped":
+            out.append({**base, "flag": "skipped", "detail": str(row.get("error") or status)})
+        elif status != "ok":
             out.append({**base, "flag": "failed", "detail": str(row.get("error") or status)})
         if str(row.get("loadgen_result") or "").upper() == "INVALID":
             out.append({**base, "flag": "loadgen INVALID", "detail": f"LoadGen {row.get('scenario')} run"})
@@ -196,7 +199,8 @@ class Reference:
     `preferred_hardware` that was measured there, else the cheapest measured hardware (by
     `price_per_hour_usd`), else the first by name. `config`: cfg values the reference must have
     (`{"cfg_batch_size": 1}`); a cfg column not named here takes its smallest value, except
-    `cfg_dtype`, which takes float32 when measured.
+    `cfg_dtype`, `cfg_engine` and `cfg_quantization`, which take their defaults (float32, eager,
+    none: REFERENCE_DEFAULTS) when measured.
     """
 
     hardware: str | None = None
@@ -204,12 +208,16 @@ class Reference:
     preferred_hardware: tuple[str, ...] = ("local-1c",)
 
 
+# The plain configuration a cfg column is compared against, where "smallest" would mean nothing.
+REFERENCE_DEFAULTS = {"cfg_dtype": "float32", "cfg_engine": "eager", "cfg_quantization": "none"}
+
+
 def _smallest(values: pd.Series, column: str) -> Any:
     vals = values.dropna().unique().tolist()
     if not vals:
         return None
-    if column == "cfg_dtype" and "float32" in vals:
-        return "float32"
+    if column in REFERENCE_DEFAULTS and REFERENCE_DEFAULTS[column] in vals:
+        return REFERENCE_DEFAULTS[column]
     try:
         return min(vals)
     except TypeError:  # mixed types: compare their text, deterministically

@@ -24,7 +24,7 @@ from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
 from results.consistency import more_cores_slower
-from results.store import ResultsStore
+from results.store import SETTLED_STATUSES, ResultsStore
 
 PUBLISHER_NAME = "benchmatch-metrics"
 PUBLISHER_NAMESPACE = "benchmatch"
@@ -44,6 +44,7 @@ class SweepReport:
     already_done: int  # found in the store (resume)
     ran: int = 0
     failed: int = 0
+    skipped: int = 0  # repeats whose configuration cannot run there (status skipped: never measured, never retried)
     wall_s: float = 0.0
     trial_failures: list[str] = field(default_factory=list)
     remeasured: int = 0  # repeats measured again because their rows were flagged
@@ -56,7 +57,8 @@ class SweepReport:
     def summary(self) -> str:
         quality = (f"; {self.remeasured} re-measured, {len(self.flagged)} rows still flagged"
                    if self.remeasured or self.flagged else "")
-        return (f"sweep {self.sweep_id}: {self.ran} trial repeats run ({self.failed} failed{quality}), "
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        return (f"sweep {self.sweep_id}: {self.ran} trial repeats run ({self.failed} failed{skipped}{quality}), "
                 f"{self.already_done} already done, {self.wall_s:.1f} s. Results: {self.results_uri}")
 
 
@@ -143,7 +145,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
     import ray
     from ray import tune
 
-    from benchmarks.core import failed_rows, measure
+    from benchmarks.core import failed_rows, measure, repeat_status
 
     batch = config["trial"]
     store = ResultsStore(batch["results_uri"])
@@ -172,7 +174,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
             for row in rows:
                 row["node_id"], row["node_ip"] = node_id, node_ip
             store.write(rows)
-            status = "failed" if any(r.get("status") != "ok" for r in rows) else "ok"
+            status = repeat_status(rows)
             publisher.rows.remote(tags, rows)
             publisher.finished.remote(tags, status, time.monotonic() - t0, _line(t, hw, spec.repeat, status, rows))
             ran += 1
@@ -265,7 +267,8 @@ class _Progress:
                     self.n += 1
                     extra = (f" p99={line['p99']:.2f} ms" if line["p99"] else "") + (
                         f" {line['tput']:.0f} samples/s" if line["tput"] else "")
-                    err = f" ERROR {line['error']}" if line["status"] != "ok" else ""
+                    err = (f" ({line['error']})" if line["status"] == "skipped" else
+                           f" ERROR {line['error']}" if line["status"] != "ok" else "")
                     again = f", re-measured {line['remeasured']}x" if line["remeasured"] else ""
                     status = f"FLAGGED ({line['flags']})" if line["flags"] else line["status"]
                     emit(f"  [{self.n}/{total}] {line['hardware']:<10} {line['config']} r{line['repeat']}: "
@@ -375,7 +378,11 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
         for line in report.inconsistent:
             progress(f"  INCONSISTENT (more cores slower beyond the spread; left out by the matcher): {line}")
     if not df.empty and "status" in df.columns:
-        bad = df.loc[df["status"] != "ok"].drop_duplicates(["trial_id", "repeat"])
+        skipped = df.loc[df["status"] == "skipped"].drop_duplicates(["trial_id", "repeat"])
+        report.skipped = len(skipped)
+        for reason, group in skipped.groupby(skipped["error"].astype(str), sort=False):
+            progress(f"  {len(group)} trial repeats skipped (not measured, not retried): {reason}")
+        bad = df.loc[~df["status"].isin(SETTLED_STATUSES)].drop_duplicates(["trial_id", "repeat"])
         report.failed = len(bad)
         report.trial_failures += [f"{r.trial_id} r{r.repeat}: {r.error}" for r in bad.itertuples()]
         if len(bad):

@@ -46,6 +46,11 @@ class StoreError(BenchmatchError, RuntimeError):
     """A results file or row is unusable; the message names the file or the field."""
 
 
+# Statuses of a (trial, repeat) that is settled: measured (`ok`), or a configuration that cannot run
+# there (`skipped`, e.g. an engine without that precision). `--resume` and Tune retries run again
+# only what is not settled (`failed`): a skipped one would be skipped again, forever.
+SETTLED_STATUSES = ("ok", "skipped")
+
 NAME_RULE = "1-128 characters of letters, digits, '.', '_', '=' or '-', not starting with '.'"
 
 
@@ -373,8 +378,8 @@ class ResultsStore:
 
     def done(self, sweep_id: str, *, ok_only: bool = False) -> set[tuple[str, int]]:
         """(trial_id, repeat) pairs already written for a sweep: from file names, and from the
-        trial_id/repeat columns of its parts; with `ok_only`, only those whose rows all succeeded
-        (that reads the status column)."""
+        trial_id/repeat columns of its parts; with `ok_only`, only those whose rows are all settled
+        (`ok` or `skipped`, SETTLED_STATUSES: that reads the status column), so a resume runs the failed ones again."""
         files = self._listing(sweep_id)
         out = {f.trial for f in files if f.trial is not None}
         parts = [f for f in files if f.trial is None]
@@ -386,19 +391,20 @@ class ResultsStore:
         pairs = list(zip(df["trial_id"].astype(str), df["repeat"].astype(int), strict=True))
         out |= set(pairs)
         if ok_only and "status" in df.columns:
-            failed = (df["status"] != "ok").to_numpy()
+            failed = (~df["status"].isin(SETTLED_STATUSES)).to_numpy()
             out -= {p for p, bad in zip(pairs, failed, strict=True) if bad}
         return out
 
     def repeat_ok(self, sweep_id: str, trial_id: str, repeat: int) -> bool | None:
-        """Whether a (sweep, trial, repeat) is written with every row ok; None when not written (or unreadable)."""
+        """Whether a (sweep, trial, repeat) is written with every row settled (`ok` or `skipped`); None when
+        not written (or unreadable)."""
         path = self.path_for(sweep_id, trial_id, repeat)
         if self.fs.get_file_info(path).type == pafs.FileType.File:
             try:
                 status = self._table(path, ["status"]).column("status").to_pylist()
             except (FileNotFoundError, pa.ArrowInvalid, OSError, KeyError):
                 return None
-            return all(s == "ok" for s in status)
+            return all(s in SETTLED_STATUSES for s in status)
         parts = [f for f in self._listing(sweep_id) if f.trial is None]
         if not parts:
             return None
@@ -406,7 +412,7 @@ class ResultsStore:
         if df.empty or "status" not in df.columns:
             return None
         mine = df[(df["trial_id"].astype(str) == str(trial_id)) & (df["repeat"].astype(int) == int(repeat))]
-        return None if mine.empty else bool((mine["status"] == "ok").all())
+        return None if mine.empty else bool(mine["status"].isin(SETTLED_STATUSES).all())
 
     # -- compaction ------------------------------------------------------------------------------
 

@@ -118,7 +118,8 @@ def top1_accuracy(asset: Any, model: nn.Module, x: torch.Tensor, y: torch.Tensor
     model.eval()
     correct = 0
     for i in range(0, len(x), batch_size):
-        xb = x[i : i + batch_size].to(device=device, dtype=dtype)
+        xb = x[i : i + batch_size]
+        xb = xb.to(device=device, dtype=dtype) if xb.is_floating_point() else xb.to(device)  # token ids stay ids
         pred = asset.postprocess(asset.run_batch(model, xb)).cpu()
         correct += int((pred == y[i : i + batch_size].cpu()).sum())
     model.train(was_training)
