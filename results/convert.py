@@ -73,12 +73,18 @@ def _number(v: Any, what: str, *, column: str | None = None, positive: bool = Fa
     return x
 
 
+def _holds(rec: Mapping[str, Any], col: str, expected: Any) -> bool:
+    got = rec.get(col)
+    if expected is None:  # `when: {col: null}`: the column is empty
+        return missing(got)
+    return not missing(got) and str(got).strip() == str(expected).strip()
+
+
 def _when_matches(rule: Rule, rec: Mapping[str, Any]) -> bool:
-    for col, expected in rule.when.items():
-        got = rec.get(col)
-        if missing(got) or str(got).strip() != str(expected).strip():
-            return False
-    return True
+    """Every `when` column holds its value, and not every `unless` column holds its value."""
+    if not all(_holds(rec, col, expected) for col, expected in rule.when.items()):
+        return False
+    return not (rule.unless and all(_holds(rec, col, expected) for col, expected in rule.unless.items()))
 
 
 @dataclass
@@ -129,6 +135,14 @@ def _value(rule: Rule, conv: Conversion, scale: float, raw: Any, rec: Mapping[st
             x *= _number(other, f"column '{rule.multiply_by}' (multiply_by of '{rule.source}')",
                          column=rule.multiply_by, positive=True)
             scaled = True
+        if rule.divide_by:
+            other = rec.get(rule.divide_by)
+            if missing(other):
+                raise _Reject(f"{what}: column '{rule.divide_by}' (divide_by) is empty, so the value cannot "
+                              "be converted", rule.divide_by)
+            x /= _number(other, f"column '{rule.divide_by}' (divide_by of '{rule.source}')",
+                         column=rule.divide_by, positive=True)
+            scaled = True
         x = x * conv.factor * scale
         if col.dtype == "int":
             if scaled:
@@ -173,7 +187,9 @@ def _scenario_specific(target: str) -> bool:
 def _convert(rec: Record, plan: _Plan) -> list[dict[str, Any]]:
     """One source record -> its partial result rows, one per scenario (targets only; ids come later)."""
     m = plan.mapping
-    values = dict(rec.values)
+    # A list of one plain value is that value (AIPerf's `model_names: ["llama"]`).
+    values = {k: v[0] if isinstance(v, list) and len(v) == 1 and not isinstance(v[0], dict | list) else v
+              for k, v in rec.values.items()}
     for col, table in m.values.items():
         raw = values.get(col)
         if not missing(raw) and str(raw).strip() in table:
@@ -192,14 +208,18 @@ def _convert(rec: Record, plan: _Plan) -> list[dict[str, Any]]:
     buckets: dict[str | None, dict[str, Any]] = {None: {}}
     origin: dict[tuple[str | None, str], str] = {}
     items: dict[str | None, dict[str, str]] = {}
-    unread = {r.source for r in plan.rules if r.when} - {r.source for r in plan.rules if not r.when}
+    unread = ({r.source for r in plan.rules if r.conditional()}
+              - {r.source for r in plan.rules if not r.conditional()})
     for rule, (conv, scale) in zip(plan.rules, plan.convs, strict=True):
         if not _when_matches(rule, values):
             continue
         unread.discard(rule.source)
         raw = values.get(rule.source)
-        if isinstance(raw, dict | list):
-            raise _Reject(f"column '{rule.source}' holds a nested value ({type(raw).__name__}); map a flat "
+        if rule.value is not None and not missing(raw):
+            raw = rule.value
+        elif isinstance(raw, dict | list):
+            raise _Reject(f"column '{rule.source}' holds a nested value ({type(raw).__name__}"
+                          + (f" of {len(raw)}" if isinstance(raw, list) else "") + "); map a flat "
                           "column, or read nested objects with json: {levels: [...]}", rule.source)
         if missing(raw):
             continue
@@ -222,7 +242,7 @@ def _convert(rec: Record, plan: _Plan) -> list[dict[str, Any]]:
     for col in sorted(unread):
         if not missing(values.get(col)):
             # A value we do not know how to read (MLPerf's Tokens/s) is not silently dropped.
-            conds = sorted({c for r in plan.rules if r.source == col for c in r.when})
+            conds = sorted({c for r in plan.rules if r.source == col for c in (*r.when, *r.unless)})
             seen_when = ", ".join(f"{c}={values.get(c)!r}" for c in conds)
             raise _Reject(f"column '{col}' = {values[col]!r} matches no rule of the mapping ({seen_when})", col)
     buckets[None].update(plan.constants)

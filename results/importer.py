@@ -2,8 +2,11 @@
 
 A mapping YAML says how a source file becomes rows of results/schema.py (docs/matcher.md, "Import"):
 
-    columns:   {source: target} or {source: {target, unit, scale, scenario, direction, multiply_by}}
-    rules:     [{source, target, unit, scale, scenario, direction, multiply_by, when: {col: value}}]
+    columns:   {source: target} or {source: {target, unit, scale, scenario, direction, multiply_by,
+               divide_by}}
+    rules:     [{source, target, ..., when: {col: value}, unless: {col: value}, value}]   `when`: applies
+               where every col holds its value (null: is empty); `unless`: not where all do; `value`:
+               a fixed value given instead of the source's (Server where a request rate is not "inf")
     constants: {target: value}       the same in every row; `benchmatch import --set target=value` adds more
     units / scales: {source: ...}    per source column: `us`, `tokens/s`, `mJ/token`, `GFLOP`; 1e6 or M
     config:    [source] | {source: name}    hyperparameters, stored as cfg_<name>
@@ -12,7 +15,8 @@ A mapping YAML says how a source file becomes rows of results/schema.py (docs/ma
     filter:    {source: regex}       keep only records whose value matches (the others are counted)
     filename:  regex with named groups, matched on the file's name: the groups are columns
     join:      [{file, on, columns, prefix, required}]   columns of a second file, by key
-    json:      {records, levels, value}   where the records of a JSON file are; nested keys as columns
+    json:      {records, levels, value, single}   where the records of a JSON file are; nested keys as
+               columns; `single: true`: the object is ONE record (a tool's summary of one run)
     rows:      repeats | merge       several rows of one trial and scenario: repeats, or parts of one
     optional / allow_unknown_hardware / delimiter
 

@@ -28,17 +28,21 @@ _SCENARIO_NAMES = {s.lower(): s for s in SCENARIOS} | {"training": "train"}
 # Ids the importer derives itself: a source cannot set them, so that a trial keeps the same id
 # whichever tool measured it (results.ids.trial_id of asset, task, hardware, configuration).
 DERIVED = ("sweep_id", "trial_id")
-METRIC_GROUPS = ("latency", "throughput", "model", "training", "resources", "energy")
+METRIC_GROUPS = ("latency", "throughput", "model", "training", "resources", "energy", "llm serving")
 # Metrics measured per scenario (a latency is SingleStream's or MultiStream's); the others (model
 # metrics, quality scores) are the same whichever scenario a row is, so every row of a record gets them.
-SCENARIO_GROUPS = ("latency", "throughput", "training", "resources", "energy", "loadgen", "server search")
+SCENARIO_GROUPS = ("latency", "throughput", "training", "resources", "energy", "loadgen", "server search",
+                   "llm serving")
 # A time, rate, energy, power or size that is 0 was not measured: 0 here is refused, never stored.
 POSITIVE = frozenset(
     c.name for c in BY_NAME.values()
     if c.group in ("latency", "training", "energy", "loadgen", "server search", "scaling")
     and c.dtype in ("float", "int") and c.unit not in ("fraction", "")
 ) | {"throughput_samples_per_s", "samples", "samples_per_query", "parameters", "flops_per_sample",
-     "peak_memory_mb"}
+     "peak_memory_mb"} | {
+    # an LLM run's times, rates and lengths; goodput and request counts may truly be 0
+    c.name for c in BY_NAME.values()
+    if c.group == "llm serving" and c.dtype == "float" and c.name != "goodput_requests_per_s"}
 SAMPLE_UNIT = "sample_unit"  # extra column: what one "sample" of a row counts, when not a sample
 
 
@@ -62,11 +66,21 @@ class ColumnSpec(BaseModel):
     scenario: str | None = None  # the result row this metric belongs to, when not the record's
     direction: Literal["lower", "higher"] | None = None  # which is better, for quality_ targets
     multiply_by: str | None = None  # another source column: steps/s x batch size = samples/s
+    divide_by: str | None = None  # another source column: total tokens / completed requests = tokens each
 
 
 class Rule(ColumnSpec):
     source: str
-    when: dict[str, str | int | float] = Field(default_factory=dict)
+    # The rule applies where every `when` column holds its value (null: the column is empty), and
+    # not where every `unless` column holds its value.
+    when: dict[str, str | int | float | None] = Field(default_factory=dict)
+    unless: dict[str, str | int | float | None] = Field(default_factory=dict)
+    # A fixed value given instead of the source's, where the source is not empty and the rule
+    # applies (`{source: request_rate, target: scenario, value: Offline, when: {request_rate: inf}}`).
+    value: str | int | float | bool | None = None
+
+    def conditional(self) -> bool:
+        return bool(self.when or self.unless)
 
 
 class Join(BaseModel):
@@ -86,12 +100,15 @@ class Join(BaseModel):
 class JsonLayout(BaseModel):
     """Where the records of a JSON file are: `records` is a dotted path to them; `levels` names the
     keys of nested objects, outermost first ({gpu: {model: value}} -> [gpu, model]); a leaf that is
-    not an object is the column `value`."""
+    not an object is the column `value`. `single: true`: the object at `records` (the whole file
+    without it) is ONE record, its nested objects dotted columns (`metrics.ttft.p99`), as a tool's
+    summary of one run is written (vLLM `bench serve`, AIPerf `profile_export_aiperf.json`)."""
 
     model_config = ConfigDict(extra="forbid")
     records: str | None = None
     levels: list[str] = Field(default_factory=list)
     value: str = "value"
+    single: bool = False
 
 
 class ColumnMapping(BaseModel):
@@ -153,9 +170,9 @@ class ColumnMapping(BaseModel):
     def sources(self) -> set[str]:
         """Every source column the mapping reads from the file itself."""
         rules = self.all_rules()
-        used = {r.source for r in rules} | {r.multiply_by for r in rules if r.multiply_by}
+        used = {r.source for r in rules} | {c for r in rules for c in (r.multiply_by, r.divide_by) if c}
         used |= set(self.units) | set(self.scales) | set(self.values) | set(self.extract) | set(self.filter)
-        used |= {c for r in self.rules for c in r.when}
+        used |= {c for r in self.rules for c in (*r.when, *r.unless)}
         used |= {left for j in self.join for left, _ in j.keys()}
         return used - self.derived_columns()
 
@@ -245,10 +262,13 @@ def check_mapping(m: ColumnMapping, where: str = "mapping") -> list[str]:
             if col is None or col.group not in SCENARIO_GROUPS:
                 raise MappingError(f"{what}: `scenario` is for metrics measured per scenario (latency, "
                                    f"throughput, energy, ...); '{r.target}' goes to every row of the record")
-        if (r.scale is not None or r.multiply_by) and not _numeric(r.target):
-            raise MappingError(f"{what}: `scale` and `multiply_by` apply to numeric columns; '{r.target}' is not one")
+        if (r.scale is not None or r.multiply_by or r.divide_by) and not _numeric(r.target):
+            raise MappingError(f"{what}: `scale` and `multiply_by` apply to numeric columns (so does "
+                               f"`divide_by`); '{r.target}' is not one")
+        if r.target == "scenario" and r.value is not None and scenario_name(r.value) is None:
+            raise MappingError(f"{what}: value {r.value!r} is not one of {', '.join(SCENARIOS)}")
         rule_conversion(r, what)
-        if r.unit is None and r.scale is None and not r.multiply_by:
+        if r.unit is None and r.scale is None and not r.multiply_by and not r.divide_by and r.value is None:
             hint = hinted_unit(r.source, _target_unit(r.target))
             if hint is not None:
                 warnings.append(f"{where}: column '{r.source}' -> {r.target}: its name suggests {hint}, but the "
@@ -285,6 +305,9 @@ def check_mapping(m: ColumnMapping, where: str = "mapping") -> list[str]:
                                "column every record of the file has")
     if m.json_layout is not None and len(set(m.json_layout.levels)) != len(m.json_layout.levels):
         raise MappingError(f"{where}: json.levels: names must differ, got {m.json_layout.levels}")
+    if m.json_layout is not None and m.json_layout.single and m.json_layout.levels:
+        raise MappingError(f"{where}: json: `single` (one object is one record) and `levels` (nested objects "
+                           "are records) exclude each other; keep one")
     return warnings
 
 

@@ -43,8 +43,9 @@ class Source:
 
 def read_source(path: str | os.PathLike[str], delimiter: str = ",", layout: JsonLayout | None = None) -> Source:
     """CSV (.csv, .tsv, .txt), JSON (a list of objects, or {"rows"|"results"|"data": [...]}, or
-    nested objects read through `layout`), JSON Lines (.jsonl, .ndjson) or Parquet (.parquet, .pq).
-    Nested objects inside a record become dotted columns (`metrics.p99`)."""
+    nested objects read through `layout`, or one object as one record: `layout.single`), JSON Lines
+    (.jsonl, .ndjson) or Parquet (.parquet, .pq). Nested objects inside a record become dotted
+    columns (`metrics.p99`)."""
     p = Path(path)
     if not p.exists():
         raise MappingError(f"{p}: file not found")
@@ -135,6 +136,12 @@ def _read_json(p: Path, layout: JsonLayout | None) -> Source:
         if not isinstance(doc, dict) or key not in doc:
             raise MappingError(f"{p}: json.records {layout.records!r}: no key {key!r} at {_json_path(trail)}")
         doc, trail = doc[key], [*trail, key]
+    if layout.single:
+        if not isinstance(doc, dict):
+            raise MappingError(f"{p}: json.single: expected an object at {_json_path(trail)}, "
+                               f"got {type(doc).__name__}")
+        flat = _flatten(doc)
+        return Source(p, list(flat), [Record(_json_path(trail), flat)], [])
     if layout.levels:
         if not isinstance(doc, dict):
             raise MappingError(f"{p}: json.levels {layout.levels}: expected an object at {_json_path(trail)}, "
