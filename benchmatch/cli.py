@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 
-from benchmatch.commands import learn, match, measure
+from benchmatch.commands import learn, llm, match, measure
 
 PROG_HELP = ("Benchmark an AI asset across heterogeneous hardware on Ray, learn how it behaves, and recommend "
              "the hardware, count and configuration that meet your requirements.")
@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--catalog", default=argparse.SUPPRESS, help=CATALOG_HELP)
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
-    for stage in (measure, learn, match):
+    for stage in (measure, llm, learn, match):
         stage.register(sub, [common], HelpFormatter)
     return p
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matcher.capacity import CURVES
+from matcher.capacity import CURVES, llm_points
 from matcher.errors import CandidateError, NoDataError, RequirementsError
 from matcher.metrics import DEFAULT_LATENCY, LATENCY, METRICS, TRAIN_SCENARIO, metric_values, numeric
 from matcher.requirements import MAX_THROUGHPUT_QPS
@@ -33,7 +33,9 @@ from results.summary import ok_rows
 CFG = "cfg_"
 REQUIRED = ("hardware", "price_per_hour_usd", *(m.name for m in METRICS if m.presence != "optional"))
 OPTIONAL_NUMERIC = (*(m.name for m in METRICS if m.presence == "optional"), "inventory", "devices")
-KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source"}
+TOKENS_PER_REQUEST = "output_tokens_per_request"  # LLM serving: mean output tokens of the measured requests
+KNOWN = set(REQUIRED) | set(OPTIONAL_NUMERIC) | {"basis", "repeats", "asset", "latency_source", "sample_unit",
+                                                 TOKENS_PER_REQUEST}
 
 
 def quality_columns(df: pd.DataFrame) -> list[str]:
@@ -423,17 +425,25 @@ def candidates_from_results(
         src[fill] = source[name][fill]
     out["latency_source"] = src
     out["band_method"] = [f"measured: worst of {r} repeat{'s' if r != 1 else ''}" for r in out["repeats"]]
-    if {"scenario", "server_curve"} <= set(rows.columns):
-        curves: list[list[Any]] = [[] for _ in range(n_groups)]
-        for g, cell in zip(gid[scen == "Server"], rows.loc[scen == "Server", "server_curve"], strict=True):
-            c = parse_curve(cell)
-            if c:
-                curves[g].append(c)
-        if any(curves):
-            out[CURVES] = [json.dumps(c) if c else np.nan for c in curves]
+    curves: list[list[Any]] = [[] for _ in range(n_groups)]
+    for column, convert in (("server_curve", None), ("llm_curve", llm_points)):
+        if {"scenario", column} <= set(rows.columns):
+            for g, cell in zip(gid[scen == "Server"], rows.loc[scen == "Server", column], strict=True):
+                c = parse_curve(cell)
+                if c and convert is not None:
+                    c = convert(c)
+                if c:
+                    curves[g].append(c)
+    if any(curves):
+        out[CURVES] = [json.dumps(c) if c else np.nan for c in curves]
     for extra in ("parameters", "flops_per_sample", "time_to_accuracy_s", "cost_to_accuracy_usd"):
         if extra in rows.columns:
             out[extra] = _by_group(numeric(rows, extra), gid, n_groups, "median")
+    if "output_tokens_mean" in rows.columns:
+        out[TOKENS_PER_REQUEST] = _by_group(numeric(rows, "output_tokens_mean"), gid, n_groups, "median")
+    if "sample_unit" in rows.columns:
+        units = {str(u) for u in rows["sample_unit"].fillna("") if str(u)}
+        out["sample_unit"] = units.pop() if len(units) == 1 else ""
     for col in quality_columns(rows):
         # A score does not depend on the scenario: the worst repeat, as for the other thresholds.
         values = numeric(rows, col)

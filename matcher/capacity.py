@@ -33,11 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matcher.metrics import DEFAULT_LATENCY, LATENCY
+from matcher.metrics import CURVE_STATS, DEFAULT_LATENCY
 
 CURVES = "server_curves"  # candidate column: JSON list of curves, one per measured repeat
 FROM_CURVE = "Server curve"
-Bounds = Mapping[str, float]  # latency statistic (metrics.LATENCY) -> its bound, ms
+Bounds = Mapping[str, float]  # latency statistic or TTFT / TPOT (metrics.CURVE_STATS) -> its bound, ms
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[tuple[
         offered, done = p.get("offered_qps"), p.get("completed_qps")
         if not p.get("valid", True) or offered is None:
             continue
-        stats = {s: float(v) for s in LATENCY if isinstance(v := p.get(s), int | float) and math.isfinite(v)}
+        stats = {s: float(v) for s in CURVE_STATS if isinstance(v := p.get(s), int | float) and math.isfinite(v)}
         rate = min(float(offered), float(done)) if done is not None else float(offered)
         if rate > 0 and all(s in stats for s in need):
             out.append((rate, stats))
@@ -101,6 +101,21 @@ def capacity_at(curve: Sequence[dict[str, Any]], slo_ms: float | None) -> tuple[
     return r.rate, r.latency.get(DEFAULT_LATENCY)
 
 
+def llm_points(curve: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """An LLM rate curve (result column llm_curve, benchmarks/llm) as capacity points: the rate is
+    requests/s, a point with a failed request is not valid, and TTFT / TPOT are statistics a
+    request may bound beside the end-to-end latency."""
+    out = []
+    for p in curve:
+        if not isinstance(p, dict) or p.get("offered_rps") is None:
+            continue
+        point = {"offered_qps": p["offered_rps"], "completed_qps": p.get("requests_per_s"),
+                 "valid": not p.get("failed") and bool(p.get("completed", 1))}
+        point.update({s: p[s] for s in CURVE_STATS if isinstance(p.get(s), int | float)})
+        out.append(point)
+    return out
+
+
 def curves_of(cell: Any) -> list[list[dict[str, Any]]]:
     if not isinstance(cell, str) or not cell:
         return []
@@ -133,8 +148,8 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     tput = _column(out, "throughput_qps") * max_utilization
     tput_point = (_column(out, "throughput_qps_point") if "throughput_qps_point" in out.columns
                   else _column(out, "throughput_qps")) * max_utilization
-    lat = {s: _column(out, s) for s in LATENCY}
-    lat_point = {s: _column(out, f"{s}_point") if f"{s}_point" in out.columns else lat[s].copy() for s in LATENCY}
+    lat = {s: _column(out, s) for s in CURVE_STATS}
+    lat_point = {s: _column(out, f"{s}_point") if f"{s}_point" in out.columns else lat[s].copy() for s in CURVE_STATS}
     source = out["latency_source"].astype(object).to_numpy(copy=True) if "latency_source" in out.columns \
         else np.array([""] * len(out), dtype=object)
     for i, cell in enumerate(out[CURVES].to_numpy()):
@@ -147,7 +162,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
             # Keeps its Offline capacity and MultiStream latency: latency_notes says they were measured apart.
             source[i] = f"{source[i] or 'MultiStream'} ({FROM_CURVE.lower()} records no {', '.join(lacks)})"
             continue
-        for s in LATENCY:
+        for s in CURVE_STATS:
             vals = [r.latency[s] for r in read if s in r.latency]
             have = len(vals) == len(read) and bool(vals)
             lat[s][i] = max(vals) if have else np.nan
@@ -160,7 +175,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
         tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
         source[i] = FROM_CURVE
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
-    for s in LATENCY:
+    for s in CURVE_STATS:
         if s in out.columns or not np.isnan(lat[s]).all():
             out[s], out[f"{s}_point"] = lat[s], lat_point[s]
     out["latency_source"] = source

@@ -76,9 +76,21 @@ _LATENCY_STATS = (("latency_p50_ms", "median"), ("latency_p90_ms", "90th percent
 
 def _latency(name: str) -> MetricSpec:
     # One query of MultiStream is one batch of cfg_batch_size samples, which is what a replica
-    # serves; SingleStream (one sample per query) only for assets measured without MultiStream.
-    return MetricSpec(name, "ms", "upper", "max", name, ("MultiStream", "SingleStream"), "cap", name,
+    # serves; SingleStream (one sample per query) only for assets measured without MultiStream;
+    # Server for LLM serving rows, whose query is a request (the end-to-end latency).
+    return MetricSpec(name, "ms", "upper", "max", name, ("MultiStream", "SingleStream", "Server"), "cap", name,
                       positive=True, spread=True)
+
+
+# LLM serving (benchmarks/llm): time to first token and time per output token, per request. A
+# Server row holds them at the highest rate its run kept within its SLO; a request's own bounds
+# are read off the row's rate curve (capacity.py), as the latency statistics are.
+_TOKEN_STATS = (("ttft_p50_ms", "median time to first token"), ("ttft_p99_ms", "99th percentile time to first token"),
+                ("tpot_p50_ms", "median time per output token"), ("tpot_p99_ms", "99th percentile time per output token"))
+
+
+def _token_latency(name: str) -> MetricSpec:
+    return MetricSpec(name, "ms", "upper", "max", name, ("Server", "Offline"), "cap", name, positive=True, spread=True)
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -93,6 +105,13 @@ METRICS: tuple[MetricSpec, ...] = (
     # (both Offline figures) is the same quantity.
     MetricSpec("power_w", "W", "upper", "sum", "avg_power_w", ("Offline",), "cap", "max_power_w",
                derived_from=("energy_per_sample_j", "throughput_qps")),
+    *(_token_latency(name) for name, _ in _TOKEN_STATS),
+    # Output tokens/s of one replica: Offline's, then the capacity at the request's bounds times the
+    # output tokens per request (tokens.py); a tokens/s demand is met in this unit.
+    MetricSpec("output_tokens_per_s", "tokens/s", "lower", "sum", "output_tokens_per_s", ("Offline",),
+               positive=True, spread=True),
+    MetricSpec("energy_per_output_token_j", "J", "upper", "max", "energy_per_output_token_j", ("Offline",),
+               "cap", "energy_per_output_token_j"),
 )
 
 BY_NAME: dict[str, MetricSpec] = {m.name: m for m in METRICS}
@@ -100,12 +119,20 @@ NAMES: tuple[str, ...] = tuple(BY_NAME)
 SIDE: dict[str, Side] = {m.name: m.side for m in METRICS}
 LATENCY: tuple[str, ...] = tuple(name for name, _ in _LATENCY_STATS)
 LATENCY_WORDS: dict[str, str] = dict(_LATENCY_STATS)
+TOKEN_LATENCY: tuple[str, ...] = tuple(name for name, _ in _TOKEN_STATS)
+TOKEN_WORDS: dict[str, str] = dict(_TOKEN_STATS)
+CURVE_STATS: tuple[str, ...] = LATENCY + TOKEN_LATENCY  # what a rate curve's points may record
 DEFAULT_LATENCY = "latency_p99_ms"  # MLPerf's MultiStream and Server metric: the one sized for when none is named
 
 
 def latency_bounds(constraints: Any) -> dict[str, float]:
     """The latency statistics a request bounds, and their bounds."""
     return {name: b for name in LATENCY if (b := getattr(constraints, name, None)) is not None}
+
+
+def curve_bounds(constraints: Any) -> dict[str, float]:
+    """Every bound a rate curve is read at: the latency statistics and TTFT / TPOT."""
+    return {name: b for name in CURVE_STATS if (b := getattr(constraints, name, None)) is not None}
 
 
 def latency_metric(constraints: Any, available: Any = None) -> str:

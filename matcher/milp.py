@@ -19,8 +19,9 @@ bound exactly (2 × 0.71055 USD/h under a 1.4211 USD/h budget) infeasible.
     C1    Σ_i T_i·y_i + s_D >= D                          demand, when D > 0
     C1b   Σ_i y_i >= 1                                    a deployment has a replica
     C2-4  σ_t·(v_ti - b_t)·u_i <= s_t                     thresholds, for each i with σ_t·(v_ti - b_t)
-                                                          > 0: C2 latency SLO (each statistic bounded), C3 accuracy floor, C4
-                                                          energy cap; the ordinary model screened
+                                                          > 0: C2 latency SLO (each statistic bounded), C2t TTFT /
+                                                          TPOT SLO (LLM serving), C3 accuracy floor, C4 energy cap
+                                                          (C4t per output token); the ordinary model screened
                                                           those i out (y_i = 0 by absence)
     C5    Σ_c z_c = 1                                     one configuration per workload
     C6    y_i <= ub_i·u_i,  u_i <= y_i,  u_i <= z_c(i)    linking; without u: y_i <= ub_i·z_c(i)

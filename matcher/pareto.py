@@ -20,6 +20,7 @@ from matcher.recommend import check_inventory, sized
 from matcher.requirements import Requirements
 from matcher.solution import Option
 from matcher.solve import solve
+from matcher.tokens import solver_view
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def pareto_front(req: Requirements, candidates: pd.DataFrame, *, solver: str = "
         constraints = req.constraints.model_copy(update={"latency_p99_ms": eps})
         r = req.model_copy(update={"objective": "cost", "top_k": 1, "constraints": constraints})
         at = sized(candidates, r)  # a tighter bound lowers the capacity read off a measured curve
-        sol = solve(r, at, solver=solver, top_k=1, explain=False, time_limit_s=time_limit_s)
+        sol = solve(*solver_view(r, at), solver=solver, top_k=1, explain=False, time_limit_s=time_limit_s)
         if not sol.options:
             break
         opt = sol.options[0]

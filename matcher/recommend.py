@@ -18,6 +18,9 @@ from matcher.metrics import (
     LATENCY,
     LATENCY_WORDS,
     METRICS,
+    TOKEN_LATENCY,
+    TOKEN_WORDS,
+    curve_bounds,
     latency_bounds,
     latency_metric,
     metric_values,
@@ -27,6 +30,7 @@ from matcher.requirements import Plan, Requirements, parse_plan, parse_requireme
 from matcher.solution import Diagnosis, Fix, Option, Status
 from matcher.solve import plan as solve_plan
 from matcher.solve import solve
+from matcher.tokens import check_units, solver_view, usd_per_million_tokens, with_token_capacity
 
 
 class ChangeOut(BaseModel):
@@ -147,6 +151,12 @@ def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> Option
         config = {"configurations": [{"hardware": str(r["hardware"]), "replicas": int(k), **c}
                                      for (_, r), k, c in zip(rows.iterrows(), n, configs, strict=True)]}
     predicted, band = _predicted(rows, n)
+    if predicted.get("output_tokens_per_s"):  # an LLM deployment: what its tokens cost at capacity
+        cost = float(opt.cost_per_hour_usd)
+        predicted["usd_per_million_output_tokens"] = _f(usd_per_million_tokens(cost, predicted["output_tokens_per_s"]))
+        if predicted.get("output_tokens_per_s_bound"):
+            predicted["usd_per_million_output_tokens_bound"] = _f(
+                usd_per_million_tokens(cost, predicted["output_tokens_per_s_bound"]))
     basis = "predicted" if (rows.get("basis", pd.Series(["measured"] * len(rows))) == "predicted").any() else "measured"
     return OptionOut(rank=opt.rank, hardware=dict(opt.mix), config=config,
                      cost_per_hour_usd=round(opt.cost_per_hour_usd, 9), predicted=predicted, basis=basis,
@@ -170,8 +180,9 @@ def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
 
 def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
     """The candidates as this request sizes them: each replica's throughput is its capacity at the
-    request's latency bounds where a Server curve was measured, derated by max_utilization (capacity.py)."""
-    return at_slo(cands, latency_bounds(req.constraints), req.max_utilization)
+    request's latency (and TTFT / TPOT) bounds where a rate curve was measured, derated by
+    max_utilization (capacity.py); an LLM replica's tokens/s follows (tokens.py)."""
+    return with_token_capacity(at_slo(cands, curve_bounds(req.constraints), req.max_utilization))
 
 
 def check_statistics(req: Requirements, cands: pd.DataFrame, field: str = "constraints") -> None:
@@ -182,9 +193,14 @@ def check_statistics(req: Requirements, cands: pd.DataFrame, field: str = "const
     errors = [(f"{field}.{s}", f"no candidate has a {LATENCY_WORDS[s]} latency ({s}); the data has "
                                f"{', '.join(have) or 'no latency statistic'}")
               for s in latency_bounds(req.constraints) if s not in have]
+    errors += [(f"{field}.{s}", f"no candidate has a {TOKEN_WORDS[s]} ({s}): it is measured for LLM serving "
+                               "(benchmatch llm-bench, or an import of vLLM / GuideLLM / AIPerf results)")
+               for s in TOKEN_LATENCY if getattr(req.constraints, s) is not None
+               and np.isnan(metric_values(cands, s)).all()]
     if errors:
         fix = "; bound one of those instead, knowing it is a different promise" if have else ""
         raise RequirementsError("; ".join(f"{f}: {m}" for f, m in errors) + fix, errors)
+    check_units(req, cands, field)
 
 
 def check_inventory(inventory: dict[str, int] | None, cands: pd.DataFrame | list[pd.DataFrame],
@@ -217,15 +233,29 @@ def recommend(
     check_statistics(req, cands)
     cands = sized(cands, req)
     check_inventory(req.inventory, cands)
-    sol = solve(req, cands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    sreq, scands = solver_view(req, cands)
+    sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
-    diagnosis = _diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options))
+    diagnosis = _renamed_demand(_diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options)),
+                                {"throughput_qps": req.constraints.demand_field})
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
                           solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered,
                           latency_statistic=latency_metric(req.constraints, cands),
                           notes=[*(notes or []), *latency_notes(cands, options)])
+
+
+def _renamed_demand(d: DiagnosisOut | None, names: dict[str, str | None]) -> DiagnosisOut | None:
+    """The diagnosis in the request's own words: the solver meets every demand as throughput_qps
+    (tokens.solver_view), so a relaxation of a tokens/s demand is renamed back to the field asked."""
+    names = {k: v for k, v in names.items() if v and v != k.rsplit(".", 1)[-1]}
+    if d is None or not names:
+        return d
+    text = d.model_dump_json(by_alias=True)
+    for old, new in names.items():
+        text = text.replace(old, old.rsplit("throughput_qps", 1)[0] + new)
+    return DiagnosisOut.model_validate_json(text)
 
 
 def _value(x: Any) -> float | int | None:
@@ -296,7 +326,8 @@ def recommend_plan(
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     check_inventory(plan.inventory, tables)
-    sol = solve_plan(list(zip(plan.workloads, tables, strict=True)), inventory=plan.inventory,
+    sol = solve_plan([solver_view(req, t) for req, t in zip(plan.workloads, tables, strict=True)],
+                     inventory=plan.inventory,
                      budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
                      single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     placed = [o is not None for o in sol.workloads]
@@ -310,7 +341,10 @@ def recommend_plan(
     return PlanRecommendation(
         feasible=feasible, objective=plan.objective,
         cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
-        workloads=workloads, diagnosis=_diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
+        workloads=workloads, diagnosis=_renamed_demand(
+            _diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
+            {f"workloads.{i}.constraints.throughput_qps": req.constraints.demand_field
+             for i, req in enumerate(plan.workloads)}),
         solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
         candidates_considered=sol.candidates_considered,
         mip_gap=None if sol.gap is None or not feasible else round(float(sol.gap), 9), notes=list(notes or []))

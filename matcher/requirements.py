@@ -65,6 +65,18 @@ class Constraints(BaseModel):
     accuracy: float | None = _number("Min accuracy (fraction 0..1).", ge=0, le=1)
     energy_per_sample_j: float | None = _number("Max energy per sample (J).", gt=0)
     max_power_w: float | None = _number("Max total power of all replicas (W).", gt=0)
+    # LLM serving (rows measured by `benchmatch llm-bench` or imported from vLLM / GuideLLM / AIPerf)
+    ttft_p50_ms: float | None = _number("Max median time to first token of a request (ms).", gt=0)
+    ttft_p99_ms: float | None = _number("Max p99 time to first token of a request (ms).", gt=0)
+    tpot_p50_ms: float | None = _number("Max median time per output token after the first (ms).", gt=0)
+    tpot_p99_ms: float | None = _number("Max p99 time per output token after the first (ms).", gt=0)
+    requests_per_s: float | None = _number(
+        "Demand of an LLM workload: requests per second (the same as throughput_qps where a sample is a "
+        "request); give this or output_tokens_per_s.", gt=0, le=MAX_THROUGHPUT_QPS)
+    output_tokens_per_s: float | None = _number(
+        "Demand of an LLM workload: output tokens per second the deployment must generate.",
+        gt=0, le=MAX_THROUGHPUT_QPS)
+    energy_per_output_token_j: float | None = _number("Max energy per output token (J), where measured.", gt=0)
     quality: dict[Name, Annotated[float, Field(strict=True, ge=-MAX_THROUGHPUT_QPS, le=MAX_THROUGHPUT_QPS)]] | None = \
         Field(None, max_length=32, description=(
             "Bounds on quality scores imported as quality_<name> (MAE, error rate, perplexity, BLEU, ...): "
@@ -75,7 +87,20 @@ class Constraints(BaseModel):
     def _total_needs_duration(self) -> Constraints:
         if self.budget_total_usd is not None and self.duration_h is None:
             raise ValueError("duration_h is required when budget_total_usd is set")
+        demands = [n for n in ("throughput_qps", "requests_per_s", "output_tokens_per_s") if getattr(self, n) is not None]
+        if len(demands) > 1 and not (set(demands) == {"throughput_qps", "requests_per_s"}
+                                     and self.throughput_qps == self.requests_per_s):
+            raise ValueError(f"give one demand, not {' and '.join(demands)}: the output length of the workload's "
+                             "requests turns a request rate into tokens/s and back")
         return self
+
+    @property
+    def demand_field(self) -> str | None:
+        """The demand the request states (throughput_qps and requests_per_s are one unit: a sample)."""
+        for name in ("output_tokens_per_s", "requests_per_s", "throughput_qps"):
+            if getattr(self, name) is not None:
+                return name
+        return None
 
 
 class Requirements(BaseModel):

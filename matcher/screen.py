@@ -18,7 +18,7 @@ import pandas as pd
 
 from matcher.candidates import DIRECTION, QUALITY, config_columns, config_dict, config_keys, quality_columns
 from matcher.errors import RequirementsError
-from matcher.metrics import LATENCY, METRICS, latency_metric, metric_values, numeric
+from matcher.metrics import LATENCY, METRICS, TOKEN_LATENCY, latency_metric, metric_values, numeric
 from matcher.requirements import Requirements
 from matcher.solution import BUDGET_H, BUDGET_TOTAL, POWER, TOL
 
@@ -54,7 +54,8 @@ class Threshold:
 
 # Labels of the threshold families in milp.py's formulation. A new threshold metric in the metric
 # table needs its own label here and a line in that formulation. Every latency statistic is C2.
-_LABELS = {**{name: "C2" for name in LATENCY}, "accuracy": "C3", "energy_per_sample_j": "C4"}
+_LABELS = {**{name: "C2" for name in LATENCY}, **{name: "C2t" for name in TOKEN_LATENCY}, "accuracy": "C3",
+           "energy_per_sample_j": "C4", "energy_per_output_token_j": "C4t"}
 
 
 THRESHOLDS: tuple[Threshold, ...] = tuple(

@@ -1,6 +1,7 @@
 """Assets benchmatch can measure, and `get_asset` which also loads a user's own (`module:object`).
 
-A reference is either a built-in (`digits-mlp`, `hearts-mlp`, `tiny-cnn`) or the user's code:
+A reference is either a built-in (`digits-mlp`, `hearts-mlp`, `tiny-cnn`, `gpt2`, and the deployed
+architectures with random weights `resnet50`, `mobilenet-v2`, `vit-b16`, `bert-base`) or the user's code:
 `package.module:Object` (importable) or `path/to/file.py:Object`. The object may be an asset
 instance, a class (instantiated without arguments) or a zero-argument factory.
 
@@ -24,11 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.assets.base import DTYPES, Asset, AssetData, TorchAsset, generated_data
+from benchmarks.assets.bert_base import BertBase
 from benchmarks.assets.digits_mlp import DigitsMLP
+from benchmarks.assets.gpt2 import GPT2
 from benchmarks.assets.hearts_mlp import HeartsMLP
+from benchmarks.assets.mobilenet_v2 import MobileNetV2
+from benchmarks.assets.resnet50 import ResNet50
 from benchmarks.assets.tiny_cnn import TinyCNN
+from benchmarks.assets.vit_b16 import ViTB16
 
-BUILTIN: dict[str, Callable[[], Any]] = {"digits-mlp": DigitsMLP, "hearts-mlp": HeartsMLP, "tiny-cnn": TinyCNN}
+BUILTIN: dict[str, Callable[[], Any]] = {"digits-mlp": DigitsMLP, "hearts-mlp": HeartsMLP, "tiny-cnn": TinyCNN,
+                                         "gpt2": GPT2,
+                                         # Deployed architectures, random weights, built by transformers (assets/hf.py).
+                                         "resnet50": ResNet50, "mobilenet-v2": MobileNetV2, "vit-b16": ViTB16,
+                                         "bert-base": BertBase}
 REQUIRED = ("tasks", "build", "load_data", "run_batch", "evaluate")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

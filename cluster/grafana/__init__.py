@@ -21,6 +21,7 @@ DASHBOARDS_DIR = HERE / "dashboards"
 PROVISIONING_DIR = HERE / "provisioning"
 SWEEPS_DASHBOARD = DASHBOARDS_DIR / "benchmatch-sweeps.json"
 SERVICE_DASHBOARD = DASHBOARDS_DIR / "benchmatch-service.json"
+LLM_DASHBOARD = DASHBOARDS_DIR / "benchmatch-llm.json"
 
 
 def dashboard_files() -> list[Path]:

@@ -267,3 +267,12 @@ def test_server_runs_on_loopback_with_the_rules_and_stops_cleanly(tmp_path):
     assert stop_detached(kept) is True
     assert server.proc.wait(timeout=15) is not None
     assert stop_detached(kept) is False
+
+
+def test_every_llm_serving_metric_is_on_the_llm_dashboard():
+    from benchmarks.llm.live import METRICS as LLM_METRICS
+    from cluster.grafana import LLM_DASHBOARD
+
+    exprs = " ".join(e for _, e in panel_queries(LLM_DASHBOARD))
+    missing = [n for n in LLM_METRICS if not re.search(rf"\b{n}(_bucket|_sum|_count)?\b", exprs)]
+    assert not missing, f"exported by llm-bench but on no panel: {missing}"
