@@ -58,6 +58,8 @@ def print_model_summary(rows: Iterable[Mapping[str, Any]], emit: Emit = say) -> 
 
 # ---------------------------------------------------------------- answers
 _SHOWN = (("latency_p99_ms", "ms p99"), ("throughput_qps", "samples/s"), ("accuracy", "accuracy"))
+_LLM_SHOWN = (("ttft_p99_ms", "ms p99 TTFT"), ("tpot_p99_ms", "ms p99 TPOT"), ("output_tokens_per_s", "output tokens/s"),
+              ("usd_per_million_output_tokens", "USD per 1M output tokens"), ("energy_per_output_token_j", "J/token"))
 _LATENCY_UNITS = {"latency_p50_ms": "ms median", "latency_p90_ms": "ms p90", "latency_p95_ms": "ms p95",
                   "latency_p99_ms": "ms p99", "latency_p999_ms": "ms p99.9", "latency_mean_ms": "ms mean"}
 
@@ -72,6 +74,8 @@ def option_lines(o: Mapping[str, Any], shown: Iterable[tuple[str, str]] = _SHOWN
     """One option: its mix, configuration, price and basis, then its predicted metrics with bounds."""
     p = o.get("predicted") or {}
     parts = []
+    if p.get("output_tokens_per_s") is not None:
+        shown = [(k, "requests/s" if k == "throughput_qps" else u) for k, u in shown]
     for key, unit in shown:
         if p.get(key) is not None:
             bound = p.get(f"{key}_bound")
@@ -80,6 +84,9 @@ def option_lines(o: Mapping[str, Any], shown: Iterable[tuple[str, str]] = _SHOWN
              f"${o['cost_per_hour_usd']:.4f}/h  ({o.get('basis')})"]
     if parts:
         lines.append("    " + "; ".join(parts))
+    llm = [f"{p[k]:.4g} {unit}" for k, unit in _LLM_SHOWN if p.get(k) is not None]
+    if llm:  # an LLM deployment: its sample is a request, and what people compare is tokens
+        lines.append("    " + "; ".join(llm))
     if o.get("binding"):
         lines.append(f"    binding: {', '.join(o['binding'])}")
     return lines

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from matcher.capacity import CURVES, llm_points
+from matcher.capacity import CURVES, fold_load_levels, llm_points
 from matcher.errors import CandidateError, NoDataError, RequirementsError
 from matcher.metrics import DEFAULT_LATENCY, LATENCY, METRICS, TRAIN_SCENARIO, metric_values, numeric
 from matcher.requirements import MAX_THROUGHPUT_QPS
@@ -376,7 +376,7 @@ def candidates_from_results(
     from Offline rows. train: the `train` rows (p99 step time, training samples/s). Price and
     devices come from the catalog, else from the rows."""
     rows, asset = select_rows(df, asset, task)
-    rows = rows[~flagged(rows)]
+    rows = fold_load_levels(rows[~flagged(rows)])
     if rows.empty:
         raise NoDataError(f"every measured row of asset '{asset}' is flagged (see the `flags` column: "
                           "LoadGen INVALID, background load, or Offline far below SingleStream); measure again "

@@ -116,6 +116,61 @@ def llm_points(curve: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+# Configuration columns that are a load level, not a deployment choice: imported LLM serving runs
+# (vLLM, GuideLLM, AIPerf) at several request rates or concurrencies are points of one curve.
+LOAD_LEVELS = ("cfg_request_rate", "cfg_max_concurrency", "cfg_strategy")  # strategy: GuideLLM's load pattern
+_CURVE_KEYS = ("ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "latency_p50_ms", "latency_p90_ms",
+               "latency_p95_ms", "latency_p99_ms", "latency_p999_ms", "latency_mean_ms")
+
+
+def fold_load_levels(rows: pd.DataFrame) -> pd.DataFrame:
+    """LLM serving Server rows of one (hardware, configuration) measured at several load levels,
+    without a curve of their own, become one rate curve (`llm_curve`, on the first row of each
+    repeat), and the load-level columns of every LLM row are cleared, so the Server rows and the
+    Offline row of the same configuration are one candidate whose capacity is read off that curve
+    at the request's bounds. A level's rate is what was offered (the completed rate where only a
+    concurrency was set)."""
+    levels = [c for c in LOAD_LEVELS if c in rows.columns and rows[c].notna().any()]
+    if not levels or "scenario" not in rows.columns or "sample_unit" not in rows.columns:
+        return rows
+    llm = rows["sample_unit"].fillna("").astype(str) == "request"  # only LLM serving rows have load levels
+    server = llm & (rows["scenario"].astype(str) == "Server")
+    if "llm_curve" in rows.columns:
+        server &= rows["llm_curve"].fillna("").astype(str) == ""
+    if not server.any():
+        return rows
+    out = rows.copy()
+    if "llm_curve" not in out.columns:
+        out["llm_curve"] = ""
+    keys = ["hardware", *[c for c in out.columns if c.startswith("cfg_") and c not in levels]]
+    if "repeat" in out.columns:
+        keys.append("repeat")
+    for _, grp in out[server].groupby(keys, dropna=False, sort=False):
+        points = []
+        for _, r in grp.iterrows():
+            done = _number(r.get("requests_per_s"))
+            done = done if done is not None else _number(r.get("throughput_samples_per_s"))
+            offered = _number(r.get("target_qps"))
+            offered = offered if offered is not None else done
+            if offered is None:
+                continue
+            failed = _number(r.get("failed_requests"))
+            points.append({"offered_rps": offered, "requests_per_s": done, "failed": int(failed or 0),
+                           **{k: v for k in _CURVE_KEYS if (v := _number(r.get(k))) is not None}})
+        if points:
+            out.loc[grp.index[0], "llm_curve"] = json.dumps(sorted(points, key=lambda p: p["offered_rps"]))
+    out.loc[llm, levels] = np.nan  # the Offline row too: the saturated end of the same curve
+    return out.drop(columns=[c for c in levels if out[c].isna().all()])
+
+
+def _number(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def curves_of(cell: Any) -> list[list[dict[str, Any]]]:
     if not isinstance(cell, str) or not cell:
         return []

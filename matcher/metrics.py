@@ -95,7 +95,9 @@ def _token_latency(name: str) -> MetricSpec:
 
 METRICS: tuple[MetricSpec, ...] = (
     *(_latency(name) for name, _ in _LATENCY_STATS),
-    MetricSpec("throughput_qps", "samples/s", "lower", "sum", "throughput_samples_per_s", ("Offline",),
+    # Offline's saturated rate; a configuration measured in Server only (an imported MLPerf Server
+    # result, an LLM serving run at one rate) has the rate its Server run held.
+    MetricSpec("throughput_qps", "samples/s", "lower", "sum", "throughput_samples_per_s", ("Offline", "Server"),
                "demand", "throughput_qps", presence="value", positive=True, spread=True),
     # The accuracy of a repeat does not depend on the scenario: count each repeat once.
     MetricSpec("accuracy", "fraction", "lower", "min", "accuracy", None, "floor", "accuracy", presence="column"),
@@ -108,7 +110,7 @@ METRICS: tuple[MetricSpec, ...] = (
     *(_token_latency(name) for name, _ in _TOKEN_STATS),
     # Output tokens/s of one replica: Offline's, then the capacity at the request's bounds times the
     # output tokens per request (tokens.py); a tokens/s demand is met in this unit.
-    MetricSpec("output_tokens_per_s", "tokens/s", "lower", "sum", "output_tokens_per_s", ("Offline",),
+    MetricSpec("output_tokens_per_s", "tokens/s", "lower", "sum", "output_tokens_per_s", ("Offline", "Server"),
                positive=True, spread=True),
     MetricSpec("energy_per_output_token_j", "J", "upper", "max", "energy_per_output_token_j", ("Offline",),
                "cap", "energy_per_output_token_j"),

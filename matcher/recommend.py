@@ -237,6 +237,10 @@ def recommend(
     sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
+    demand = req.constraints.demand_field
+    if demand and demand != "throughput_qps":  # the solver's name for every demand, in the request's words
+        for o in options:
+            o.binding = [demand if b == "throughput_qps" else b for b in o.binding]
     diagnosis = _renamed_demand(_diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options)),
                                 {"throughput_qps": req.constraints.demand_field})
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,

@@ -1,7 +1,7 @@
 """Assets benchmatch can measure, and `get_asset` which also loads a user's own (`module:object`).
 
 A reference is either a built-in (`digits-mlp`, `hearts-mlp`, `tiny-cnn`, `gpt2`, and the deployed
-architectures with random weights `resnet50`, `mobilenet-v2`, `vit-b16`, `bert-base`) or the user's code:
+architectures with random weights `resnet50`, `mobilenet-v2`, `mobilenet-v3`, `vit-b16`, `bert-base`) or the user's code:
 `package.module:Object` (importable) or `path/to/file.py:Object`. The object may be an asset
 instance, a class (instantiated without arguments) or a zero-argument factory.
 
@@ -30,14 +30,16 @@ from benchmarks.assets.digits_mlp import DigitsMLP
 from benchmarks.assets.gpt2 import GPT2
 from benchmarks.assets.hearts_mlp import HeartsMLP
 from benchmarks.assets.mobilenet_v2 import MobileNetV2
+from benchmarks.assets.mobilenet_v3 import MobileNetV3
 from benchmarks.assets.resnet50 import ResNet50
 from benchmarks.assets.tiny_cnn import TinyCNN
 from benchmarks.assets.vit_b16 import ViTB16
 
 BUILTIN: dict[str, Callable[[], Any]] = {"digits-mlp": DigitsMLP, "hearts-mlp": HeartsMLP, "tiny-cnn": TinyCNN,
                                          "gpt2": GPT2,
-                                         # Deployed architectures, random weights, built by transformers (assets/hf.py).
-                                         "resnet50": ResNet50, "mobilenet-v2": MobileNetV2, "vit-b16": ViTB16,
+                                         # Deployed architectures, random weights: transformers (assets/hf.py); MobileNetV3 from its paper.
+                                         "resnet50": ResNet50, "mobilenet-v2": MobileNetV2,
+                                         "mobilenet-v3": MobileNetV3, "vit-b16": ViTB16,
                                          "bert-base": BertBase}
 REQUIRED = ("tasks", "build", "load_data", "run_batch", "evaluate")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -2,8 +2,8 @@
 
 Built by transformers' `MobileNetV2ForImageClassification` from `MobileNetV2Config` (depth multiplier
 1.0, symmetric padding as torchvision's `mobilenet_v2`, 1000 classes): 3.5 M parameters, 300 MMACs =
-0.6 GFLOPs per 224x224 image. MobileNetV3 is not in transformers, so V2 stands in for the mobile
-convnet. Nothing is downloaded; rows carry no accuracy. Config keys: batch_size, threads, dtype,
+0.6 GFLOPs per 224x224 image. MobileNetV3 is not in transformers; mobilenet-v3 (mobilenet_v3.py) builds it from
+its paper. Nothing is downloaded; rows carry no accuracy. Config keys: batch_size, threads, dtype,
 engine, quantization, image_size (default 224; at least 32).
 """
 

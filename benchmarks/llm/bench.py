@@ -8,11 +8,14 @@ The rows land in the results store beside every other measurement, so `train`, `
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import re
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -53,29 +56,57 @@ class LLMBench:
     timeout_s: float = 600.0
     metrics_port: int | None = None  # serve live metrics on 127.0.0.1:PORT while measuring (0: any free port)
     metrics_linger_s: float = 0.0  # keep serving them this long after the last run (a last scrape)
+    loadgen: bool = False  # in-process only: LoadGen (token-latency mode) issues the requests
+    loadgen_min_duration_ms: int = 2000
+    log_dir: str | None = None  # LoadGen's logs (default: a folder under the results store)
 
     def __post_init__(self) -> None:
         if (self.endpoint is None) == (self.asset is None):
             raise LLMBenchError("give either --endpoint URL (with --model) or --asset NAME, not both or neither")
         if self.endpoint is not None and not self.model:
             raise LLMBenchError("--endpoint needs --model: the model id the server serves (see GET /v1/models)")
+        if self.loadgen and self.endpoint is not None:
+            raise LLMBenchError("--loadgen drives an in-process asset (LoadGen calls the model itself); an endpoint "
+                                "is driven by the asyncio client")
+        if self.loadgen and self.metrics_port is not None:
+            raise LLMBenchError("--metrics-port is not served during --loadgen runs; drop one of them")
+        if self.endpoint is not None:
+            try:  # the URL, API and prompt format, checked before anything runs
+                OpenAIEndpoint(self.endpoint, self.model or "", api=self.api, prompt_format=self.prompt_format)
+            except ValueError as exc:
+                raise LLMBenchError(f"--endpoint: {exc}") from exc
         if self.repeats < 1:
             raise LLMBenchError(f"--repeats must be >= 1, got {self.repeats}")
         if self.rates is not None and (not self.rates or any(not r > 0 for r in self.rates)):
             raise LLMBenchError(f"--rates must be positive requests/s, got {self.rates}")
-        if any(not 0 < f <= 1.5 for f in self.fractions):
+        if not self.fractions or any(not 0 < f <= 1.5 for f in self.fractions):
             raise LLMBenchError(f"--fractions must be in (0, 1.5], got {list(self.fractions)}")
+        if isinstance(self.max_num_seqs, bool) or not isinstance(self.max_num_seqs, int) or self.max_num_seqs < 1:
+            raise LLMBenchError(f"--max-num-seqs must be a positive integer, got {self.max_num_seqs!r}")
+        if not (isinstance(self.burstiness, int | float) and math.isfinite(self.burstiness) and self.burstiness > 0):
+            raise LLMBenchError(f"--burstiness must be a positive number (1: Poisson), got {self.burstiness!r}")
+        if not (math.isfinite(self.timeout_s) and self.timeout_s > 0):
+            raise LLMBenchError(f"--timeout must be a positive number of seconds, got {self.timeout_s!r}")
+        if self.rates is not None and any(not math.isfinite(r) for r in self.rates):
+            raise LLMBenchError(f"--rates must be finite requests/s (the all-at-once run is always made), got {self.rates}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise LLMBenchError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
 
 
 def asset_label(model: str) -> str:
-    """A served model id as an asset name (results and answers): `org/model` -> `org--model`."""
-    label = re.sub(r"[^A-Za-z0-9._-]", "-", model.replace("/", "--")).strip("-.")[:64]
-    return label or "model"
+    """A served model's id as its asset name, unchanged (`meta-llama/Llama-3.1-8B-Instruct`): the
+    vLLM, GuideLLM and AIPerf imports name it the same way, so their rows and llm-bench's join."""
+    label = "".join(ch for ch in model.strip() if ch.isprintable())[:200]
+    if not label:
+        raise LLMBenchError(f"--model {model!r}: give the model id the server serves (see GET /v1/models)")
+    return label
 
 
 def _pin(hw: HardwareSpec, config: Mapping[str, Any]) -> tuple[list[int] | None, int]:
     """An emulated profile's CPUs (the last k of this process's mask, as trials are) and threads."""
     threads = int(config.get("threads", hw.cpu_cores or 1))
+    if threads < 1:
+        raise LLMBenchError(f"threads must be >= 1, got {threads}")
     if hw.local and threads > hw.cpu_cores:
         raise LLMBenchError(f"threads={threads} exceeds the {hw.cpu_cores} cores that profile {hw.name!r} emulates")
     if not hw.local or not hasattr(os, "sched_getaffinity"):
@@ -106,13 +137,19 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
         else:
             from benchmarks.assets import get_asset, resolve_asset
 
-            resolved = resolve_asset(bench.asset or "")
-            asset = get_asset(resolved.ref)
-            cpus, threads = _pin(hw, bench.config)
-            if cpus is not None:
-                os.sched_setaffinity(0, cpus)
-            torch.set_num_threads(threads)
-            model = asset.build(dict(bench.config)).eval()
+            try:
+                resolved = resolve_asset(bench.asset or "")
+                asset = get_asset(resolved.ref)
+                cpus, threads = _pin(hw, bench.config)
+                if not callable(getattr(asset, "prefill", None)) or not callable(getattr(asset, "decode", None)):
+                    raise ValueError("it is not generative: it needs prefill(model, prompt_ids) and "
+                                     "decode(model, token, state) (see benchmarks/assets/gpt2.py)")
+                if cpus is not None:
+                    os.sched_setaffinity(0, cpus)
+                torch.set_num_threads(threads)
+                model = asset.build(dict(bench.config)).eval()
+            except (ValueError, TypeError) as exc:
+                raise LLMBenchError(f"--asset {bench.asset!r}: {exc}") from exc
             ids.update(asset=resolved.name, asset_ref=resolved.ref, num_threads=threads, device_count=0,
                        cpu_set=",".join(map(str, cpus)) if cpus is not None else "",
                        parameters=sum(p.numel() for p in model.parameters()))
@@ -134,6 +171,18 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
             workload = LLMWorkload(bench.workload.input_len, bench.workload.output_len, bench.workload.num_requests,
                                    bench.workload.seed + rep, bench.workload.token_low, bench.workload.token_high)
             say(f"repeat {rep + 1}/{bench.repeats} on {hw.name}:")
+            if bench.loadgen:
+                from benchmarks.llm.loadgen_tokens import apply_verdicts, measure_curve_loadgen
+
+                logs = Path(bench.log_dir or tempfile.mkdtemp(prefix="benchmatch-llm-loadgen-")) / f"repeat-{rep}"
+                m, verdicts = measure_curve_loadgen(make_sut(), workload.requests(), bench.slo, bench.fractions,
+                                                    bench.rates, logs, bench.loadgen_min_duration_ms,
+                                                    say=lambda msg: say("  " + msg))
+                rows = measurement_rows(m, {**ids, "repeat": rep, "seed": workload.seed}, config)
+                apply_verdicts(rows, m, verdicts)
+                measurements.append(m)
+                all_rows.append(rows)
+                continue
             m = asyncio.run(measure_curve(make_sut(), workload, bench.slo, bench.rates, bench.fractions,
                                           bench.burstiness, bench.timeout_s, window=window,
                                           progress=lambda msg: say("  " + msg),

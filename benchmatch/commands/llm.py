@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from benchmatch import render
@@ -42,7 +43,9 @@ def cmd_llm_bench(a: argparse.Namespace) -> int:
                      asset=a.asset, config=parse_set(a.config), api=a.api, prompt_format=a.prompt_format,
                      max_num_seqs=a.max_num_seqs, rates=rates, fractions=tuple(fractions or ()) or (0.25, 0.5, 0.75, 1.0),
                      burstiness=a.burstiness, repeats=a.repeats, sweep_id=a.sweep, timeout_s=a.timeout,
-                     metrics_port=a.metrics_port, metrics_linger_s=a.metrics_linger)
+                     metrics_port=a.metrics_port, metrics_linger_s=a.metrics_linger, loadgen=a.loadgen,
+                     loadgen_min_duration_ms=a.loadgen_min_duration_ms,
+                     log_dir=None if a.dry_run else str(Path(a.results) / "llm-loadgen-logs" / a.sweep))
     say = (lambda _m: None) if a.json else render.say
     measurements, rows = run(bench, say)
     paths = [] if a.dry_run else [ResultsStore(a.results).write(r) for r in rows]
@@ -103,6 +106,10 @@ def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argpars
                                                      "127.0.0.1:PORT while measuring (dashboard benchmatch-llm)")
     p.add_argument("--metrics-linger", type=float, default=0.0,
                    help="seconds to keep serving the live metrics after the last run, for a last scrape")
+    p.add_argument("--loadgen", action="store_true",
+                   help="in-process asset: let MLPerf LoadGen issue the requests in its token-latency mode (its "
+                        "TTFT/TPOT verdict and logs go into the rows beside benchmatch's own timings)")
+    p.add_argument("--loadgen-min-duration-ms", type=int, default=2000, help="LoadGen's minimum duration per Server run")
     p.add_argument("--dry-run", action="store_true", help="measure and print; store nothing")
     p.add_argument("--json", action="store_true", help="print the curves and the rates within the SLO as JSON")
     p.set_defaults(fn=cmd_llm_bench)

@@ -151,3 +151,23 @@ def test_every_llm_dashboard_panel_shows_a_live_run_in_prometheus(server, tmp_pa
             if not any(math.isfinite(v) for v in values):
                 empty[title] = promql
         assert not empty, f"panels without data: {empty}"
+
+
+def test_loadgen_token_latency_mode_drives_the_in_process_asset(tmp_path):
+    """--loadgen: MLPerf LoadGen issues the requests (Offline, then Server at each rate) with
+    use_token_latencies; its verdict and logs land in the rows beside benchmatch's own timings."""
+    store = tmp_path / "store"
+    out = _bench("--asset", "gpt2", *TINY, "--hardware", "local-1c", *SHORT, "--fractions", "0.5",
+                 "--slo-ttft-ms", "5000", "--slo-tpot-ms", "1000", "--loadgen", "--loadgen-min-duration-ms", "500",
+                 "--results", str(store))
+    assert out.returncode == 0, out.stderr
+    assert "LoadGen Server at" in out.stdout
+    df = ResultsStore(str(store)).read().set_index("scenario")
+    assert set(df["loadgen_result"]) <= {"VALID", "INVALID"} and all(df["loadgen_result"])
+    for scenario in ("Offline", "Server"):
+        summary = Path(df.loc[scenario, "loadgen_log_dir"]) / "mlperf_log_summary.txt"
+        # LoadGen counted the tokens itself; in Server it also timed each first token
+        assert "okens per second" in summary.read_text()
+        assert scenario == "Offline" or "first token latency" in summary.read_text()
+        assert df.loc[scenario, "ttft_p99_ms"] > 0 and df.loc[scenario, "completed_requests"] >= 12
+        assert ("loadgen_invalid" in df.loc[scenario, "flags"]) == (df.loc[scenario, "loadgen_result"] == "INVALID")

@@ -1,5 +1,5 @@
-"""The deployed architectures (resnet50, mobilenet-v2, vit-b16, bert-base): built from transformers'
-configs with random weights (nothing fetched), run through the core, FLOPs and parameters against
+"""The deployed architectures (resnet50, mobilenet-v2, mobilenet-v3, vit-b16, bert-base): built from
+transformers' configs (MobileNetV3 from the paper's table) with random weights (nothing fetched), run through the core, FLOPs and parameters against
 the published figures, bytes_per_sample by its formula."""
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ from cluster.hardware import HardwareSpec
 pytest.importorskip("transformers")
 
 CPU = HardwareSpec(name="test-cpu-2c", accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=0.1, price_source="test")
-DEPLOYED = ("resnet50", "mobilenet-v2", "vit-b16", "bert-base")
+DEPLOYED = ("resnet50", "mobilenet-v2", "mobilenet-v3", "vit-b16", "bert-base")
 ONE_QUERY = LoadGenSettings(scenarios=["SingleStream"], min_duration_ms=20, min_query_count=4)
 # Small shapes: the same code on 2 cores in about a second each (layers != 12 is not the published model).
 SMALL = {
     "resnet50": {"image_size": 32},
     "mobilenet-v2": {"image_size": 32},
+    "mobilenet-v3": {"image_size": 32},
     "vit-b16": {"image_size": 32, "layers": 1},
     "bert-base": {"seq_len": 8, "layers": 1},
 }
@@ -32,10 +33,11 @@ SMALL = {
 PUBLISHED_FLOPS = {
     "resnet50": 2 * 4.089e9,
     "mobilenet-v2": 2 * 0.300e9,
+    "mobilenet-v3": 2 * 0.217e9,  # torchvision's mobilenet_v3_large card: 0.22 GFLOPS (MACs)
     "vit-b16": 2 * 17.564e9,
     "bert-base": 2 * 85.0e6 * 128 + 12 * 4 * 128**2 * 768,
 }
-PUBLISHED_PARAMETERS = {"resnet50": 25_557_032, "mobilenet-v2": 3_504_872, "vit-b16": 86_567_656,
+PUBLISHED_PARAMETERS = {"resnet50": 25_557_032, "mobilenet-v2": 3_504_872, "mobilenet-v3": 5_483_032, "vit-b16": 86_567_656,
                         "bert-base": 109_483_778}  # BERT: 109.48 M encoder + pooler, plus a 2-class head
 
 

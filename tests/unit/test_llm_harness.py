@@ -156,3 +156,34 @@ def test_endpoint_refuses_what_it_cannot_send_and_reads_both_apis():
     assert _chunk_text({"choices": [{"text": "hi"}]}, "completions") == "hi"
     assert _chunk_text({"choices": [{"delta": {"content": "hi"}}]}, "chat") == "hi"
     assert _chunk_text({"choices": [], "usage": {"completion_tokens": 3}}, "completions") == ""
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--asset", "gpt2", "--num-requests", "0"], "num_requests"),
+    (["--asset", "gpt2", "--input-len", "-3"], "positive integer"),
+    (["--asset", "gpt2", "--max-num-seqs", "0"], "--max-num-seqs"),
+    (["--asset", "gpt2", "--burstiness", "0"], "--burstiness"),
+    (["--asset", "gpt2", "--rates", "1,x"], "comma-separated"),
+    (["--asset", "gpt2", "--rates", "inf"], "--rates"),
+    (["--asset", "gpt2", "--slo-ttft-ms", "-5"], "ttft_ms"),
+    (["--asset", "tiny-cnn"], "not generative"),
+    (["--asset", "gpt2", "--config", "hidden=100", "--config", "heads=3"], "multiple of 'heads'"),
+    (["--asset", "gpt2", "--config", "threads=0"], "threads"),
+    (["--asset", "gpt2", "--endpoint", "http://127.0.0.1:9/v1", "--model", "m"], "either --endpoint"),
+    (["--endpoint", "http://127.0.0.1:9/v1"], "--model"),
+    (["--endpoint", "127.0.0.1:9", "--model", "m"], "http"),
+])
+def test_llm_bench_refuses_bad_input_naming_it(args, names, capsys, tmp_path):
+    from benchmatch.cli import main
+
+    rc = main(["llm-bench", "--hardware", "local-1c", "--results", str(tmp_path / "store"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and names in err and "Traceback" not in err, err
+    assert not (tmp_path / "store").exists()  # nothing written
+
+
+def test_llm_bench_refuses_hardware_outside_the_catalog(capsys):
+    from benchmatch.cli import main
+
+    assert main(["llm-bench", "--asset", "gpt2", "--hardware", "tpu-v9", "--dry-run"]) == 2
+    assert "tpu-v9" in capsys.readouterr().err

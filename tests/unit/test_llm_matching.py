@@ -3,15 +3,20 @@ tokens/s demands, $/1M output tokens, and clear refusals where the data is not L
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
 from benchmarks.llm.harness import SLO, LLMMeasurement, RateRun, RequestRecord
 from benchmarks.llm.rows import measurement_rows
+from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results
 from matcher.errors import RequirementsError
 from matcher.recommend import recommend
 from matcher.requirements import parse_requirements
+from results.importer import import_file
+from results.store import ResultsStore
 
 TOKENS = 100  # output tokens of every request
 
@@ -42,7 +47,7 @@ def cands() -> pd.DataFrame:
 
 
 def _best(cands: pd.DataFrame, constraints: dict, **kw) -> dict:
-    ans = recommend({"asset": "chat-lm", "constraints": constraints, **kw}, cands)
+    ans = recommend({"asset": "chat-lm", "constraints": constraints} | kw, cands)
     assert ans.feasible, ans.diagnosis
     return ans.options[0].model_dump(by_alias=True)
 
@@ -90,3 +95,50 @@ def test_llm_bounds_and_demands_are_refused_on_data_that_is_not_llm_serving():
         recommend({"constraints": {"output_tokens_per_s": 100}}, classifier)
     with pytest.raises(RequirementsError, match="one demand"):
         parse_requirements({"constraints": {"output_tokens_per_s": 100, "requests_per_s": 2}})
+
+
+# ---- imported runs at several load levels are one curve (matcher.capacity.fold_load_levels)
+
+ROOT = Path(__file__).resolve().parents[2]
+HW = "H100-SXM"
+CATALOG = {HW: HardwareSpec(HW, "H100", device_count=1, price_per_hour_usd=6.88, price_source="test")}
+
+
+def _imported(tmp_path, *files: tuple[str, str]) -> pd.DataFrame:
+    store = tmp_path / "store"
+    for example, mapping in files:
+        report = import_file(ROOT / "configs/examples/llm" / example, ROOT / "configs/mappings" / mapping,
+                             results_uri=store, catalog=CATALOG, constants={"hardware": HW})
+        assert report.ok
+    return ResultsStore(store).read()
+
+
+def test_a_guidellm_sweep_is_one_candidate_sized_from_its_rate_curve(tmp_path):
+    rows = _imported(tmp_path, ("guidellm-sweep.json", "guidellm-report.yaml"))
+    assert len(rows) == 4  # synchronous, throughput (Offline), constant 16.4 and 31.6
+    cands = candidates_from_results(rows, CATALOG, rows["asset"].iloc[0])
+    assert len(cands) == 1 and "cfg_strategy" not in cands and "cfg_request_rate" not in cands
+    best = _best(cands, {"ttft_p99_ms": 200, "requests_per_s": 100}, asset=rows["asset"].iloc[0])
+    # 16.4 req/s held p99 TTFT 88.9 ms; 31.6 broke 200 ms and had failed requests (not a valid point),
+    # so a replica is promised the 16.31 req/s it completed at 16.4, never an extrapolation.
+    assert best["hardware"] == {HW: 7}
+    assert best["predicted"]["throughput_qps"] == pytest.approx(7 * 16.31)
+    assert best["predicted"]["ttft_p99_ms"] == pytest.approx(88.9)
+
+
+def test_folded_load_levels_are_read_by_the_chord_between_valid_points():
+    base = {"sweep_id": "imp", "asset": "m", "hardware": HW, "task": "infer", "status": "ok", "sample_unit": "request",
+            "price_per_hour_usd": 6.88, "cfg_engine": "vllm", "output_tokens_mean": 100.0, "failed_requests": 0}
+    rows = pd.DataFrame([
+        {**base, "trial_id": "a", "repeat": 0, "scenario": "Offline", "throughput_samples_per_s": 50.0,
+         "requests_per_s": 50.0, "output_tokens_per_s": 5000.0, "ttft_p99_ms": 4000.0},
+        {**base, "trial_id": "b", "repeat": 0, "scenario": "Server", "cfg_request_rate": 10.0, "target_qps": 10.0,
+         "throughput_samples_per_s": 10.0, "requests_per_s": 10.0, "ttft_p99_ms": 100.0},
+        {**base, "trial_id": "c", "repeat": 0, "scenario": "Server", "cfg_request_rate": 30.0, "target_qps": 30.0,
+         "throughput_samples_per_s": 30.0, "requests_per_s": 30.0, "ttft_p99_ms": 300.0},
+    ])
+    cands = candidates_from_results(rows, CATALOG, "m")
+    assert len(cands) == 1
+    best = _best(cands, {"ttft_p99_ms": 200, "output_tokens_per_s": 4000}, asset="m")
+    assert best["predicted"]["output_tokens_per_s"] / sum(best["hardware"].values()) == pytest.approx(2000)
+    assert best["hardware"] == {HW: 2}  # 20 req/s x 100 tokens a replica, halfway up the chord
