@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
-from results.consistency import more_cores_slower
+from results.consistency import more_cores_slower, pair_trials
 from results.store import SETTLED_STATUSES, ResultsStore
 
 PUBLISHER_NAME = "benchmatch-metrics"
@@ -50,6 +50,8 @@ class SweepReport:
     remeasured: int = 0  # repeats measured again because their rows were flagged
     flagged: list[str] = field(default_factory=list)  # "<trial> r<repeat> <scenario>: <flags>" still flagged
     inconsistent: list[str] = field(default_factory=list)  # results.consistency: more cores slower than fewer
+    # trials measured again because they were one side of an inconsistent pair (SweepSpec.remeasure)
+    remeasured_for_consistency: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -315,26 +317,13 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
     check_cluster(targets)
     _get_publisher()
 
-    by_trial: dict[str, list[TrialSpec]] = {}
-    for t in trials:
-        if (t.trial_id, t.repeat) not in done:
-            t.num_cpus = t.hardware.cpu_cores
-            by_trial.setdefault(t.trial_id, []).append(t)
     uri = store.uri if "://" in store.uri else store.root
-    per_hw: dict[str, list[dict[str, Any]]] = {}
-    for tid, ts in by_trial.items():
-        # The hardware travels once per batch, not once per repeat.
-        repeats = [{k: v for k, v in t.to_dict().items() if k != "hardware"} for t in ts]
-        per_hw.setdefault(ts[0].hardware.name, []).append(
-            {"trial_id": tid, "asset": ts[0].asset, "config": ts[0].config, "repeats": repeats})
-    n = spec.configs_per_trial
-    todo = [{"sweep_id": spec.name, "hardware": catalog[hw].to_dict(), "results_uri": uri, "planned": len(trials),
-             "units": units[i:i + n]}
-            for hw, units in per_hw.items() for i in range(0, len(units), n)]
+    todo = _units(spec, catalog, [t for t in trials if (t.trial_id, t.repeat) not in done], uri, len(trials))
     progress(f"sweep {spec.name}: {len(trials)} trial repeats on {', '.join(spec.hardware)}"
              f" ({report.already_done} already done)")
     t0 = time.monotonic()
-    if todo:
+
+    def _fit(todo: list[dict[str, Any]], total: int) -> None:
         def resources(config: dict[str, Any]) -> dict[str, float]:
             hw = config["trial"]["hardware"]
             res = {"cpu": hw["cpu_cores"], f"accelerator_type:{hw['name']}": 1}
@@ -350,7 +339,7 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             run_config=tune.RunConfig(
                 name=f"{spec.name}-{int(time.time())}", storage_path=str(storage.resolve()), verbose=0,
                 failure_config=tune.FailureConfig(max_failures=spec.max_retries),
-                callbacks=[_Progress(spec.name, report.planned - report.already_done, progress)],
+                callbacks=[_Progress(spec.name, total, progress)],
             ),
         )
         grid = tuner.fit()
@@ -358,6 +347,9 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             if res.error:
                 ids = ", ".join(u["trial_id"] for u in res.config["trial"]["units"])
                 report.trial_failures.append(f"{ids}: {str(res.error).splitlines()[0]}")
+
+    if todo:
+        _fit(todo, report.planned - report.already_done)
     report.wall_s = time.monotonic() - t0
     planned = {(t.trial_id, t.repeat) for t in trials}
     after = store.done(spec.name) & planned
@@ -374,7 +366,24 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
         if len(report.flagged) > 10:
             progress(f"  ... and {len(report.flagged) - 10} more flagged rows (see the `flags` column)")
         local = {h: catalog[h].cpu_cores for h in spec.hardware if catalog[h].local}
-        report.inconsistent = [str(i) for i in more_cores_slower(mine, local)]
+        found = more_cores_slower(mine, local)
+        again = pair_trials(mine, found) if spec.remeasure > 0 else set()
+        if again:
+            # Both sides of each pair once more, back to back: a neighbour's burst or a frequency
+            # drop during one side's run is gone or hits both; what stays inconsistent stays out.
+            redo = [t for t in trials if t.trial_id in again]
+            for line in found:
+                progress(f"  inconsistent, measuring the pair again: {line}")
+            _fit(_units(spec, catalog, redo, uri, len(trials)), len(redo))
+            report.remeasured_for_consistency = sorted(again)
+            df = store.read(spec.name)
+            mine = df[(df["trial_id"].astype(str) + "|" + df["repeat"].astype(str)).isin(
+                {f"{t}|{r}" for t, r in planned})]
+            found = more_cores_slower(mine, local)
+            progress(f"  re-measured {len(redo)} trial repeats of {len(again)} trials; "
+                     f"{len(found)} pairs still inconsistent")
+            report.wall_s = time.monotonic() - t0
+        report.inconsistent = [str(i) for i in found]
         for line in report.inconsistent:
             progress(f"  INCONSISTENT (more cores slower beyond the spread; left out by the matcher): {line}")
     if not df.empty and "status" in df.columns:
@@ -394,6 +403,26 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
     if missing:
         progress(f"  {missing} trial repeats are missing after the sweep; run again with --resume")
     return report
+
+
+def _units(spec: SweepSpec, catalog: dict[str, HardwareSpec], trials: list[TrialSpec], uri: str,
+           planned: int) -> list[dict[str, Any]]:
+    """Tune's grid: the trial repeats to run, batched `configs_per_trial` configurations a Tune
+    trial on one hardware (the per-trial tax is paid once a batch)."""
+    by_trial: dict[str, list[TrialSpec]] = {}
+    for t in trials:
+        t.num_cpus = t.hardware.cpu_cores
+        by_trial.setdefault(t.trial_id, []).append(t)
+    per_hw: dict[str, list[dict[str, Any]]] = {}
+    for tid, ts in by_trial.items():
+        # The hardware travels once per batch, not once per repeat.
+        repeats = [{k: v for k, v in t.to_dict().items() if k != "hardware"} for t in ts]
+        per_hw.setdefault(ts[0].hardware.name, []).append(
+            {"trial_id": tid, "asset": ts[0].asset, "config": ts[0].config, "repeats": repeats})
+    n = spec.configs_per_trial
+    return [{"sweep_id": spec.name, "hardware": catalog[hw].to_dict(), "results_uri": uri, "planned": planned,
+             "units": units[i:i + n]}
+            for hw, units in per_hw.items() for i in range(0, len(units), n)]
 
 
 def prepare(path: str, *, catalog_path: str | None = None,

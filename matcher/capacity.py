@@ -73,7 +73,7 @@ def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
     lacks = tuple(s for s in bounds if not any(isinstance(p.get(s), int | float) for p in curve))
     if lacks:
         return Reading(None, lacks=lacks)
-    pts = _points(curve, list(bounds) or [DEFAULT_LATENCY])
+    pts = _points(curve, list(bounds))  # without bounds: the heaviest valid point, whatever it records
     if not pts:
         return Reading(None)
 
@@ -109,7 +109,11 @@ def llm_points(curve: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     for p in curve:
         if not isinstance(p, dict) or p.get("offered_rps") is None:
             continue
-        point = {"offered_qps": p["offered_rps"], "completed_qps": p.get("requests_per_s"),
+        # A run that kept up with its arrivals sustained the offered rate; its completed count over
+        # a window that includes draining the last requests would understate it. One that fell
+        # behind is read at what it completed.
+        done = p["offered_rps"] if p.get("keeps_up") else p.get("requests_per_s")
+        point = {"offered_qps": p["offered_rps"], "completed_qps": done,
                  "valid": not p.get("failed") and bool(p.get("completed", 1))}
         point.update({s: p[s] for s in CURVE_STATS if isinstance(p.get(s), int | float)})
         out.append(point)

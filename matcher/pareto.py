@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.candidates import clean_value
-from matcher.recommend import check_inventory, sized
+from matcher.recommend import check_inventory, check_statistics, sized
 from matcher.requirements import Requirements
 from matcher.solution import Option
 from matcher.solve import solve
@@ -65,6 +65,7 @@ def pareto_front(req: Requirements, candidates: pd.DataFrame, *, solver: str = "
 def pareto_answer(req: Requirements, candidates: pd.DataFrame, *, solver: str = "cbc",
                   time_limit_s: float = 60.0) -> dict:
     """The JSON answer of `recommend --pareto` and `POST /pareto`: the front as plain data."""
+    check_statistics(req, candidates)
     check_inventory(req.inventory, candidates)
     front = pareto_front(req, candidates, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = [c for c in candidates.columns if c.startswith("cfg_")]

@@ -237,12 +237,10 @@ def recommend(
     sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
     options = [_option_out(o, cands, cfg_cols) for o in sol.options]
-    demand = req.constraints.demand_field
-    if demand and demand != "throughput_qps":  # the solver's name for every demand, in the request's words
-        for o in options:
-            o.binding = [demand if b == "throughput_qps" else b for b in o.binding]
+    for o in options:  # the solver's name for every demand, in the request's words
+        _rename_binding(o, req.constraints.demand_field)
     diagnosis = _renamed_demand(_diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options)),
-                                {"throughput_qps": req.constraints.demand_field})
+                                {None: req.constraints.demand_field})
     return Recommendation(feasible=bool(options), objective=req.objective, options=options, diagnosis=diagnosis,
                           solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered,
@@ -250,16 +248,48 @@ def recommend(
                           notes=[*(notes or []), *latency_notes(cands, options)])
 
 
-def _renamed_demand(d: DiagnosisOut | None, names: dict[str, str | None]) -> DiagnosisOut | None:
-    """The diagnosis in the request's own words: the solver meets every demand as throughput_qps
-    (tokens.solver_view), so a relaxation of a tokens/s demand is renamed back to the field asked."""
-    names = {k: v for k, v in names.items() if v and v != k.rsplit(".", 1)[-1]}
-    if d is None or not names:
+_DEMAND_UNITS = {"output_tokens_per_s": "tokens/s", "requests_per_s": "requests/s"}
+
+
+def _renamed_demand(d: DiagnosisOut | None, demands: dict[int | None, str | None]) -> DiagnosisOut | None:
+    """The diagnosis in the request's own words. The solver meets every demand as throughput_qps
+    (tokens.solver_view), so where a workload (None: the single request) stated requests_per_s or
+    output_tokens_per_s, the fields, constraint names, blocking entries and messages that name its
+    demand are renamed back, with the demand's unit in those messages; nothing else is touched."""
+    pairs: list[tuple[str, str, str]] = []  # (solver's name, request's name, unit)
+    for w, name in demands.items():
+        if name not in _DEMAND_UNITS:
+            continue
+        unit = _DEMAND_UNITS[name]
+        if w is None:
+            pairs += [("constraints.throughput_qps", f"constraints.{name}", unit), ("throughput_qps", name, unit)]
+        else:
+            pairs += [(f"workloads.{w}.constraints.throughput_qps", f"workloads.{w}.constraints.{name}", unit),
+                      (f"workloads[{w}].throughput_qps", f"workloads[{w}].{name}", unit),
+                      (f"workloads[{w}]: throughput_qps", f"workloads[{w}]: {name}", unit)]
+    if d is None or not pairs:
         return d
-    text = d.model_dump_json(by_alias=True)
-    for old, new in names.items():
-        text = text.replace(old, old.rsplit("throughput_qps", 1)[0] + new)
-    return DiagnosisOut.model_validate_json(text)
+
+    def text(s: str) -> str:
+        for old, new, unit in pairs:
+            if old in s:
+                s = s.replace(old, new).replace("samples/s", unit)
+        return s
+
+    def exact(s: str) -> str:
+        return next((new for old, new, _ in pairs if s == old), s)
+
+    relaxations = [r.model_copy(update={
+        "field": exact(r.field), "constraint": exact(r.constraint), "message": text(r.message),
+        "together_with": [c.model_copy(update={"field": exact(c.field)}) for c in r.together_with]})
+        for r in d.relaxations]
+    return d.model_copy(update={"blocking": [text(b) for b in d.blocking], "message": text(d.message),
+                                "relaxations": relaxations})
+
+
+def _rename_binding(option: OptionOut | None, demand: str | None) -> None:
+    if option is not None and demand in _DEMAND_UNITS:
+        option.binding = [demand if b == "throughput_qps" else b for b in option.binding]
 
 
 def _value(x: Any) -> float | int | None:
@@ -339,6 +369,7 @@ def recommend_plan(
     for i, req in enumerate(plan.workloads):
         opt = sol.workloads[i] if i < len(sol.workloads) else None
         out = _option_out(opt, tables[i], config_columns(tables[i])) if opt is not None else None
+        _rename_binding(out, req.constraints.demand_field)
         workloads.append(WorkloadOut(index=i, asset=req.asset, option=out,
                                      latency_statistic=latency_metric(req.constraints, tables[i])))
     feasible = bool(placed) and all(placed)
@@ -347,8 +378,7 @@ def recommend_plan(
         cost_per_hour_usd=round(sol.cost_per_hour_usd, 9) if feasible else None,
         workloads=workloads, diagnosis=_renamed_demand(
             _diagnosis_out(sol.diagnosis, sol.status, sol.reason, feasible),
-            {f"workloads.{i}.constraints.throughput_qps": req.constraints.demand_field
-             for i, req in enumerate(plan.workloads)}),
+            {i: req.constraints.demand_field for i, req in enumerate(plan.workloads)}),
         solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
         candidates_considered=sol.candidates_considered,
         mip_gap=None if sol.gap is None or not feasible else round(float(sol.gap), 9), notes=list(notes or []))

@@ -56,6 +56,7 @@ from matcher.requirements import Requirements, parse_requirements
 from matcher.solution import Option
 from matcher.solve import solve
 from matcher.support import drop_unsupported
+from matcher.tokens import solver_view
 
 _TOL = 1e-9
 
@@ -187,7 +188,10 @@ def candidate_table(
 
 
 def _top1(req: Requirements, table: pd.DataFrame, solver: str) -> Option | None:
-    sol = solve(req, table, top_k=1, explain=False, solver=solver)
+    from matcher.recommend import sized  # recommend imports this module's users, not this module
+
+    # As recommend sizes it: capacity at the request's bounds, in the unit of its demand.
+    sol = solve(*solver_view(req, sized(table, req)), top_k=1, explain=False, solver=solver)
     return sol.options[0] if sol.options else None
 
 
@@ -294,6 +298,9 @@ def suggest(
     table, skipped, asset = candidate_table(req1, rows, catalog, modelset, configs=grid, hardware=names)
     if modelset is None:
         skipped = {}
+    from matcher.recommend import check_statistics
+
+    check_statistics(req1, table)  # a TTFT bound or a tokens/s demand on data without them: named
     cfg_cols = config_columns(table)
     basis = table["basis"].astype(str).to_numpy()
     predicted = [i for i in range(len(table)) if basis[i] == "predicted"]

@@ -45,6 +45,7 @@ def check_units(req: Requirements, cands: pd.DataFrame, field: str = "constraint
     if name not in LLM_DEMANDS:
         return
     units = set(cands["sample_unit"].fillna("").astype(str)) if "sample_unit" in cands.columns else set()
+    units.discard("")  # predicted rows say nothing of their unit; the measured ones do
     if units != {"request"}:
         raise RequirementsError(
             f"{field}.{name}: the candidates of this asset are not LLM serving measurements (their sample is "

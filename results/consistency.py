@@ -94,3 +94,12 @@ def inconsistent_rows(rows: pd.DataFrame, found: list[Inconsistency]) -> pd.Seri
     key = rows["asset"].astype(str) + "|" + rows["hardware"].astype(str) + "|" + _config_text(rows, cfg)
     bad = {f"{i.asset}|{i.hardware}|{i.config}" for i in found}
     return key.isin(bad)
+
+
+def pair_trials(rows: pd.DataFrame, found: list[Inconsistency]) -> set[str]:
+    """The trial ids of both sides of each inconsistent pair: what to measure again, together, so
+    that the two profiles are compared under the same conditions."""
+    if not found or rows.empty or "trial_id" not in rows.columns:
+        return set()
+    sides = list(found) + [Inconsistency(i.asset, i.than, i.config, i.hardware, i.other_worst, i.best) for i in found]
+    return set(rows.loc[inconsistent_rows(rows, sides), "trial_id"].astype(str))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import math
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -59,6 +58,7 @@ class LLMBench:
     loadgen: bool = False  # in-process only: LoadGen (token-latency mode) issues the requests
     loadgen_min_duration_ms: int = 2000
     log_dir: str | None = None  # LoadGen's logs (default: a folder under the results store)
+    api_key_env: str | None = None  # the environment variable holding the endpoint's API key (opt-in)
 
     def __post_init__(self) -> None:
         if (self.endpoint is None) == (self.asset is None):
@@ -70,9 +70,17 @@ class LLMBench:
                                 "is driven by the asyncio client")
         if self.loadgen and self.metrics_port is not None:
             raise LLMBenchError("--metrics-port is not served during --loadgen runs; drop one of them")
+        if self.loadgen and self.burstiness != 1.0:
+            raise LLMBenchError("--burstiness does not apply to --loadgen: LoadGen's Server scenario sends Poisson arrivals")
+        if isinstance(self.loadgen_min_duration_ms, bool) or not isinstance(self.loadgen_min_duration_ms, int) \
+                or self.loadgen_min_duration_ms < 0:
+            raise LLMBenchError(f"--loadgen-min-duration-ms must be an integer >= 0, got {self.loadgen_min_duration_ms!r}")
+        if not (math.isfinite(self.metrics_linger_s) and self.metrics_linger_s >= 0):
+            raise LLMBenchError(f"--metrics-linger must be a number of seconds >= 0, got {self.metrics_linger_s!r}")
         if self.endpoint is not None:
-            try:  # the URL, API and prompt format, checked before anything runs
-                OpenAIEndpoint(self.endpoint, self.model or "", api=self.api, prompt_format=self.prompt_format)
+            try:  # the URL, API, prompt format and key, checked before anything runs
+                OpenAIEndpoint(self.endpoint, self.model or "", api=self.api, prompt_format=self.prompt_format,
+                               api_key_env=self.api_key_env)
             except ValueError as exc:
                 raise LLMBenchError(f"--endpoint: {exc}") from exc
         if self.repeats < 1:
@@ -132,7 +140,8 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
 
             def make_sut() -> Any:
                 return OpenAIEndpoint(bench.endpoint or "", bench.model or "", api=bench.api,
-                                      prompt_format=bench.prompt_format, timeout_s=bench.timeout_s)
+                                      prompt_format=bench.prompt_format, timeout_s=bench.timeout_s,
+                                      api_key_env=bench.api_key_env)
             config = {"engine": "openai-http", "api": bench.api, **bench.config}
         else:
             from benchmarks.assets import get_asset, resolve_asset
@@ -164,7 +173,11 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
         if bench.metrics_port is not None:
             from benchmarks.llm.live import LiveLLMMetrics
 
-            live = LiveLLMMetrics(bench.metrics_port, bench.sweep_id, ids["asset"], hw.name, bench.slo)
+            try:
+                live = LiveLLMMetrics(bench.metrics_port, bench.sweep_id, ids["asset"], hw.name, bench.slo)
+            except OSError as exc:
+                raise LLMBenchError(f"--metrics-port {bench.metrics_port}: cannot listen on 127.0.0.1 ({exc}); "
+                                    "pick a free port, or 0 for any") from exc
             say(f"live metrics on http://127.0.0.1:{live.port}/metrics")
         measurements, all_rows = [], []
         for rep in range(bench.repeats):
@@ -175,9 +188,9 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
                 from benchmarks.llm.loadgen_tokens import apply_verdicts, measure_curve_loadgen
 
                 logs = Path(bench.log_dir or tempfile.mkdtemp(prefix="benchmatch-llm-loadgen-")) / f"repeat-{rep}"
-                m, verdicts = measure_curve_loadgen(make_sut(), workload.requests(), bench.slo, bench.fractions,
+                m, verdicts = measure_curve_loadgen(make_sut(), workload, bench.slo, bench.fractions,
                                                     bench.rates, logs, bench.loadgen_min_duration_ms,
-                                                    say=lambda msg: say("  " + msg))
+                                                    say=lambda msg: say("  " + msg), timeout_s=bench.timeout_s)
                 rows = measurement_rows(m, {**ids, "repeat": rep, "seed": workload.seed}, config)
                 apply_verdicts(rows, m, verdicts)
                 measurements.append(m)
@@ -199,3 +212,19 @@ def run(bench: LLMBench, say: Callable[[str], None] = print) -> tuple[list[LLMMe
         torch.set_num_threads(prev_threads)
         if prev_cpus is not None:
             os.sched_setaffinity(0, prev_cpus)
+
+
+def store_rows(store: Any, rows_per_repeat: list[list[dict[str, Any]]]) -> list[str]:
+    """Write each repeat's rows as the next repeats of its trial: a second `llm-bench` of the same
+    (asset, hardware, configuration) in the same sweep adds repeats, never replaces the first."""
+    paths = []
+    for rows in rows_per_repeat:
+        tid, sweep = rows[0]["trial_id"], rows[0]["sweep_id"]
+        taken = {r for t, r in store.done(sweep) if t == tid}
+        repeat = int(rows[0]["repeat"])
+        while repeat in taken:
+            repeat += 1
+        for row in rows:
+            row["repeat"] = repeat
+        paths.append(store.write(rows))
+    return paths

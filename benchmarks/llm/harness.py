@@ -33,6 +33,7 @@ from cluster.errors import BenchmatchError
 
 KEEPS_UP = 0.9  # a point whose completion rate is below this share of the offered rate is saturated
 DEFAULT_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
+WARMUP_RUN = 1_000_000  # the warm-up's prompts: ids no measured run sends
 
 
 class ServingError(BenchmatchError, RuntimeError):
@@ -150,8 +151,9 @@ class RateRun:
         return cols
 
     def keeps_up(self) -> bool:
-        """False when a backlog built up: the run took much longer than its sending span plus one
-        typical request, so the completion rate fell behind the offered one."""
+        """False when a backlog built up: the run (first send to last completion) took longer than
+        its sending span plus one typical (median) request, divided by KEEPS_UP: the system fell
+        behind its arrivals. A run that kept up sustained the offered rate."""
         if math.isinf(self.offered_rps):
             return True
         ok = [r for r in self.records if r.ok]
@@ -175,7 +177,7 @@ class RateRun:
                 "tpot_p50_ms", "tpot_p99_ms", "itl_p99_ms", "latency_p99_ms")
         return {"offered_rps": None if math.isinf(self.offered_rps) else self.offered_rps,
                 **{k: s[k] for k in keys}, "completed": s["completed_requests"], "failed": s["failed_requests"],
-                "within_slo": self.within(slo)}
+                "keeps_up": self.keeps_up(), "within_slo": self.within(slo)}
 
 
 @dataclass
@@ -271,24 +273,25 @@ async def measure_curve(sut: StreamingSUT, workload: LLMWorkload, slo: SLO, rate
     measured request as it finishes and `on_rate` each run's offered rate (live metrics)."""
     say = progress or (lambda _m: None)
     rate_seen = on_rate or (lambda _r: None)
-    requests = workload.requests()
     async with sut:
         if warmup:
-            await run_rate(sut, requests[:warmup], math.inf, workload.seed, timeout_s=timeout_s)
+            await run_rate(sut, workload.requests(run=WARMUP_RUN)[:warmup], math.inf, workload.seed, timeout_s=timeout_s)
         rate_seen(math.inf)
+        requests = workload.requests(run=0)
         offline = await run_rate(sut, requests, math.inf, workload.seed, timeout_s=timeout_s, window=window,
                                  observe=observe)
         capacity = offline.summary(slo)["requests_per_s"]
         say(f"all at once: {len(requests)} requests, {capacity or 0:.3g} requests/s completed")
+        if not capacity:
+            raise ServingError(f"{sut.name}: no request completed when sent at once "
+                               f"({offline.records[0].error or 'no output'}); nothing to measure a curve from")
         if rates is None:
-            if not capacity:
-                raise ServingError(f"{sut.name}: no request completed when sent at once "
-                                   f"({offline.records[0].error or 'no output'}); nothing to measure a curve from")
             rates = [f * capacity for f in fractions]
         points = []
-        for rate in sorted(rates):
+        for i, rate in enumerate(sorted(rates)):
             rate_seen(rate)
-            run = await run_rate(sut, requests, rate, workload.seed, burstiness, timeout_s, window, observe)
+            run = await run_rate(sut, workload.requests(run=i + 1), rate, workload.seed, burstiness, timeout_s,
+                                 window, observe)
             p = run.point(slo)
             say(f"{rate:.3g} requests/s offered: p99 TTFT {_fmt(p['ttft_p99_ms'])} ms, p99 TPOT "
                 f"{_fmt(p['tpot_p99_ms'])} ms, {'within' if p['within_slo'] else 'outside'} the SLO")

@@ -24,9 +24,10 @@ from typing import Any
 
 from benchmarks.llm.harness import SLO, LLMMeasurement, RateRun, RequestRecord, ServingError
 from benchmarks.llm.local import LocalGenerator
-from benchmarks.llm.workload import LLMRequest
+from benchmarks.llm.workload import LLMRequest, LLMWorkload
 
 _NUMBER = r"([0-9.eE+-]+)"
+UNBOUNDED_NS = 10**15  # about 11.6 days: no bound
 
 
 def _summary(path: Path) -> dict[str, Any]:
@@ -47,8 +48,9 @@ def _summary(path: Path) -> dict[str, Any]:
 class _LoadGenSUT:
     """Bridges LoadGen's issue thread to the generator's event loop, timing every query."""
 
-    def __init__(self, gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequence[LLMRequest]):
-        self.gen, self.loop, self.requests = gen, loop, requests
+    def __init__(self, gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequence[LLMRequest],
+                 timeout_s: float):
+        self.gen, self.loop, self.requests, self.timeout_s = gen, loop, requests, timeout_s
         self.records: list[RequestRecord] = []
         self.lock = threading.Lock()
         self.pending = 0
@@ -83,17 +85,20 @@ class _LoadGenSUT:
                     if not self.pending:
                         self.idle.set()
 
-            asyncio.run_coroutine_threadsafe(self.gen.run(request, on_chunk), self.loop).add_done_callback(done)
+            # a stuck request is answered as failed after the timeout, so LoadGen never waits forever
+            coro = asyncio.wait_for(self.gen.run(request, on_chunk), self.timeout_s)
+            asyncio.run_coroutine_threadsafe(coro, self.loop).add_done_callback(done)
 
     def flush(self) -> None:
         pass
 
 
 def _run(gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequence[LLMRequest], rate: float,
-         slo: SLO, log_dir: Path, min_duration_ms: int, min_queries: int) -> tuple[RateRun, dict[str, Any]]:
+         slo: SLO, log_dir: Path, min_duration_ms: int, min_queries: int,
+         timeout_s: float) -> tuple[RateRun, dict[str, Any]]:
     import mlperf_loadgen as lg
 
-    bridge = _LoadGenSUT(gen, loop, requests)
+    bridge = _LoadGenSUT(gen, loop, requests, timeout_s)
     sut = lg.ConstructSUT(bridge.issue, bridge.flush)
     qsl = lg.ConstructQSL(len(requests), len(requests), lambda _s: None, lambda _s: None)
     settings = lg.TestSettings()
@@ -107,10 +112,9 @@ def _run(gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequenc
     else:
         settings.scenario = lg.TestScenario.Server
         settings.server_target_qps = rate
-        if slo.ttft_ms is not None:
-            settings.ttft_latency = int(slo.ttft_ms * 1e6)
-        if slo.tpot_ms is not None:
-            settings.tpot_latency = int(slo.tpot_ms * 1e6)
+        # LoadGen's own defaults (100 ms each) would judge a side the request left unbounded
+        settings.ttft_latency = int(slo.ttft_ms * 1e6) if slo.ttft_ms is not None else UNBOUNDED_NS
+        settings.tpot_latency = int(slo.tpot_ms * 1e6) if slo.tpot_ms is not None else UNBOUNDED_NS
     log_dir.mkdir(parents=True, exist_ok=True)
     log = lg.LogSettings()
     log.log_output.outdir = str(log_dir)
@@ -120,7 +124,7 @@ def _run(gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequenc
     finally:
         lg.DestroyQSL(qsl)
         lg.DestroySUT(sut)
-    bridge.idle.wait(timeout=600)
+    bridge.idle.wait(timeout=timeout_s + 60)
     recs = bridge.records
     ends = [r.end for r in recs if r.end is not None]
     window = (max(ends) - min(r.sent for r in recs)) if ends else 0.0
@@ -129,9 +133,9 @@ def _run(gen: LocalGenerator, loop: asyncio.AbstractEventLoop, requests: Sequenc
     return RateRun(rate, recs, window), verdict
 
 
-def measure_curve_loadgen(gen: LocalGenerator, requests: Sequence[LLMRequest], slo: SLO, fractions: Sequence[float],
+def measure_curve_loadgen(gen: LocalGenerator, workload: LLMWorkload, slo: SLO, fractions: Sequence[float],
                           rates: Sequence[float] | None, log_dir: Path, min_duration_ms: int = 2000,
-                          say: Any = None) -> tuple[LLMMeasurement, list[dict[str, Any]]]:
+                          say: Any = None, timeout_s: float = 600.0) -> tuple[LLMMeasurement, list[dict[str, Any]]]:
     """LoadGen Offline, then LoadGen Server at each rate; the measurement and LoadGen's verdict
     per run (the Offline one first)."""
     say = say or (lambda _m: None)
@@ -141,19 +145,20 @@ def measure_curve_loadgen(gen: LocalGenerator, requests: Sequence[LLMRequest], s
     verdicts = []
     try:
         asyncio.run_coroutine_threadsafe(gen.__aenter__(), loop).result()
-        n = len(requests)
-        offline, v = _run(gen, loop, requests, math.inf, slo, log_dir / "offline", 0, n)
+        n = workload.num_requests
+        offline, v = _run(gen, loop, workload.requests(run=0), math.inf, slo, log_dir / "offline", 0, n, timeout_s)
         verdicts.append(v)
         capacity = offline.summary(slo)["requests_per_s"]
         say(f"LoadGen Offline: {capacity or 0:.3g} requests/s completed ({v['loadgen_result'] or 'no verdict'})")
+        if not capacity:
+            raise ServingError(f"{gen.name}: no request completed in LoadGen's Offline run "
+                               f"({offline.records[0].error if offline.records else 'nothing issued'})")
         if rates is None:
-            if not capacity:
-                raise ServingError(f"{gen.name}: no request completed in LoadGen's Offline run "
-                                   f"({offline.records[0].error if offline.records else 'nothing issued'})")
             rates = [f * capacity for f in fractions]
         points = []
-        for rate in sorted(rates):
-            run, v = _run(gen, loop, requests, rate, slo, log_dir / f"server-{rate:.4g}", min_duration_ms, n)
+        for i, rate in enumerate(sorted(rates)):
+            run, v = _run(gen, loop, workload.requests(run=i + 1), rate, slo, log_dir / f"server-{rate:.4g}",
+                          min_duration_ms, n, timeout_s)
             verdicts.append(v)
             points.append(run)
             say(f"LoadGen Server at {rate:.3g} requests/s: {v['loadgen_result']}, LoadGen p99 TTFT "

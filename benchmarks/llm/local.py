@@ -106,11 +106,13 @@ class LocalGenerator:
                     if job is None:
                         stopping = True
                         break
-                    if self._step(job, first=True):
+                    if not job.future.done() and self._step(job, first=True):
                         active.append(job)
                 for job in list(active):
-                    if not self._step(job, first=False):
+                    # a request the client gave up on (timeout) frees its slot instead of decoding on
+                    if job.future.done() or not self._step(job, first=False):
                         active.remove(job)
+                        job.state = None
 
     def _step(self, job: _Job, first: bool) -> bool:
         """Run a prefill or one decode step; False when the job is finished (or failed)."""

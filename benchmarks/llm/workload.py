@@ -58,14 +58,20 @@ class LLMWorkload:
     def __post_init__(self) -> None:
         if isinstance(self.num_requests, bool) or not isinstance(self.num_requests, int) or self.num_requests < 1:
             raise ValueError(f"num_requests must be a positive integer, got {self.num_requests!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if not 0 <= self.token_low < self.token_high:
             raise ValueError(f"token ids must satisfy 0 <= token_low < token_high, got {self.token_low}, {self.token_high}")
 
-    def requests(self) -> list[LLMRequest]:
+    def requests(self, run: int = 0) -> list[LLMRequest]:
+        """The requests of one run. Lengths are the same in every run; the prompt ids are drawn afresh
+        for each `run` index, so a server's prefix cache never answers a later run from an earlier
+        one (vLLM and SGLang cache prefixes by default: replayed prompts would flatter the TTFT)."""
         rng = np.random.default_rng(self.seed)
         ins = self.input_len.sample(rng, self.num_requests)
         outs = self.output_len.sample(rng, self.num_requests)
-        return [LLMRequest(i, tuple(int(t) for t in rng.integers(self.token_low, self.token_high, size=int(n))),
+        ids = np.random.default_rng([self.seed, run])
+        return [LLMRequest(i, tuple(int(t) for t in ids.integers(self.token_low, self.token_high, size=int(n))),
                            int(m)) for i, (n, m) in enumerate(zip(ins, outs, strict=True))]
 
     def describe(self) -> dict[str, int | float]:

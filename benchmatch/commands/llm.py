@@ -21,7 +21,7 @@ def _floats(text: str | None) -> list[float] | None:
 
 
 def cmd_llm_bench(a: argparse.Namespace) -> int:
-    from benchmarks.llm.bench import LLMBench, LLMBenchError, run
+    from benchmarks.llm.bench import LLMBench, LLMBenchError, run, store_rows
     from benchmarks.llm.harness import SLO
     from benchmarks.llm.workload import LengthDist, LLMWorkload
     from cluster.hardware import load_catalog
@@ -44,11 +44,11 @@ def cmd_llm_bench(a: argparse.Namespace) -> int:
                      max_num_seqs=a.max_num_seqs, rates=rates, fractions=tuple(fractions or ()) or (0.25, 0.5, 0.75, 1.0),
                      burstiness=a.burstiness, repeats=a.repeats, sweep_id=a.sweep, timeout_s=a.timeout,
                      metrics_port=a.metrics_port, metrics_linger_s=a.metrics_linger, loadgen=a.loadgen,
-                     loadgen_min_duration_ms=a.loadgen_min_duration_ms,
+                     loadgen_min_duration_ms=a.loadgen_min_duration_ms, api_key_env=a.api_key_env,
                      log_dir=None if a.dry_run else str(Path(a.results) / "llm-loadgen-logs" / a.sweep))
     say = (lambda _m: None) if a.json else render.say
     measurements, rows = run(bench, say)
-    paths = [] if a.dry_run else [ResultsStore(a.results).write(r) for r in rows]
+    paths = [] if a.dry_run else store_rows(ResultsStore(a.results), rows)
     summary: dict[str, Any] = {
         "hardware": a.hardware, "asset": rows[0][0]["asset"], "slo_ttft_ms": a.slo_ttft_ms, "slo_tpot_ms": a.slo_tpot_ms,
         "max_rate_within_slo_rps": [m.max_rate_within_slo for m in measurements],
@@ -74,8 +74,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argpars
                     "or to a generative asset run in-process; store an Offline and a Server row per repeat.",
         parents=parents, formatter_class=fmt)
     src = p.add_argument_group("system under test (one of)")
-    src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1 (an API key is "
-                                        "read from $OPENAI_API_KEY)")
+    src.add_argument("--endpoint", help="OpenAI-compatible base URL, e.g. http://127.0.0.1:8000/v1")
+    src.add_argument("--api-key-env", metavar="VAR", help="send the API key held in this environment variable "
+                                                          "(never stored or printed; over http only to loopback)")
     src.add_argument("--model", help="the model id the endpoint serves")
     src.add_argument("--asset", help="a generative asset to run in-process, e.g. gpt2")
     p.add_argument("--hardware", required=True, help="catalog name of the machine the model runs on (its price and "

@@ -149,3 +149,36 @@ def test_a_trial_that_cannot_run_is_a_failed_row_not_a_retry_and_resume_measures
     assert not any("errored; Tune retries" in line for line in lines)
     again = run_sweep(spec, catalog, resume=True, progress=lambda m: None)
     assert again.already_done == 0 and again.ran == 1  # the failed repeat is measured again, not skipped
+
+
+def test_an_inconsistent_pair_is_measured_again_on_the_cluster(cluster, tmp_path, monkeypatch):
+    """More cores slower than fewer (results.consistency) sends both sides of the pair back to the
+    cluster once, after the sweep; the fresh rows replace the old ones. The detection is forced
+    here (a quiet machine rarely produces a real one on demand); the re-measurement is real."""
+    from benchmarks import sweep as sweep_mod
+    from results.consistency import Inconsistency
+
+    _, _, catalog = cluster
+    calls = []
+
+    def first_call_finds_one(rows, cores):
+        calls.append(len(rows))
+        if len(calls) > 1:
+            return []
+        return [Inconsistency("digits-mlp", "local-2c", "batch_size=8", "local-1c", 1.0, 2.0)]
+
+    monkeypatch.setattr(sweep_mod, "more_cores_slower", first_call_finds_one)
+    spec = _spec(tmp_path, "consistency", remeasure=1)
+    lines: list[str] = []
+    report = run_sweep(spec, catalog, progress=lines.append)
+    store = ResultsStore(spec.results_uri)
+    df = store.read()
+    pair = df[df["cfg_batch_size"] == 8]
+    assert sorted(set(pair["hardware"])) == ["local-1c", "local-2c"]
+    assert sorted(report.remeasured_for_consistency) == sorted(set(pair["trial_id"]))
+    assert any("measuring the pair again" in m for m in lines)
+    assert any("0 pairs still inconsistent" in m for m in lines)
+    assert report.inconsistent == [] and len(calls) == 2
+    # the pair's rows are the second measurement: newer than the batch-1 trials measured once
+    assert pair["start_time"].min() > df[df["cfg_batch_size"] == 1]["start_time"].max()
+    assert len(df) == 8 and report.failed == 0

@@ -187,3 +187,121 @@ def test_llm_bench_refuses_hardware_outside_the_catalog(capsys):
 
     assert main(["llm-bench", "--asset", "gpt2", "--hardware", "tpu-v9", "--dry-run"]) == 2
     assert "tpu-v9" in capsys.readouterr().err
+
+
+def _stream(lines: list[str], status: int = 200):
+    import httpx
+
+    body = "".join(f"{line}\n\n" for line in lines).encode()
+    return httpx.MockTransport(lambda request: httpx.Response(status, content=body,
+                                                              headers={"content-type": "text/event-stream"}))
+
+
+def _one(transport, max_tokens: int = 3) -> tuple[list[int], int | None]:
+    from benchmarks.llm.workload import LLMRequest
+
+    chunks: list[int] = []
+
+    async def go():
+        async with OpenAIEndpoint("http://127.0.0.1:9/v1", "m", transport=transport) as ep:
+            return await ep.run(LLMRequest(0, (1, 2), max_tokens), chunks.append)
+
+    return chunks, asyncio.run(go())
+
+
+TEXT = 'data: {"choices": [{"text": "a"}]}'
+
+
+def test_endpoint_counts_chunks_and_believes_only_a_possible_usage():
+    assert _one(_stream([TEXT, TEXT, 'data: {"choices": [], "usage": {"completion_tokens": 3}}', "data: [DONE]"])) \
+        == ([1, 1], 3)
+    for bogus in (-7, 0, 10**300, 4):  # none of these can be the output of a 3-token request
+        usage = f'data: {{"choices": [], "usage": {{"completion_tokens": {bogus}}}}}'
+        assert _one(_stream([TEXT, usage, "data: [DONE]"])) == ([1], None)
+    assert _one(_stream([TEXT, 'data: {"choices": [{"text": "b"}], "error": null}', "data: [DONE]"]))[0] == [1, 1]
+
+
+@pytest.mark.parametrize("lines, says", [
+    (["data: not json", "data: [DONE]"], "not JSON"),
+    (["data: 5", "data: [DONE]"], "int where a JSON object"),
+    ([TEXT, 'data: {"error": {"message": "overloaded"}}', "data: [DONE]"], "overloaded"),
+    ([TEXT, TEXT], r"before \[DONE\]"),
+    (['data: {"choices": {"0": {"text": "x"}}}', "data: [DONE]"], None),  # odd shape: no text, no crash
+])
+def test_a_hostile_stream_is_a_named_failure_not_a_crash(lines, says):
+    from benchmarks.llm.endpoint import EndpointError
+
+    if says is None:
+        assert _one(_stream(lines)) == ([], None)
+        return
+    with pytest.raises(EndpointError, match=says):
+        _one(_stream(lines))
+
+
+def test_an_error_status_reads_only_the_start_of_the_body():
+    from benchmarks.llm.endpoint import EndpointError
+
+    with pytest.raises(EndpointError, match="HTTP 503") as err:
+        _one(_stream(["x" * 100_000], status=503))
+    assert len(str(err.value)) < 500
+
+
+def test_credentials_and_keys_do_not_travel_where_they_should_not(monkeypatch):
+    with pytest.raises(ValueError, match="credentials"):
+        OpenAIEndpoint("http://user:s3cret@127.0.0.1:8000/v1", "m")
+    monkeypatch.setenv("MY_KEY", "sk-test")
+    with pytest.raises(ValueError, match="clear text"):
+        OpenAIEndpoint("http://example.com/v1", "m", api_key_env="MY_KEY")
+    OpenAIEndpoint("https://example.com/v1", "m", api_key_env="MY_KEY")
+    OpenAIEndpoint("http://127.0.0.1:8000/v1", "m", api_key_env="MY_KEY")
+    with pytest.raises(ValueError, match="not set"):
+        OpenAIEndpoint("https://example.com/v1", "m", api_key_env="NO_SUCH_VARIABLE_SET")
+    assert OpenAIEndpoint("http://127.0.0.1:8000/v1", "m").api_key_env is None  # no key unless asked
+
+
+def test_each_run_sends_fresh_prompts_of_the_same_lengths():
+    w = LLMWorkload(LengthDist(32, 0.5), LengthDist(8), num_requests=10, seed=4)
+    a, b = w.requests(run=0), w.requests(run=1)
+    assert [r.input_tokens for r in a] == [r.input_tokens for r in b]
+    assert all(x.prompt_tokens != y.prompt_tokens for x, y in zip(a, b, strict=True))
+    text = OpenAIEndpoint("http://127.0.0.1:9/v1", "m", prompt_format="text")._body(a[0])["prompt"]
+    assert len(text.split()) == a[0].input_tokens and len(set(text.split())) > 1
+
+
+def test_a_request_given_up_on_frees_its_slot_in_the_local_generator():
+    import torch
+
+    from benchmarks.assets.gpt2 import GPT2
+    from benchmarks.llm.local import LocalGenerator
+    from benchmarks.llm.workload import LLMRequest
+
+    asset = GPT2()
+    model = asset.build({"layers": 1, "hidden": 32, "heads": 2, "vocab": 100})
+    torch.set_num_threads(1)
+
+    async def go():
+        async with LocalGenerator(asset, model, max_num_seqs=1) as gen:
+            long_chunks: list[int] = []
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(gen.run(LLMRequest(0, (1, 2, 3), 100_000), long_chunks.append), 0.2)
+            seen = len(long_chunks)
+            short: list[int] = []
+            await asyncio.wait_for(gen.run(LLMRequest(1, (4, 5), 3), short.append), 30)
+            return seen, len(long_chunks), short
+
+    seen, later, short = asyncio.run(go())
+    assert short == [1, 1, 1]  # served, not stuck behind the abandoned request
+    assert later - seen <= 2  # the abandoned one stopped decoding (a step in flight may land)
+
+
+def test_llm_bench_adds_repeats_instead_of_replacing_earlier_ones(tmp_path):
+    from benchmarks.llm.bench import store_rows
+    from results.store import ResultsStore
+
+    w = LLMWorkload(LengthDist(8), LengthDist(4), num_requests=4, seed=0)
+    m = asyncio.run(measure_curve(FakeSUT(), w, SLO(ttft_ms=10_000), fractions=(1.0,), warmup=0))
+    ids = {"sweep_id": "s", "repeat": 0, "asset": "fake-lm", "hardware": "local-1c"}
+    store = ResultsStore(str(tmp_path / "store"))
+    store_rows(store, [measurement_rows(m, ids, {"engine": "fake"})])
+    store_rows(store, [measurement_rows(m, ids, {"engine": "fake"})])
+    assert sorted(r for _, r in store.done("s")) == [0, 1]

@@ -29,7 +29,8 @@ def _run(rate: float, ttft_ms: float, n: int = 20) -> RateRun:
         first = sent + ttft_ms / 1e3
         recs.append(RequestRecord(i, 50, sent=sent, chunks=[first, first + 0.495], end=first + 0.495,
                                   reported_tokens=TOKENS))
-    return RateRun(rate, recs, window_s=n / rate)
+    # first send to last completion: the sending span plus draining the last request, as measured
+    return RateRun(rate, recs, window_s=(n - 1) / rate + ttft_ms / 1e3 + 0.495)
 
 
 def _rows(hardware: str, price: float, curve: list[tuple[float, float]]) -> list[dict]:
@@ -142,3 +143,38 @@ def test_folded_load_levels_are_read_by_the_chord_between_valid_points():
     best = _best(cands, {"ttft_p99_ms": 200, "output_tokens_per_s": 4000}, asset="m")
     assert best["predicted"]["output_tokens_per_s"] / sum(best["hardware"].values()) == pytest.approx(2000)
     assert best["hardware"] == {HW: 2}  # 20 req/s x 100 tokens a replica, halfway up the chord
+
+
+def test_a_run_that_kept_up_is_read_at_its_offered_rate_not_its_drained_completion_rate(cands):
+    run = _run(10, 20)
+    assert run.keeps_up() and run.summary(SLO())["requests_per_s"] < 9  # 20 requests over 2.4 s
+    best = _best(cands, {"ttft_p99_ms": 25, "requests_per_s": 10}, inventory={"big-gpu": 0})
+    assert best["hardware"] == {"small-gpu": 1}  # 12.5 req/s by the chord from 10 (20 ms) to 20 (40 ms)
+
+
+def test_pareto_and_suggest_refuse_llm_fields_on_classifier_data_and_plans_name_the_demand(cands):
+    from matcher.pareto import pareto_answer
+    from matcher.recommend import recommend_plan
+
+    classifier = pd.DataFrame({"hardware": ["a"], "price_per_hour_usd": [1.0], "throughput_qps": [100.0],
+                               "latency_p99_ms": [5.0], "accuracy": [0.9]})
+    with pytest.raises(RequirementsError, match=r"constraints\.output_tokens_per_s"):
+        pareto_answer(parse_requirements({"constraints": {"output_tokens_per_s": 1000}}), classifier)
+    plan = {"workloads": [{"asset": "chat-lm", "constraints": {"ttft_p99_ms": 50, "output_tokens_per_s": 20000}}],
+            "inventory": {"big-gpu": 1, "small-gpu": 2}}
+    ans = recommend_plan(plan, [cands])
+    assert not ans.feasible
+    text = ans.diagnosis.model_dump_json()
+    assert "throughput_qps" not in text and "samples/s" not in text
+    assert any(r.field == "workloads.0.constraints.output_tokens_per_s" for r in ans.diagnosis.relaxations)
+    ok = recommend_plan({"workloads": [{"asset": "chat-lm", "constraints": {"output_tokens_per_s": 100}}]}, [cands])
+    assert ok.feasible and "throughput_qps" not in ok.workloads[0].option.binding
+
+
+def test_a_curve_without_the_default_statistic_is_read_without_bounds():
+    from matcher.capacity import read_curve
+
+    curve = [{"offered_qps": 10, "completed_qps": 10, "ttft_p99_ms": 50}, {"offered_qps": 30, "completed_qps": 30,
+                                                                            "ttft_p99_ms": 90}]
+    assert read_curve(curve, {}).rate == 30  # no bound: the heaviest valid point
+    assert read_curve(curve, {"ttft_p99_ms": 70}).rate == pytest.approx(20)
