@@ -69,7 +69,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -134,6 +134,7 @@ class Model:
     def __init__(self, ws: list[Workload], mode: Mode):
         self.prob = pulp.LpProblem("benchmatch", pulp.LpMinimize)
         self.ws, self.mode = ws, mode
+        self.warm = False  # warm_start() was given an incumbent for the next solve
         self.y: dict[tuple[int, str, str], pulp.LpVariable] = {}
         self.u: dict[tuple[int, str, str], pulp.LpVariable] = {}
         self.z: dict[tuple[int, str], pulp.LpVariable] = {}
@@ -192,6 +193,20 @@ class Model:
     @property
     def has_answer(self) -> bool:
         return self.values is not None
+
+    def warm_start(self, incumbent: Sequence[Mapping[tuple[str, str], int]]) -> None:
+        """A known feasible answer (replicas per (hardware, configuration), per workload) as CBC's
+        starting point: its objective bounds the search from the first node, and a time-limited
+        solve returns nothing worse than it."""
+        for k, v in self.y.items():
+            n = incumbent[k[0]].get((k[1], k[2]), 0) if k[0] < len(incumbent) else 0
+            v.setInitialValue(n)
+            if k in self.u:
+                self.u[k].setInitialValue(1 if n > 0 else 0)
+        for (w, cfg), v in self.z.items():
+            used = w < len(incumbent) and any(c == cfg and n > 0 for (_, c), n in incumbent[w].items())
+            v.setInitialValue(1 if used else 0)
+        self.warm = True  # CBC reads it as a MIP start; the HiGHS path ignores it
 
     def keys(self, w: int) -> list[tuple[int, str, str]]:
         wl = self.ws[w]
@@ -293,11 +308,12 @@ class Model:
             # PuLP would add a dummy variable that stays in the problem and breaks CBC's next solve.
             expr = pulp.LpAffineExpression([(next(iter(self.y.values())), 0.0)])
         self.prob.setObjective(expr)
+        warm, self.warm = self.warm, False  # the incumbent seeds the first solve; later stages start from it
         try:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.prob.solve(_solver(solver, left))
+                self.prob.solve(_solver(solver, left, warm_start=warm))
             self.solver_s += time.perf_counter() - t0
         except _SolverMissing as exc:
             return "error", str(exc)
@@ -483,7 +499,7 @@ def unknown_solver(name: str) -> str | None:
     return None if name in SOLVERS else f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}"
 
 
-def _solver(name: str, time_limit_s: float | None) -> pulp.LpSolver:
+def _solver(name: str, time_limit_s: float | None, warm_start: bool = False) -> pulp.LpSolver:
     limit = None if time_limit_s is None or not math.isfinite(time_limit_s) else max(float(time_limit_s), 0.01)
     if name == "highs":
         s = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, threads=1, random_seed=0)
@@ -496,9 +512,10 @@ def _solver(name: str, time_limit_s: float | None) -> pulp.LpSolver:
     # config, two hardware types, a demand two replicas of either cover; tests/unit/test_enumerate.py
     # seed 136 finds it by comparing with exact enumeration). Without it CBC is exact here.
     opts = ["preprocess off"]
-    cmd = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts)
+    cmd = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts, warmStart=warm_start)
     if cmd.available():
         return cmd
     with warnings.catch_warnings():  # the bundled CBC, deprecated for PuLP 4 but still shipped
         warnings.simplefilter("ignore", DeprecationWarning)
-        return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts)
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts,
+                                 warmStart=warm_start)

@@ -166,6 +166,8 @@ def plan(
     if ws and all(wl.hw for wl in ws):
         m = build(ws, Mode(objective=objective, single_config=single_config, shared_inventory=shared_inv,
                            shared_budget_per_hour_usd=budget_per_hour_usd))
+        if pre.incumbent is not None and solver == "cbc":
+            m.warm_start(pre.incumbent)
         status, reason = m.solve(solver, deadline)
         if m.has_answer and status in ("optimal", "time_limit"):
             opts = tuple(_option(wl, ch, 1, objective) for wl, ch in zip(ws, m.read(), strict=True))
@@ -199,6 +201,9 @@ class _Presolved:
     lower_bound: float = math.nan
     answer: list[dict[int, int]] | None = None
     infeasible: bool = False
+    # a feasible plan (the greedy upper bound's), per workload replicas per (hardware, configuration):
+    # the MILP's warm start; every configuration it uses survives the cut above (its own bound <= UB)
+    incumbent: list[dict[tuple[str, str], int]] | None = None
 
 
 def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: list[Workload],
@@ -229,16 +234,17 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
     lower = float(sum(value))
     if _fits(ws, own, shared_inv, budget):
         return _Presolved(ws, lower, answer=own)
-    upper = _greedy_plan(workloads, ws, value, shared_inv, budget, objective, deadline)
-    if upper is None:
+    greedy = _greedy_plan(workloads, ws, value, shared_inv, budget, objective, deadline)
+    if greedy is None:
         return _Presolved(ws, lower)
+    upper, incumbent = greedy
     spare = upper - lower
     keep = []
     for wl, v in zip(ws, value, strict=True):
         limit = v + spare + 1e-7 * max(1.0, abs(v + spare))
         lbs = {cfg: lower_bound(wl, ix, objective) for cfg, ix in config_boxes(wl).items()}
         keep.append(wl.take(np.array([lbs[c] <= limit for c in wl.cfg], dtype=bool)))
-    return _Presolved(keep, lower)
+    return _Presolved(keep, lower, incumbent=incumbent)
 
 
 def _value(wl: Workload, chosen: Mapping[int, int], objective: str) -> float:
@@ -261,12 +267,14 @@ def _fits(ws: list[Workload], answers: list[dict[int, int]], shared_inv: Mapping
 
 def _greedy_plan(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: list[Workload], value: list[float],
                  shared_inv: Mapping[str, float], budget: float | None, objective: str,
-                 deadline: float) -> float | None:
-    """The objective of a feasible plan built one workload at a time (largest own optimum first),
-    each on the shared inventory and budget the earlier ones left; None when that gets stuck."""
+                 deadline: float) -> tuple[float, list[dict[tuple[str, str], int]]] | None:
+    """A feasible plan built one workload at a time (largest own optimum first), each on the shared
+    inventory and budget the earlier ones left: its objective and its replicas per (hardware,
+    configuration) of each workload; None when that gets stuck."""
     left = dict(shared_inv)
     money = budget
     total = 0.0
+    answer: list[dict[tuple[str, str], int]] = [{} for _ in ws]
     for w in sorted(range(len(ws)), key=lambda v: -value[v]):
         req, cands = workloads[w]
         if money is not None:
@@ -284,7 +292,8 @@ def _greedy_plan(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: lis
         if money is not None:
             money -= sum(n * wl.price[i] for i, n in chosen.items())
         total += _value(wl, chosen, objective)
-    return total
+        answer[w] = {(wl.hw[i], wl.cfg[i]): n for i, n in chosen.items()}
+    return total, answer
 
 
 def _own_best(req: Requirements, cands: pd.DataFrame, wl: Workload, objective: str,
