@@ -165,7 +165,7 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
         for spec_dict in t["repeats"]:
             spec = TrialSpec.from_dict({**spec_dict, "hardware": hw})
-            if store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
+            if not batch.get("again") and store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
                 continue  # written by an earlier attempt of this trial (a worker died after writing it)
             publisher.started.remote(tags, batch["planned"])
             t0 = time.monotonic()
@@ -374,7 +374,7 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
             redo = [t for t in trials if t.trial_id in again]
             for line in found:
                 progress(f"  inconsistent, measuring the pair again: {line}")
-            _fit(_units(spec, catalog, redo, uri, len(trials)), len(redo))
+            _fit(_units(spec, catalog, redo, uri, len(trials), again=True), len(redo))
             report.remeasured_for_consistency = sorted(again)
             df = store.read(spec.name)
             mine = df[(df["trial_id"].astype(str) + "|" + df["repeat"].astype(str)).isin(
@@ -406,9 +406,10 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
 
 
 def _units(spec: SweepSpec, catalog: dict[str, HardwareSpec], trials: list[TrialSpec], uri: str,
-           planned: int) -> list[dict[str, Any]]:
+           planned: int, again: bool = False) -> list[dict[str, Any]]:
     """Tune's grid: the trial repeats to run, batched `configs_per_trial` configurations a Tune
-    trial on one hardware (the per-trial tax is paid once a batch)."""
+    trial on one hardware (the per-trial tax is paid once a batch). `again`: measure them even
+    though the store holds them (a re-measurement; otherwise a repeat already written is skipped)."""
     by_trial: dict[str, list[TrialSpec]] = {}
     for t in trials:
         t.num_cpus = t.hardware.cpu_cores
@@ -421,7 +422,7 @@ def _units(spec: SweepSpec, catalog: dict[str, HardwareSpec], trials: list[Trial
             {"trial_id": tid, "asset": ts[0].asset, "config": ts[0].config, "repeats": repeats})
     n = spec.configs_per_trial
     return [{"sweep_id": spec.name, "hardware": catalog[hw].to_dict(), "results_uri": uri, "planned": planned,
-             "units": units[i:i + n]}
+             "units": units[i:i + n], "again": again}
             for hw, units in per_hw.items() for i in range(0, len(units), n)]
 
 

@@ -179,6 +179,7 @@ def test_an_inconsistent_pair_is_measured_again_on_the_cluster(cluster, tmp_path
     assert any("measuring the pair again" in m for m in lines)
     assert any("0 pairs still inconsistent" in m for m in lines)
     assert report.inconsistent == [] and len(calls) == 2
-    # the pair's rows are the second measurement: newer than the batch-1 trials measured once
+    # both sides' rows are the second measurement (rows already stored and ok are measured again,
+    # not skipped as a retry would skip them): newer than every trial measured once
     assert pair["start_time"].min() > df[df["cfg_batch_size"] == 1]["start_time"].max()
     assert len(df) == 8 and report.failed == 0
