@@ -280,15 +280,9 @@ async def measure_curve(sut: StreamingSUT, workload: LLMWorkload, slo: SLO, rate
         requests = workload.requests(run=0)
         offline = await run_rate(sut, requests, math.inf, workload.seed, timeout_s=timeout_s, window=window,
                                  observe=observe)
-        capacity = offline.summary(slo)["requests_per_s"]
-        say(f"all at once: {len(requests)} requests, {capacity or 0:.3g} requests/s completed")
-        if not capacity:
-            raise ServingError(f"{sut.name}: no request completed when sent at once "
-                               f"({offline.records[0].error or 'no output'}); nothing to measure a curve from")
-        if rates is None:
-            rates = [f * capacity for f in fractions]
+        say(f"all at once: {len(requests)} requests, {offline.summary(slo)['requests_per_s'] or 0:.3g} requests/s completed")
         points = []
-        for i, rate in enumerate(sorted(rates)):
+        for i, rate in enumerate(curve_rates(offline, slo, rates, fractions, f"{sut.name}: when sent at once")):
             rate_seen(rate)
             run = await run_rate(sut, workload.requests(run=i + 1), rate, workload.seed, burstiness, timeout_s,
                                  window, observe)
@@ -297,6 +291,18 @@ async def measure_curve(sut: StreamingSUT, workload: LLMWorkload, slo: SLO, rate
                 f"{_fmt(p['tpot_p99_ms'])} ms, {'within' if p['within_slo'] else 'outside'} the SLO")
             points.append(run)
     return LLMMeasurement(offline, points, slo)
+
+
+def curve_rates(offline: RateRun, slo: SLO, rates: Sequence[float] | None, fractions: Sequence[float],
+                what: str) -> list[float]:
+    """The offered rates of a curve, lowest first: `rates`, else `fractions` of what the
+    all-at-once run completed. A run in which nothing completed has no curve: a ServingError
+    saying what the first request got."""
+    capacity = offline.summary(slo)["requests_per_s"]
+    if not capacity:
+        first = offline.records[0].error if offline.records else "nothing was sent"
+        raise ServingError(f"{what}: no request completed ({first or 'no output'}); nothing to measure a curve from")
+    return sorted(rates) if rates is not None else [f * capacity for f in fractions]
 
 
 def _fmt(v: float | None) -> str:

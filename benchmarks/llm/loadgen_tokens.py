@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.llm.harness import SLO, LLMMeasurement, RateRun, RequestRecord, ServingError
+from benchmarks.llm.harness import SLO, LLMMeasurement, RateRun, RequestRecord, curve_rates
 from benchmarks.llm.local import LocalGenerator
 from benchmarks.llm.workload import LLMRequest, LLMWorkload
 
@@ -148,15 +148,10 @@ def measure_curve_loadgen(gen: LocalGenerator, workload: LLMWorkload, slo: SLO, 
         n = workload.num_requests
         offline, v = _run(gen, loop, workload.requests(run=0), math.inf, slo, log_dir / "offline", 0, n, timeout_s)
         verdicts.append(v)
-        capacity = offline.summary(slo)["requests_per_s"]
-        say(f"LoadGen Offline: {capacity or 0:.3g} requests/s completed ({v['loadgen_result'] or 'no verdict'})")
-        if not capacity:
-            raise ServingError(f"{gen.name}: no request completed in LoadGen's Offline run "
-                               f"({offline.records[0].error if offline.records else 'nothing issued'})")
-        if rates is None:
-            rates = [f * capacity for f in fractions]
+        say(f"LoadGen Offline: {offline.summary(slo)['requests_per_s'] or 0:.3g} requests/s completed "
+            f"({v['loadgen_result'] or 'no verdict'})")
         points = []
-        for i, rate in enumerate(sorted(rates)):
+        for i, rate in enumerate(curve_rates(offline, slo, rates, fractions, f"{gen.name}: in LoadGen's Offline run")):
             run, v = _run(gen, loop, workload.requests(run=i + 1), rate, slo, log_dir / f"server-{rate:.4g}",
                           min_duration_ms, n, timeout_s)
             verdicts.append(v)
