@@ -152,22 +152,23 @@ def fold_load_levels(rows: pd.DataFrame) -> pd.DataFrame:
     for _, grp in out[server].groupby(keys, dropna=False, sort=False):
         points = []
         for _, r in grp.iterrows():
-            done = _number(r.get("requests_per_s"))
-            done = done if done is not None else _number(r.get("throughput_samples_per_s"))
-            offered = _number(r.get("target_qps"))
+            done = finite_number(r.get("requests_per_s"))
+            done = done if done is not None else finite_number(r.get("throughput_samples_per_s"))
+            offered = finite_number(r.get("target_qps"))
             offered = offered if offered is not None else done
             if offered is None:
                 continue
-            failed = _number(r.get("failed_requests"))
+            failed = finite_number(r.get("failed_requests"))
             points.append({"offered_rps": offered, "requests_per_s": done, "failed": int(failed or 0),
-                           **{k: v for k in _CURVE_KEYS if (v := _number(r.get(k))) is not None}})
+                           **{k: v for k in _CURVE_KEYS if (v := finite_number(r.get(k))) is not None}})
         if points:
             out.loc[grp.index[0], "llm_curve"] = json.dumps(sorted(points, key=lambda p: p["offered_rps"]))
     out.loc[llm, levels] = np.nan  # the Offline row too: the saturated end of the same curve
     return out.drop(columns=[c for c in levels if out[c].isna().all()])
 
 
-def _number(v: Any) -> float | None:
+def finite_number(v: Any) -> float | None:
+    """`v` as a float, None when it is not a finite number (a cell of a table or a JSON value)."""
     try:
         f = float(v)
     except (TypeError, ValueError):

@@ -50,6 +50,7 @@ from matcher.candidates import (
     merge_candidates,
     select_rows,
 )
+from matcher.capacity import finite_number
 from matcher.errors import NoDataError
 from matcher.metrics import BY_NAME, METRICS, NAMES, latency_metric, numeric
 from matcher.requirements import Requirements, parse_requirements
@@ -210,12 +211,7 @@ def _predicted_numbers(table: pd.DataFrame, opt_table: pd.DataFrame, pos: int) -
     return out
 
 
-def _f(x: Any) -> float | None:
-    try:
-        v = float(x)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
+_f = finite_number  # a number for the JSON answer, None when it is not a finite one
 
 
 def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: pd.DataFrame,
