@@ -11,7 +11,9 @@ import time
 from typing import Any
 
 TRIAL_TAGS = ("sweep", "trial", "asset", "hardware", "accelerator")
-SCENARIO_TAGS = TRIAL_TAGS + ("scenario",)
+# `repeat`: each (trial, repeat, scenario) is one stored row, so a series' last value is that row's
+# number, and a repeat measured again replaces its old value the way the results store does.
+SCENARIO_TAGS = TRIAL_TAGS + ("repeat", "scenario")
 COUNT_TAGS = ("sweep", "asset", "hardware", "accelerator", "status")
 
 # name -> (kind, description, tag keys). docs/metrics.md lists the same table.
@@ -27,6 +29,8 @@ METRICS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "benchmatch_sweep_trials": ("gauge", "Trials (x repeats) planned in the sweep", ("sweep",)),
     "benchmatch_trials_started_total": ("counter", "Trial repeats started", COUNT_TAGS[:-1]),
     "benchmatch_trials_completed_total": ("counter", "Trial repeats finished, by status (ok|failed|skipped)", COUNT_TAGS),
+    "benchmatch_trials_remeasured_total": (
+        "counter", "Finished trial repeats measured again (one side of a more-cores-slower pair)", COUNT_TAGS[:-1]),
     "benchmatch_trial_duration_seconds": ("histogram", "Wall time of one trial repeat", COUNT_TAGS[:-1]),
 }
 DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600]
@@ -75,9 +79,13 @@ class TrialMetrics:
     def _count_tags(self) -> dict[str, str]:
         return {k: self.tags[k] for k in ("sweep", "asset", "hardware", "accelerator")}
 
-    def started(self, planned: int) -> None:
+    def started(self, planned: int, again: bool = False) -> None:
+        """`again`: a finished repeat measured once more. It was counted when it first ran, so it
+        goes to its own counter: counting it as started/finished again would push the sweep's
+        progress past 1 and change its failure ratio."""
         self._set("benchmatch_sweep_trials", planned, {"sweep": self.tags["sweep"]})
-        self._m["benchmatch_trials_started_total"].inc(1, tags=self._count_tags())
+        counter = "benchmatch_trials_remeasured_total" if again else "benchmatch_trials_started_total"
+        self._m[counter].inc(1, tags=self._count_tags())
         self._set("benchmatch_trial_progress_ratio", 0.0, self.tags)
 
     def progress(self, event: dict[str, Any]) -> None:
@@ -91,14 +99,15 @@ class TrialMetrics:
             self._set("benchmatch_trial_progress_ratio", float(event["fraction"]), self.tags)
 
     def row(self, row: dict[str, Any]) -> None:
-        tags = {**self.tags, "scenario": str(row.get("scenario") or "")}
+        tags = {**self.tags, "repeat": str(row.get("repeat") or 0), "scenario": str(row.get("scenario") or "")}
         for column, (gauge, scale) in ROW_GAUGES.items():
             value = row.get(column)
             if value is None or value != value:  # missing stays absent, never exported as 0
                 continue
             self._set(gauge, float(value) * scale, tags)
 
-    def finished(self, status: str, duration_s: float) -> None:
+    def finished(self, status: str, duration_s: float, again: bool = False) -> None:
         self._set("benchmatch_trial_progress_ratio", 1.0, self.tags)
-        self._m["benchmatch_trials_completed_total"].inc(1, tags={**self._count_tags(), "status": status})
+        if not again:  # see started()
+            self._m["benchmatch_trials_completed_total"].inc(1, tags={**self._count_tags(), "status": status})
         self._m["benchmatch_trial_duration_seconds"].observe(duration_s, tags=self._count_tags())

@@ -100,9 +100,9 @@ def _publisher_cls() -> Any:
                 self._trials[key] = TrialMetrics(*key)
             return self._trials[key]
 
-        def started(self, tags: dict[str, str], planned: int) -> None:
+        def started(self, tags: dict[str, str], planned: int, again: bool = False) -> None:
             with self._lock:
-                self._m(tags).started(planned)
+                self._m(tags).started(planned, again)
 
         def progress(self, tags: dict[str, str], event: dict[str, Any]) -> None:
             with self._lock:
@@ -114,9 +114,9 @@ def _publisher_cls() -> Any:
                     self._m(tags).row(row)
 
         def finished(self, tags: dict[str, str], status: str, duration_s: float,
-                     line: dict[str, Any] | None = None) -> None:
+                     line: dict[str, Any] | None = None, again: bool = False) -> None:
             with self._lock:
-                self._m(tags).finished(status, duration_s)
+                self._m(tags).finished(status, duration_s, again)
                 if line is not None:
                     self._lines.setdefault(tags["sweep"], []).append(line)
 
@@ -165,9 +165,10 @@ def _trial_fn(config: dict[str, Any]) -> None:
 
         for spec_dict in t["repeats"]:
             spec = TrialSpec.from_dict({**spec_dict, "hardware": hw})
-            if not batch.get("again") and store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
+            again = bool(batch.get("again"))
+            if not again and store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
                 continue  # written by an earlier attempt of this trial (a worker died after writing it)
-            publisher.started.remote(tags, batch["planned"])
+            publisher.started.remote(tags, batch["planned"], again)
             t0 = time.monotonic()
             try:
                 rows = measure(spec, progress=forward)
@@ -178,7 +179,8 @@ def _trial_fn(config: dict[str, Any]) -> None:
             store.write(rows)
             status = repeat_status(rows)
             publisher.rows.remote(tags, rows)
-            publisher.finished.remote(tags, status, time.monotonic() - t0, _line(t, hw, spec.repeat, status, rows))
+            publisher.finished.remote(tags, status, time.monotonic() - t0,
+                                      _line(t, hw, spec.repeat, status, rows), again)
             ran += 1
     # One report per batch: Tune's function trainables block in report() until the driver takes
     # the result (a round trip of about a second here), so per-repeat lines go through the metrics

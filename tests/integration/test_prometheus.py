@@ -4,7 +4,9 @@ Prometheus through Ray's service-discovery file; every dashboard panel's query m
 One cluster, one Prometheus and one sweep for the whole module (module-scoped fixtures). The sweep
 has a configuration that fails for a real reason (float16 on CPU is refused by the measurement
 core), so the failure counter, the failure ratio and the BenchmatchTrialFailed alert are exercised
-by a real failure, not an injected one. The service part deploys the real Serve application on the
+by a real failure, not an injected one. One pair (batch 8, float32 on both profiles) is declared
+inconsistent after the sweep, so it is measured again for real: the counters must not count it
+twice, and the panels must show the new numbers the store kept. The service part deploys the real Serve application on the
 same cluster and sends it traffic, including bad requests (4xx).
 
 Everything polls with timeouts; nothing asserts wall time.
@@ -135,6 +137,7 @@ def prom(cluster, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def sweep(cluster, prom, tmp_path_factory: pytest.TempPathFactory):
     """A tiny real sweep: 2 hardware x batch {1, 8} x {float32 (ok), float16 (refused on CPU: failed)}."""
+    from benchmarks import sweep as sweep_mod
     from benchmarks.spec import SweepSpec, expand_trials
     from benchmarks.sweep import run_sweep
 
@@ -152,13 +155,31 @@ def sweep(cluster, prom, tmp_path_factory: pytest.TempPathFactory):
         "results_uri": str(results),
         "max_retries": 0,
     })
-    report = run_sweep(spec, cluster["catalog"], address=cluster["cluster"].address, progress=lambda _m: None,
-                       tune_dir=str(tmp_path_factory.mktemp("tune")))
+    real = sweep_mod.more_cores_slower
+    calls: list[int] = []
+
+    def first_check_finds_the_batch_8_pair(rows, cores):
+        # The real check on rows where local-2c's batch-8 float32 Offline is made 1000x slower: the
+        # Inconsistency it returns is exactly what a real one looks like. Later checks see the real rows.
+        calls.append(len(rows))
+        if len(calls) == 1:
+            rows = rows.copy()
+            slow = ((rows["hardware"] == "local-2c") & (rows["cfg_batch_size"] == 8)
+                    & (rows["cfg_dtype"] == "float32"))
+            rows.loc[slow, "throughput_samples_per_s"] /= 1000
+        return real(rows, cores)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep_mod, "more_cores_slower", first_check_finds_the_batch_8_pair)
+        report = run_sweep(spec, cluster["catalog"], address=cluster["cluster"].address, progress=lambda _m: None,
+                           tune_dir=str(tmp_path_factory.mktemp("tune")))
     trials = expand_trials(spec, cluster["catalog"])
     failed = {t.trial_id for t in trials if t.config["dtype"] == "float16"}
+    again = {t.trial_id for t in trials if t.config == {"batch_size": 8, "dtype": "float32"}}
     assert report.ran == len(trials), report
     assert report.failed == len(failed), report
-    return {"spec": spec, "trials": trials, "failed": failed, "start": start, "results": results}
+    assert set(report.remeasured_for_consistency) == again, report
+    return {"spec": spec, "trials": trials, "failed": failed, "again": again, "start": start, "results": results}
 
 
 def test_prometheus_scrapes_every_ray_node_from_the_sd_file(cluster, prom):
@@ -191,7 +212,14 @@ def test_every_trial_publishes_its_metrics(sweep, prom):
         predicate=lambda r: sum(float(s["value"][1]) for s in r) >= len(expected),
     )
     by = {(s["metric"]["hardware"], s["metric"]["status"]): float(s["value"][1]) for s in completed}
+    # The re-measured pair is not counted again as started or finished (progress would pass 1 and
+    # the failure ratio would change); it has its own counter.
     assert by == {(hw, st): 2.0 for hw in PROFILES for st in ("ok", "failed")}
+    started = prom.query(f'sum by (hardware) (ray_benchmatch_trials_started_total{{sweep="{name}"}})')
+    assert {s["metric"]["hardware"]: float(s["value"][1]) for s in started} == {hw: 4.0 for hw in PROFILES}
+    again = prom.wait_for(f'sum by (hardware) (ray_benchmatch_trials_remeasured_total{{sweep="{name}"}})',
+                          timeout=60, predicate=lambda r: len(r) == len(PROFILES))
+    assert {s["metric"]["hardware"]: float(s["value"][1]) for s in again} == {hw: 1.0 for hw in PROFILES}
     planned = prom.query(f'max(ray_benchmatch_sweep_trials{{sweep="{name}"}})')
     assert float(planned[0]["value"][1]) == len(expected)
 
@@ -252,6 +280,11 @@ def test_best_panels_show_the_best_measured_and_per_trial_series_outlive_the_swe
     time.sleep(8 * SCRAPE_S)
     live = prom.query(f'ray_benchmatch_trial_latency_p99_seconds{{sweep="{name}"}}')
     assert {s["metric"]["trial"] for s in live} == set(ok["trial_id"]), "finished trials' gauges went stale"
+    # Every stored row's number is its series' value, the re-measured pair's new rows included.
+    gauge = {(s["metric"]["trial"], s["metric"]["repeat"], s["metric"]["scenario"]): float(s["value"][1])
+             for s in live}
+    for r in ok.dropna(subset=["latency_p99_ms"]).itertuples():
+        assert gauge[(r.trial_id, str(r.repeat), r.scenario)] == pytest.approx(r.latency_p99_ms / 1000, rel=1e-6)
     variables = {"sweep": name, "hardware": ".*"}
     best_p99 = _panel_values(prom, "Best p99 latency per hardware", variables, sweep["start"])
     want_p99 = ok.groupby(["hardware", "scenario"])["latency_p99_ms"].min().dropna()
