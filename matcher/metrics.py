@@ -51,6 +51,9 @@ class MetricSpec:
     positive: bool = False  # > 0 (a time or a rate); else >= 0
     spread: bool = False  # measured candidates carry `<name>_iqr` over repeats, shown in the answer's band
     derived_from: tuple[str, str] | None = None  # the product of these two where not measured
+    # How the metric follows the hardware's speed (models.py scales predictions by it): +1 a rate
+    # (more peak FLOP/s, more samples/s), -1 a time per query, 0 neither (accuracy, energy, power).
+    speed: int = 0
 
     @property
     def fraction(self) -> bool:
@@ -79,7 +82,7 @@ def _latency(name: str) -> MetricSpec:
     # serves; SingleStream (one sample per query) only for assets measured without MultiStream;
     # Server for LLM serving rows, whose query is a request (the end-to-end latency).
     return MetricSpec(name, "ms", "upper", "max", name, ("MultiStream", "SingleStream", "Server"), "cap", name,
-                      positive=True, spread=True)
+                      positive=True, spread=True, speed=-1)
 
 
 # LLM serving (benchmarks/llm): time to first token and time per output token, per request. A
@@ -90,7 +93,8 @@ _TOKEN_STATS = (("ttft_p50_ms", "median time to first token"), ("ttft_p99_ms", "
 
 
 def _token_latency(name: str) -> MetricSpec:
-    return MetricSpec(name, "ms", "upper", "max", name, ("Server", "Offline"), "cap", name, positive=True, spread=True)
+    return MetricSpec(name, "ms", "upper", "max", name, ("Server", "Offline"), "cap", name, positive=True, spread=True,
+                      speed=-1)
 
 
 METRICS: tuple[MetricSpec, ...] = (
@@ -98,7 +102,7 @@ METRICS: tuple[MetricSpec, ...] = (
     # Offline's saturated rate; a configuration measured in Server only (an imported MLPerf Server
     # result, an LLM serving run at one rate) has the rate its Server run held.
     MetricSpec("throughput_qps", "samples/s", "lower", "sum", "throughput_samples_per_s", ("Offline", "Server"),
-               "demand", "throughput_qps", presence="value", positive=True, spread=True),
+               "demand", "throughput_qps", presence="value", positive=True, spread=True, speed=1),
     # The accuracy of a repeat does not depend on the scenario: count each repeat once.
     MetricSpec("accuracy", "fraction", "lower", "min", "accuracy", None, "floor", "accuracy", presence="column"),
     MetricSpec("energy_per_sample_j", "J", "upper", "max", "energy_per_sample_j", ("Offline",),
@@ -111,7 +115,7 @@ METRICS: tuple[MetricSpec, ...] = (
     # Output tokens/s of one replica: Offline's, then the capacity at the request's bounds times the
     # output tokens per request (tokens.py); a tokens/s demand is met in this unit.
     MetricSpec("output_tokens_per_s", "tokens/s", "lower", "sum", "output_tokens_per_s", ("Offline", "Server"),
-               positive=True, spread=True),
+               positive=True, spread=True, speed=1),
     MetricSpec("energy_per_output_token_j", "J", "upper", "max", "energy_per_output_token_j", ("Offline",),
                "cap", "energy_per_output_token_j"),
 )

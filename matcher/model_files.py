@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,10 @@ def index_problem(index: Mapping[str, Any]) -> str | None:
     return None
 
 
-def entry_problem(e: Any, params: set[str], regimes: set[str]) -> str | None:
+def entry_problem(e: Any, params: set[str], regimes: set[str], scales: Sequence[str] = ()) -> str | None:
     """What is wrong with one `models` entry of modelset.json (PerformanceModel.state() as saved),
-    if anything. `params` are PerformanceModel's parameter names, `regimes` its CV regimes."""
+    if anything. `params` are PerformanceModel's parameter names, `regimes` its CV regimes,
+    `scales` the hardware numbers a model may be scaled by."""
     if not isinstance(e, dict):
         return "must be an object"
     for key in ("asset", "metric", "file"):
@@ -108,6 +109,13 @@ def entry_problem(e: Any, params: set[str], regimes: set[str]) -> str | None:
         return "'state.guaranteed' must map regimes to booleans"
     if not (isinstance(st.get("cv"), dict) and all(isinstance(v, dict) for v in st["cv"].values())):
         return "'state.cv' must map regimes to objects"
+    if st.get("scale") is not None and st["scale"] not in scales:
+        return f"'state.scale' must be null or one of {list(scales)}"
+    fill = st.get("scale_fill", 0.0)
+    if not (_is_number(fill) and math.isfinite(fill)):
+        return "'state.scale_fill' must be a finite number"
+    if st.get("seen_kind", "gbr") not in ("gbr", "ridge"):
+        return "'state.seen_kind' must be 'gbr' or 'ridge'"
     return None
 
 

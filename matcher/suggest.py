@@ -214,12 +214,36 @@ def _predicted_numbers(table: pd.DataFrame, opt_table: pd.DataFrame, pos: int) -
 _f = finite_number  # a number for the JSON answer, None when it is not a finite one
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _gaps(values: set[Any], seen: set[Any]) -> set[Any]:
+    """The unmeasured values of one hyperparameter that need a trial of their own. A text value
+    (an engine, a precision) always does. Numbers only beyond the measured range, and there only
+    the outermost on each side: once it is measured, the values between are inside the range,
+    where the models interpolate and their held-out-configuration band covers the error. Measuring
+    every batch size of a grid before trusting any prediction made suggest spend a quarter of a
+    54-pair grid on exploration alone."""
+    text = {v for v in values if not _is_number(v)}
+    known = [v for v in seen if _is_number(v)]
+    numbers = [v for v in values if _is_number(v)]
+    if not numbers:
+        return text
+    lo, hi = (min(known), max(known)) if known else (math.inf, -math.inf)
+    below, above = [v for v in numbers if v < lo], [v for v in numbers if v > hi]
+    if not known:  # never measured at all: its two ends
+        return text | {min(numbers), max(numbers)}
+    return text | ({min(below)} if below else set()) | ({max(above)} if above else set())
+
+
 def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: pd.DataFrame,
              cfg_cols: list[str]) -> list[tuple[int, str]]:
     """Pairs the models cannot speak for, one per gap: a hyperparameter value never measured on any
-    hardware (a model fitted without it has seen nothing of its effect: a tree predicts batch 1
-    like the nearest batch measured, and the band, calibrated on what did vary, says nothing
-    either), and hardware never measured whose predictions have no band. The pair picked is the
+    hardware and outside what the models can interpolate (_gaps: a model fitted without it has
+    seen nothing of its effect: a tree predicts batch 1 like the nearest batch measured, and the
+    band, calibrated on what did vary, says nothing either), and hardware never measured whose
+    predictions have no band. The pair picked is the
     one with the lowest price per optimistic sample/s among those of the gap."""
     seen = {c: {clean_value(v) for v in ok[c].tolist()} if c in ok else set() for c in cfg_cols}
     price = numeric(table, "price_per_hour_usd")
@@ -233,7 +257,7 @@ def _explore(table: pd.DataFrame, ok: pd.DataFrame, predicted: list[int], opt: p
     out = []
     for c in cfg_cols:
         values = {clean_value(table.iloc[p][c]) for p in predicted} - seen[c] - {None}
-        for v in sorted(values, key=lambda x: (isinstance(x, str), x)):
+        for v in sorted(_gaps(values, seen[c]), key=lambda x: (isinstance(x, str), x)):
             p = cheapest([p for p in predicted if clean_value(table.iloc[p][c]) == v])
             out.append((p, f"{c[len(CFG):]}={v} was never measured; the models cannot predict its effect, "
                            "so one trial with it is suggested (reason 'explore')"))

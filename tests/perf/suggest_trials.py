@@ -2,6 +2,8 @@
 one the full grid gives, against the size of the grid.
 
     python tests/perf/suggest_trials.py [RESULTS_DIR] [--requirements 8] [--starts 2] [--seed 0] [--synthetic]
+    python tests/perf/suggest_trials.py gavel-store --task train --catalog configs/public/gavel/catalog.yaml
+    python tests/perf/suggest_trials.py RESULTS_DIR --synthetic --start-pairs 2   # from almost nothing
 
 The measured results are the oracle: every (hardware, configuration) pair of the grid has its
 measured rows, and "measuring" a suggested trial hands back exactly those rows (no Ray). For each
@@ -61,7 +63,7 @@ def random_baseline(req, rows: pd.DataFrame, start: list[str], rest: list[str], 
     keys = pair_keys(rows)
     order = list(start) + list(rest)
     for n in range(len(start), len(order) + 1):
-        cands = candidates_from_results(rows[keys.isin(order[:n])], catalog)
+        cands = candidates_from_results(rows[keys.isin(order[:n])], catalog, task=req.task)
         sol = solve(req, cands, top_k=1, explain=False)
         if sol.options:
             o = sol.options[0]
@@ -73,11 +75,11 @@ def random_baseline(req, rows: pd.DataFrame, start: list[str], rest: list[str], 
 
 
 def run(rows: pd.DataFrame, catalog: dict, *, n_req: int, starts: int, seed: int, per_round: int,
-        max_rounds: int, start_share: float) -> list[dict]:
-    rows = slim(rows)
-    truth = candidates_from_results(rows, catalog)
+        max_rounds: int, start_share: float, start_pairs: int | None = None, task: str = "infer") -> list[dict]:
+    rows = slim(rows, task)
+    truth = candidates_from_results(rows, catalog, task=task)
     rng = np.random.default_rng(seed)
-    reqs = [r for r in draw_requirements(rng, truth, n_req * 3) if not np.isnan(best_cost(r, truth))][:n_req]
+    reqs = [r for r in draw_requirements(rng, truth, n_req * 3, task) if not np.isnan(best_cost(r, truth))][:n_req]
     grid = [{k: v for k, v in c.items()} for c in truth[config_columns(truth)].drop_duplicates().to_dict("records")]
     hardware = sorted(truth["hardware"].astype(str).unique())
     keys = pair_keys(rows)
@@ -86,7 +88,7 @@ def run(rows: pd.DataFrame, catalog: dict, *, n_req: int, starts: int, seed: int
     for req in reqs:
         best = best_cost(req, truth)
         for _ in range(starts):
-            k0 = max(2, int(round(start_share * len(pairs))))
+            k0 = start_pairs or max(2, int(round(start_share * len(pairs))))
             start = rng.choice(pairs, size=k0, replace=False).tolist()
 
             def measure(trials):
@@ -143,20 +145,28 @@ def main() -> None:
     ap.add_argument("--max-rounds", type=int, default=30)
     ap.add_argument("--synthetic", action="store_true")
     ap.add_argument("--synthetic-per-round", type=int, default=3)
+    ap.add_argument("--start-pairs", type=int, default=None,
+                    help="pairs measured up front (default: 25%% of the grid, 10%% on the synthetic one)")
+    ap.add_argument("--task", default="infer", choices=["infer", "train"])
+    ap.add_argument("--catalog", default=None, help="hardware catalog YAML (default: configs/hardware.yaml)")
+    ap.add_argument("--asset", default=None, help="one asset of the store (default: each in turn)")
     a = ap.parse_args()
-    catalog = load_catalog()
+    catalog = load_catalog(a.catalog)
     print(machine_line(a.seed))
     rows = read_results_or_exit(a.results)
-    t0 = time.perf_counter()
-    res = run(rows, catalog, n_req=a.requirements, starts=a.starts, seed=a.seed, per_round=a.per_round,
-              max_rounds=a.max_rounds, start_share=0.25)
-    report(res, f"measured: {a.results}", a.per_round, time.perf_counter() - t0)
+    assets = [a.asset] if a.asset else sorted(slim(rows, a.task)["asset"].astype(str).unique())
+    for asset in assets:
+        t0 = time.perf_counter()
+        res = run(rows[rows["asset"].astype(str) == asset], catalog, n_req=a.requirements, starts=a.starts,
+                  seed=a.seed, per_round=a.per_round, max_rounds=a.max_rounds, start_share=0.25,
+                  start_pairs=a.start_pairs, task=a.task)
+        report(res, f"measured: {a.results}, {asset} ({a.task})", a.per_round, time.perf_counter() - t0)
     if a.synthetic:
         syn = synthetic_result_rows(hardware=("local-1c", "local-2c", "aws-c7i.2xlarge"), batches=(1, 2, 4, 8, 16, 32),
                                     threads=(1, 2, 4), repeats=2, seed=a.seed)
         t0 = time.perf_counter()
-        res = run(syn, catalog, n_req=a.requirements, starts=1, seed=a.seed,
-                  per_round=a.synthetic_per_round, max_rounds=a.max_rounds, start_share=0.1)
+        res = run(syn, load_catalog(), n_req=a.requirements, starts=1, seed=a.seed,
+                  per_round=a.synthetic_per_round, max_rounds=a.max_rounds, start_share=0.1, start_pairs=a.start_pairs)
         report(res, "SYNTHETIC (matcher/instances.py: 3 CPU types x 6 batch sizes x 3 thread counts x 2 repeats, "
                     "throughput ~ min(threads, cores)·sqrt(batch), 3% noise) — not a measurement",
                a.synthetic_per_round, time.perf_counter() - t0)

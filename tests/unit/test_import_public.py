@@ -115,3 +115,28 @@ def test_gavels_gpus_have_a_catalog_so_its_data_answers(tmp_path, capsys):
     ans = json.loads(capsys.readouterr().out)
     assert ans["feasible"] and set(ans["options"][0]["hardware"]) <= {"K80", "P100", "V100"}
     assert ans["options"][0]["predicted"]["throughput_qps"] >= 2000
+
+
+def test_mlperf_systems_predict_each_other_by_their_peak(tmp_path):
+    """configs/public/mlperf-inference-v4.0/catalog.yaml describes both systems. A model fitted on one
+    system's Offline throughput predicts the other's from the peak FLOP/s ratio (7915 vs 724 TFLOPS):
+    within 10% for BERT (69,898 vs 6,429 samples/s measured) and SDXL. An unscaled model can only
+    say 'the same as the system it saw', 10x off."""
+    import numpy as np
+
+    from cluster.hardware import load_catalog
+    from matcher.models import train_models
+
+    catalog = load_catalog(PUBLIC / "mlperf-inference-v4.0" / "catalog.yaml")
+    store = tmp_path / "mlperf"
+    for f in (WIWYNN, DELL):
+        import_file(f, MLPERF_MAP, results_uri=store, catalog=catalog)
+    rows = ResultsStore(store).read()
+    assert set(rows["hardware"]) == set(catalog)  # the catalog names exactly the imported systems
+    both = ["bert-99", "stable-diffusion-xl", "retinanet", "3d-unet-99"]
+    scaled, plain = (train_models(rows, catalog, assets=both, metrics=("throughput_qps",), **o)
+                     for o in ({}, {"scale": False, "select": False}))
+    loho = {a: scaled.models[(a, "throughput_qps")].cv_["loho"]["mdape"] for a in both}
+    assert loho["bert-99"] < 0.1 and loho["stable-diffusion-xl"] < 0.1, loho
+    assert np.median(list(loho.values())) < 0.25, loho
+    assert all(plain.models[(a, "throughput_qps")].cv_["loho"]["mdape"] > 2 for a in both)

@@ -269,3 +269,95 @@ def test_a_model_abstains_outside_its_data_and_beyond_its_error(modelset, monkey
     kept, withheld = without_abstained(predict_candidates(modelset, CATALOG, configs=[{"batch_size": 4, "threads": 1}],
                                                           hardware_names=["local-1c"]))
     assert kept.empty and "model too uncertain here: held-out-configuration MdAPE" in withheld[0]
+
+
+# --- scaling by the hardware's speed, and estimator selection (issue #10, item 5) ---------------
+
+GPUS = {name: HardwareSpec(name, name, device_count=1, cpu_cores=8, peak_tflops=peak, memory_bandwidth_gbps=bw,
+                           memory_gb=16, price_per_hour_usd=price, price_source="t")
+        for name, peak, bw, price in (("G1", 4.4, 240, 0.45), ("G2", 9.3, 732, 1.46), ("G3", 15.7, 900, 2.48),
+                                      ("G4", 31.0, 1500, 4.0))}
+
+
+def gpu_rows(hardware: tuple[str, ...], seed: int = 0) -> pd.DataFrame:
+    """Training rows whose throughput follows peak^0.9 x batch^0.6 (5% noise): a GPU family."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for hw in hardware:
+        for b in (16, 32, 64, 128, 256):
+            tput = 50.0 * GPUS[hw].peak_tflops ** 0.9 * b ** 0.6 * rng.normal(1.0, 0.05)
+            out.append({"sweep_id": "s", "trial_id": f"{hw}-{b}", "repeat": 0, "scenario": "train", "asset": "net",
+                        "task": "train", "status": "ok", "hardware": hw, "accelerator_type": hw, "cfg_batch_size": b,
+                        "throughput_samples_per_s": tput})
+    return pd.DataFrame(out)
+
+
+def test_a_new_gpu_is_predicted_in_proportion_to_its_peak():
+    """Fitted on three GPUs, the model predicts a fourth with twice the largest peak. Scaled by
+    peak FLOP/s it starts from 'twice as fast'; unscaled, ridge shrinks toward the GPUs it saw."""
+    rows, truth = gpu_rows(("G1", "G2", "G3")), gpu_rows(("G4",), seed=1)
+    X, y = training_table(rows, GPUS, "throughput_qps", task="train")
+    Xt, yt = training_table(truth, GPUS, "throughput_qps", task="train")
+    scaled = PerformanceModel("throughput_qps").fit(X, y)
+    plain = PerformanceModel("throughput_qps", scale=False, select=False).fit(X, y)
+    assert scaled.scale_ == "peak_tflops" and plain.scale_ is None
+    err = {name: float(np.median(np.abs(m.predict(Xt) - yt) / yt)) for name, m in (("scaled", scaled), ("plain", plain))}
+    assert err["scaled"] < 0.15 < err["plain"], err
+    assert scaled.cv_["loho"]["mdape"] < plain.cv_["loho"]["mdape"]
+    _, bound = scaled.predict(Xt, return_bound=True)
+    assert (bound <= scaled.predict(Xt)).all()  # throughput: the bound is the lower side
+    assert "relative to peak tflops" in scaled.band_method
+
+
+def test_cores_scale_cpus_and_the_catalog_must_give_the_number_for_every_hardware():
+    X, y = training_table(synthetic_result_rows(hardware=("local-1c", "local-2c"), repeats=1), CATALOG,
+                          "throughput_qps")
+    assert PerformanceModel("throughput_qps").fit(X, y).scale_ == "cpu_cores"  # no peak for these CPUs
+    assert PerformanceModel("accuracy").fit(X, np.full(len(y), 0.9)).scale_ is None  # not a speed
+    X2 = X.copy()
+    X2.loc[X2["hardware"] == "local-2c", "hw_cpu_cores"] = np.nan
+    assert PerformanceModel("throughput_qps").fit(X2, y).scale_ is None  # one hardware without cores
+
+
+def test_selection_keeps_trees_for_a_step_and_takes_the_power_law_for_a_smooth_curve(rows):
+    X, y = training_table(rows, CATALOG, "throughput_qps")  # min(threads, cores): a step
+    step = PerformanceModel("throughput_qps").fit(X, y)
+    Xg, yg = training_table(gpu_rows(("G1", "G2", "G3")), GPUS, "throughput_qps", task="train")
+    smooth = PerformanceModel("throughput_qps").fit(Xg, yg)
+    for m in (step, smooth):
+        tried = m.cv_["heldout_config"]["mdape_by_estimator"]
+        assert m.cv_["heldout_config"]["estimator"] == min(tried, key=tried.get)
+        assert m.cv_["heldout_config"]["mdape"] == min(tried.values())
+    assert step.seen_kind_ == "gbr" and smooth.seen_kind_ == "ridge"
+    assert PerformanceModel("throughput_qps", select=False).fit(Xg, yg).seen_kind_ == "gbr"
+
+
+def test_hardware_without_the_scale_number_abstains(tmp_path):
+    ms = train_models(gpu_rows(("G1", "G2", "G3")), GPUS, task="train")
+    catalog = {**GPUS, "G5": HardwareSpec("G5", "G5", device_count=1, cpu_cores=8, memory_gb=16,
+                                          price_per_hour_usd=3.0, price_source="t")}
+    pred = predict_candidates(ms, catalog, hardware_names=["G2", "G5"])
+    g5 = pred[pred["hardware"] == "G5"]["abstain_reason"]
+    assert g5.str.contains("scales by peak_tflops, which the catalog does not give for G5").all(), list(g5)
+    assert np.isfinite(pred["throughput_qps"]).all()  # a number for suggest, never an answer
+    # Saved and loaded, the model scales the same way.
+    ms.save(tmp_path / "m")
+    again = ModelSet.load(tmp_path / "m")
+    assert again.models[("net", "throughput_qps")].scale_ == "peak_tflops"
+    np.testing.assert_allclose(predict_candidates(again, catalog, hardware_names=["G2", "G5"])["throughput_qps"],
+                               pred["throughput_qps"])
+
+
+def test_a_model_file_from_before_scaling_loads_unscaled_with_trees(tmp_path, modelset):
+    _two(modelset).save(tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "modelset.json").read_text())
+    for e in index["models"]:
+        for key in ("scale", "scale_fill", "seen_kind"):
+            e["state"].pop(key)
+    (tmp_path / "m" / "modelset.json").write_text(json.dumps(index))
+    m = ModelSet.load(tmp_path / "m").models[("mlp", "throughput_qps")]
+    assert m.scale_ is None and m.seen_kind_ == "gbr"
+    index["models"][0]["state"]["scale"] = "clock_ghz"
+    (tmp_path / "m" / "modelset.json").write_text(json.dumps(index))
+    with pytest.raises(ModelError, match="state.scale"):
+        ModelSet.load(tmp_path / "m")
