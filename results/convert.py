@@ -4,6 +4,7 @@ several metrics of one record sent to the rows of their scenarios, ids derived a
 
 from __future__ import annotations
 
+import difflib
 import math
 import os
 import re
@@ -33,7 +34,7 @@ from results.mapping import (
     with_constants,
 )
 from results.schema import BY_NAME
-from results.sources import Record, Source, add_filename_columns, apply_join, read_source
+from results.sources import Record, Source, add_filename_columns, apply_aliases, apply_join, read_source
 from results.store import StoreError, check_name
 from results.units import Conversion
 
@@ -74,10 +75,13 @@ def _number(v: Any, what: str, *, column: str | None = None, positive: bool = Fa
 
 
 def _holds(rec: Mapping[str, Any], col: str, expected: Any) -> bool:
+    if isinstance(expected, list):  # `when: {col: [a, b]}`: any of them
+        return any(_holds(rec, col, e) for e in expected)
     got = rec.get(col)
     if expected is None:  # `when: {col: null}`: the column is empty
         return missing(got)
-    return not missing(got) and str(got).strip() == str(expected).strip()
+    # Case is forgiven: a tool that writes `multistream` or `WATTS` means the same.
+    return not missing(got) and str(got).strip().casefold() == str(expected).strip().casefold()
 
 
 def _when_matches(rule: Rule, rec: Mapping[str, Any]) -> bool:
@@ -436,6 +440,7 @@ def default_sweep_id(path: str | os.PathLike[str]) -> str:
 
 
 def _field(src: Source, col: str | None) -> int | None:
+    col = src.aliased.get(col, col) if col is not None else None
     if col is None or not src.positional or col not in src.columns[:src.width]:
         return None
     return src.columns.index(col) + 1
@@ -466,6 +471,8 @@ def convert_file(
         check_name(sweep_id, "sweep id")
     except StoreError as exc:
         raise MappingError(str(exc)) from None
+    if m.aliases:
+        apply_aliases(src, m.aliases)
     if m.filename:
         add_filename_columns(src, m.filename)
     rejected = [Rejection(label, reason) for label, reason in src.bad]
@@ -475,8 +482,7 @@ def convert_file(
             unmatched.setdefault(label, reason)
     absent = sorted(m.sources() - set(src.columns) - set(m.optional))
     if absent and src.records:
-        raise MappingError(f"{src.path}: the mapping reads column(s) {absent} that the file does not have "
-                           f"(columns: {', '.join(src.columns)})")
+        raise MappingError(_absent_message(src, m, absent))
     good: list[tuple[str, dict[str, Any]]] = []
     for rec in src.records:
         if rec.label in unmatched:
@@ -508,7 +514,9 @@ def convert_file(
                            and k not in ("asset", "task", "hardware", "scenario", "status", "error"))
             if clash:
                 rejected.append(Rejection(label, f"repeats column(s) {clash} of {prev_label} with other values "
-                                                 "(rows: merge joins the parts of one measurement)"))
+                                                 "(rows: merge joins the parts of one measurement; if the two are "
+                                                 "different systems or configurations, map the column that tells "
+                                                 "them apart to hardware or to a config column)"))
                 continue
             prev.update({k: v for k, v in row.items() if k not in prev})
             prev["import_source"] += f", {label}"
@@ -527,6 +535,31 @@ def convert_file(
         rows.append(row)
     rejected.sort(key=lambda r: label_order(r.row))
     return rows, rejected, [sources[id(r)] for r in rows]
+
+
+def _absent_message(src: Source, m: ColumnMapping, absent: list[str]) -> str:
+    """The columns the mapping reads and the file lacks, then per column the other names tried and the
+    file's closest column, and the file's columns (the first 40). When most are missing, the file is
+    probably not what the mapping reads: say that instead of guessing close names."""
+    own = src.columns[:src.width]
+    wrong_file = len(absent) > 5 and len(absent) > len(m.sources() - set(m.optional)) / 2
+    notes = []
+    for col in absent:
+        note = []
+        if m.aliases.get(col):
+            note.append("nor " + ", ".join(repr(o) for o in m.aliases[col]) + " either")
+        close = [] if wrong_file else difflib.get_close_matches(col, own, n=1, cutoff=0.6)
+        if close:
+            note.append(f"closest column {close[0]!r}")
+        if note:
+            notes.append(f"{col!r}: {', '.join(note)}")
+    shown = ", ".join(own[:40]) + (f", ... ({len(own)} in all)" if len(own) > 40 else "")
+    head = (f"{src.path}: the mapping reads column(s) {absent} that the file does not have (columns: {shown})"
+            + (f"; {'; '.join(notes)}" if notes else ""))
+    if wrong_file:
+        return head + ". Most of what the mapping reads is missing: is this the mapping for this file?"
+    return head + (". A file of another version of the tool may name them differently: give the other names "
+                   "under `aliases`, or list the columns under `optional` when a file may lack them")
 
 
 def label_order(label: str) -> tuple[int, str]:

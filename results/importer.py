@@ -5,8 +5,9 @@ A mapping YAML says how a source file becomes rows of results/schema.py (docs/ma
     columns:   {source: target} or {source: {target, unit, scale, scenario, direction, multiply_by,
                divide_by}}
     rules:     [{source, target, ..., when: {col: value}, unless: {col: value}, value}]   `when`: applies
-               where every col holds its value (null: is empty); `unless`: not where all do; `value`:
-               a fixed value given instead of the source's (Server where a request rate is not "inf")
+               where every col holds its value (null: is empty; [a, b]: either; case forgiven); `unless`: not
+               where all do; `value`: a fixed value given instead of the source's (Server where a request
+               rate is not "inf")
     constants: {target: value}       the same in every row; `benchmatch import --set target=value` adds more
     units / scales: {source: ...}    per source column: `us`, `tokens/s`, `mJ/token`, `GFLOP`; 1e6 or M
     config:    [source] | {source: name}    hyperparameters, stored as cfg_<name>
@@ -18,6 +19,7 @@ A mapping YAML says how a source file becomes rows of results/schema.py (docs/ma
     json:      {records, levels, value, single}   where the records of a JSON file are; nested keys as
                columns; `single: true`: the object is ONE record (a tool's summary of one run)
     rows:      repeats | merge       several rows of one trial and scenario: repeats, or parts of one
+    aliases:   {source: [other names]}   a column's names in other versions of the tool's files
     optional / allow_unknown_hardware / delimiter
 
 One source record may hold several metrics: each goes to the result row of its scenario (a column's

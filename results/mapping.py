@@ -71,10 +71,10 @@ class ColumnSpec(BaseModel):
 
 class Rule(ColumnSpec):
     source: str
-    # The rule applies where every `when` column holds its value (null: the column is empty), and
-    # not where every `unless` column holds its value.
-    when: dict[str, str | int | float | None] = Field(default_factory=dict)
-    unless: dict[str, str | int | float | None] = Field(default_factory=dict)
+    # The rule applies where every `when` column holds its value (null: the column is empty; a list:
+    # any of its values; case is forgiven), and not where every `unless` column holds its value.
+    when: dict[str, str | int | float | None | list[str | int | float | None]] = Field(default_factory=dict)
+    unless: dict[str, str | int | float | None | list[str | int | float | None]] = Field(default_factory=dict)
     # A fixed value given instead of the source's, where the source is not empty and the rule
     # applies (`{source: request_rate, target: scenario, value: Offline, when: {request_rate: inf}}`).
     value: str | int | float | bool | None = None
@@ -129,6 +129,10 @@ class ColumnMapping(BaseModel):
     json_layout: JsonLayout | None = Field(None, alias="json")
     rows: Literal["repeats", "merge"] = "repeats"
     optional: list[str] = Field(default_factory=list)  # source columns a file may lack (= empty)
+    # Other names a source column has in other versions of the tool's files: {name the mapping
+    # reads: [other names]}; a record that lacks the name (or leaves it empty) is read from the
+    # first other name it holds.
+    aliases: dict[str, list[str]] = Field(default_factory=dict)
     allow_unknown_hardware: bool = False
     delimiter: str = Field(",", min_length=1, max_length=1)
 
@@ -138,6 +142,14 @@ class ColumnMapping(BaseModel):
         # `source: target` is the short form of `source: {target: target}`.
         if isinstance(v, dict):
             return {s: {"target": t} if isinstance(t, str) else t for s, t in v.items()}
+        return v
+
+    @field_validator("aliases", mode="before")
+    @classmethod
+    def _one_alias(cls, v: Any) -> Any:
+        # `name: other` is the short form of `name: [other]`.
+        if isinstance(v, dict):
+            return {c: [o] if isinstance(o, str) else o for c, o in v.items()}
         return v
 
     @field_validator("values", mode="before")
@@ -303,6 +315,11 @@ def check_mapping(m: ColumnMapping, where: str = "mapping") -> list[str]:
         if not rx.groupindex:
             raise MappingError(f"{where}: filename: the regex needs named groups (?P<name> ... ); each becomes a "
                                "column every record of the file has")
+    for name, others in m.aliases.items():
+        bad = [o for o in others if not str(o).strip() or o == name]
+        if not others or bad:
+            raise MappingError(f"{where}: aliases.{name}: give the other names of column '{name}' (not empty, "
+                               f"not '{name}' itself), e.g. `aliases: {{{name}: [old_name]}}`")
     if m.json_layout is not None and len(set(m.json_layout.levels)) != len(m.json_layout.levels):
         raise MappingError(f"{where}: json.levels: names must differ, got {m.json_layout.levels}")
     if m.json_layout is not None and m.json_layout.single and m.json_layout.levels:

@@ -35,6 +35,7 @@ class Source:
     bad: list[tuple[str, str]]  # rows unreadable as records: (label, reason)
     positional: bool = False  # columns have positions (CSV, Parquet): errors give the field number
     width: int = -1  # columns of the file itself; joined and file-name columns come after
+    aliased: dict[str, str] = field(default_factory=dict)  # column the mapping reads -> the file's name for it
 
     def __post_init__(self) -> None:
         if self.width < 0:
@@ -125,30 +126,74 @@ def _walk(node: Any, levels: list[str], keys: list[str]) -> Iterator[tuple[list[
         yield from _walk(v, levels, [*keys, str(k)])
 
 
+def _concatenated(text: str) -> list[tuple[int, Any]] | None:
+    """Several JSON documents one after another (`vllm bench serve --append-result` appends one object
+    per run to the same .json file): [(line the document starts on, document)], or None when the text
+    is not that."""
+    decoder, docs, i, line, counted = json.JSONDecoder(), [], 0, 1, 0
+    while True:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        if i == len(text):
+            break
+        try:
+            doc, end = decoder.raw_decode(text, i)
+        except json.JSONDecodeError:
+            return None
+        line += text.count("\n", counted, i)
+        docs.append((line, doc))
+        line += text.count("\n", i, end)
+        i = counted = end
+    return docs if len(docs) > 1 else None
+
+
 def _read_json(p: Path, layout: JsonLayout | None) -> Source:
+    text = p.read_text(encoding="utf-8-sig")
     try:
-        doc = json.loads(p.read_text(encoding="utf-8-sig"))
+        docs: list[tuple[int | None, Any]] = [(None, json.loads(text))]
     except json.JSONDecodeError as exc:
-        raise MappingError(f"{p}: not valid JSON: {exc}") from None
+        found = _concatenated(text)
+        if found is None:
+            raise MappingError(f"{p}: not valid JSON: {exc}") from None
+        docs = list(found)
     layout = layout or JsonLayout()
+    records, bad, columns = [], [], {}
+    for line, doc in docs:
+        cols, recs, wrong = _json_records(p, doc, layout, f"line {line}" if line is not None else "")
+        records += recs
+        bad += wrong
+        columns.update(dict.fromkeys(cols))
+    return Source(p, list(columns), records, bad)
+
+
+def _json_records(p: Path, doc: Any, layout: JsonLayout,
+                  at: str) -> tuple[list[str], list[Record], list[tuple[str, str]]]:
+    """The records of one JSON document; `at` ("line 3") names the document in a file of several."""
+
+    def where(label: str) -> str:
+        if not at:
+            return label
+        return at if label == "$" else f"{at}: {label}"
+
+    name = f"{p}: {at}" if at else str(p)
     trail: list[str] = []
     for key in (layout.records or "").split(".") if layout.records else ():
         if not isinstance(doc, dict) or key not in doc:
-            raise MappingError(f"{p}: json.records {layout.records!r}: no key {key!r} at {_json_path(trail)}")
+            raise MappingError(f"{name}: json.records {layout.records!r}: no key {key!r} at {_json_path(trail)}")
         doc, trail = doc[key], [*trail, key]
     if layout.single:
         if not isinstance(doc, dict):
-            raise MappingError(f"{p}: json.single: expected an object at {_json_path(trail)}, "
+            raise MappingError(f"{name}: json.single: expected an object at {_json_path(trail)}, "
                                f"got {type(doc).__name__}")
         flat = _flatten(doc)
-        return Source(p, list(flat), [Record(_json_path(trail), flat)], [])
+        return list(flat), [Record(where(_json_path(trail)), flat)], []
     if layout.levels:
         if not isinstance(doc, dict):
-            raise MappingError(f"{p}: json.levels {layout.levels}: expected an object at {_json_path(trail)}, "
+            raise MappingError(f"{name}: json.levels {layout.levels}: expected an object at {_json_path(trail)}, "
                                f"got {type(doc).__name__}")
         records, bad, columns = [], [], dict.fromkeys(layout.levels)
         for keys, leaf in _walk(doc, layout.levels, []):
-            label = _json_path([*trail, *keys])
+            label = where(_json_path([*trail, *keys]))
             if len(keys) < len(layout.levels):
                 bad.append((label, f"expected an object for level '{layout.levels[len(keys)]}', "
                                    f"got {type(leaf).__name__}"))
@@ -161,17 +206,20 @@ def _read_json(p: Path, layout: JsonLayout | None) -> Source:
             row = dict(zip(layout.levels, keys, strict=True)) | row
             records.append(Record(label, row))
             columns.update(dict.fromkeys(row))
-        return Source(p, list(columns), records, bad)
+        return list(columns), records, bad
     if isinstance(doc, dict):
         key = next((k for k in ("rows", "results", "data") if isinstance(doc.get(k), list)), None)
         if key is None:
+            if at:  # one object per run, appended: each is a record
+                flat = _flatten(doc)
+                return list(flat), [Record(at, flat)], []
             raise MappingError(f"{p}: expected a list of objects, or an object with a 'rows', 'results' or "
                                "'data' list (or say where the records are: json: {records: a.b, levels: [...]})")
         doc = doc[key]
     if not isinstance(doc, list):
-        raise MappingError(f"{p}: expected a list of objects, got {type(doc).__name__}")
-    records, bad, columns = _objects(doc, "record")
-    return Source(p, columns, records, bad)
+        raise MappingError(f"{name}: expected a list of objects, got {type(doc).__name__}")
+    records, bad, columns = _objects(doc, f"{at}: record" if at else "record")
+    return columns, records, bad
 
 
 def _read_jsonl(p: Path) -> Source:
@@ -203,6 +251,28 @@ def _read_parquet(p: Path) -> Source:
         raise MappingError(f"{p}: not a readable Parquet file ({exc})") from None
     records, bad, columns = _objects(table.to_pylist(), "row")
     return Source(p, list(dict.fromkeys([*table.column_names, *columns])), records, bad, positional=True)
+
+
+def apply_aliases(src: Source, aliases: Mapping[str, list[str]]) -> None:
+    """Columns another version of the tool names differently: a record that lacks the mapping's name
+    for a column (or leaves it empty) takes the value of the first other name it holds."""
+    for name, others in aliases.items():
+        present = [o for o in others if o in src.columns]
+        if not present:
+            continue
+        for rec in src.records:
+            if not missing(rec.values.get(name)):
+                continue
+            for other in present:
+                value = rec.values.get(other)
+                if not missing(value):
+                    rec.values[name] = value
+                    if other not in rec.origins:
+                        rec.origins[name] = f"named '{other}' in this file"
+                    break
+        if name not in src.columns:
+            src.columns.append(name)
+            src.aliased[name] = present[0]
 
 
 def add_filename_columns(src: Source, pattern: str) -> None:
