@@ -100,15 +100,38 @@ def _f(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
-    """Metrics of a mix, each combined over its replicas as the metric table says (capacities add
-    up; per-query figures take the worst). `<metric>` is the point estimate and `<metric>_bound`
-    the conservative bound the MILP used, where a band exists."""
+class _Numbers:
+    """The numeric columns of a candidate table, each converted once per answer. An answer reads
+    every metric of a few rows per option; converting a column per option and metric was most of
+    a fresh /recommend's time (190 conversions a request at the quickstart's size)."""
+
+    def __init__(self, cands: pd.DataFrame) -> None:
+        self.cands = cands
+        self._cols: dict[str, np.ndarray] = {}
+
+    def col(self, name: str, pos: list[int]) -> np.ndarray:
+        if name not in self._cols:
+            self._cols[name] = numeric(self.cands, name)
+        return self._cols[name][pos]
+
+    def metric(self, name: str, pos: list[int]) -> np.ndarray:
+        key = f"metric:{name}"
+        if key not in self._cols:
+            self._cols[key] = metric_values(self.cands, name)
+        return self._cols[key][pos]
+
+
+def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
+    """Metrics of a mix (the candidate rows at `pos`, n replicas each), each combined over its
+    replicas as the metric table says (capacities add up; per-query figures take the worst).
+    `<metric>` is the point estimate and `<metric>_bound` the conservative bound the MILP used,
+    where a band exists."""
+    rows = nums.cands.iloc[pos]
     out: dict[str, float | None] = {}
     band: dict[str, Any] = {}
     for m in METRICS:
-        bound = metric_values(rows, m.name)
-        point = numeric(rows, f"{m.name}_point")
+        bound = nums.metric(m.name, pos)
+        point = nums.col(f"{m.name}_point", pos)
         has_band = ~np.isnan(point)
         point = np.where(has_band, point, bound)
 
@@ -126,22 +149,23 @@ def _predicted(rows: pd.DataFrame, n: np.ndarray) -> tuple[dict[str, float | Non
                             "method": str(rows["band_method"].dropna().iloc[0]) if "band_method" in rows and
                             rows["band_method"].notna().any() else "model bound"}
         else:
-            iqr = numeric(rows, f"{m.name}_iqr")
+            iqr = nums.col(f"{m.name}_iqr", pos)
             if not np.isnan(iqr).all():
-                band[m.name] = {"iqr": _f(np.nanmax(iqr)), "repeats": int(numeric(rows, "repeats").min())
-                                if "repeats" in rows and not np.isnan(numeric(rows, "repeats")).all() else None,
+                repeats = nums.col("repeats", pos)
+                band[m.name] = {"iqr": _f(np.nanmax(iqr)), "repeats": None if np.isnan(repeats).all()
+                                else int(np.nanmin(repeats)),
                                 "note": "spread of the measured repeats (largest over the hardware used)"}
     for col in quality_columns(rows):
-        values = numeric(rows, col)
+        values = nums.col(col, pos)
         direction = set(rows[col + DIRECTION].dropna().astype(str)) if col + DIRECTION in rows.columns else set()
         if not np.isnan(values).all() and len(direction) == 1:  # "worst" needs to know which way is better
             out[col] = _f(np.nanmax(values) if direction == {"lower"} else np.nanmin(values))  # the worst replica's
     return out, band
 
 
-def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> OptionOut:
+def _option_out(opt: Option, nums: _Numbers, cfg_cols: list[str]) -> OptionOut:
     pos = list(opt.replicas)
-    rows = cands.iloc[pos]
+    rows = nums.cands.iloc[pos]
     n = np.array([opt.replicas[p] for p in pos], dtype=float)
     configs = [config_dict(r, cfg_cols) for _, r in rows.iterrows()]
     unique = {tuple(sorted(c.items(), key=lambda kv: kv[0])) for c in configs}
@@ -150,7 +174,7 @@ def _option_out(opt: Option, cands: pd.DataFrame, cfg_cols: list[str]) -> Option
     else:  # only with single_config=False: say which configuration runs where
         config = {"configurations": [{"hardware": str(r["hardware"]), "replicas": int(k), **c}
                                      for (_, r), k, c in zip(rows.iterrows(), n, configs, strict=True)]}
-    predicted, band = _predicted(rows, n)
+    predicted, band = _predicted(nums, pos, n)
     if predicted.get("output_tokens_per_s"):  # an LLM deployment: what its tokens cost at capacity
         cost = float(opt.cost_per_hour_usd)
         predicted["usd_per_million_output_tokens"] = _f(usd_per_million_tokens(cost, predicted["output_tokens_per_s"]))
@@ -236,7 +260,8 @@ def recommend(
     sreq, scands = solver_view(req, cands)
     sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     cfg_cols = config_columns(cands)
-    options = [_option_out(o, cands, cfg_cols) for o in sol.options]
+    nums = _Numbers(cands)
+    options = [_option_out(o, nums, cfg_cols) for o in sol.options]
     for o in options:  # the solver's name for every demand, in the request's words
         _rename_binding(o, req.constraints.demand_field)
     diagnosis = _renamed_demand(_diagnosis_out(sol.diagnosis, sol.status, sol.reason, bool(options)),
@@ -368,7 +393,7 @@ def recommend_plan(
     workloads = []
     for i, req in enumerate(plan.workloads):
         opt = sol.workloads[i] if i < len(sol.workloads) else None
-        out = _option_out(opt, tables[i], config_columns(tables[i])) if opt is not None else None
+        out = _option_out(opt, _Numbers(tables[i]), config_columns(tables[i])) if opt is not None else None
         _rename_binding(out, req.constraints.demand_field)
         workloads.append(WorkloadOut(index=i, asset=req.asset, option=out,
                                      latency_statistic=latency_metric(req.constraints, tables[i])))
