@@ -19,6 +19,10 @@ from cluster.errors import BenchmatchError
 MAX_BYTES = 1 << 20  # 1 MiB: a hand-written config is a few kB; an import's data files are not YAML
 MAX_ALIASES = 64
 MAX_DEPTH = 64
+# Values a document may hold once its aliases are expanded: the largest of our files (a plan of 64
+# workloads, a catalog) holds a few thousand. 64 aliases, each doubling the one before, expand to
+# 2^32: the alias budget alone does not stop that (a 700-byte requirements file grew past 6 GB).
+MAX_EXPANDED_NODES = 100_000
 
 
 class YamlError(BenchmatchError, ValueError):
@@ -26,12 +30,30 @@ class YamlError(BenchmatchError, ValueError):
 
 
 class _BoundedLoader(yaml.SafeLoader):
-    """SafeLoader that counts alias uses and nesting while composing, before construction."""
+    """SafeLoader that counts alias uses, nesting and the expanded size while composing, before
+    construction."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self._aliases = 0
         self._depth = 0
+
+    def compose_document(self) -> Any:
+        node = super().compose_document()
+        sizes: dict[int, int] = {}
+
+        def expanded(n: Any) -> int:  # values under n with aliases expanded, each shared node sized once
+            if id(n) not in sizes:
+                sizes[id(n)] = 0  # a recursive alias counts once
+                children = n.value if isinstance(n, yaml.SequenceNode) else \
+                    [x for pair in n.value for x in pair] if isinstance(n, yaml.MappingNode) else []
+                sizes[id(n)] = 1 + sum(expanded(c) for c in children)
+            return sizes[id(n)]
+
+        if node is not None and expanded(node) > MAX_EXPANDED_NODES:
+            raise yaml.YAMLError(f"more than {MAX_EXPANDED_NODES} values once its aliases are expanded: refused "
+                                 "(a configuration file holds a few thousand at most)")
+        return node
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):

@@ -25,7 +25,7 @@ import pandas as pd
 from matcher.metrics import METRICS
 from matcher.milp import Mode, Model, build
 from matcher.requirements import Requirements
-from matcher.screen import Workload, screen
+from matcher.screen import TOO_MANY_REPLICAS, Workload, screen
 from matcher.solution import (
     BUDGET_H,
     BUDGET_TOTAL,
@@ -272,6 +272,9 @@ def missing_diagnosis(req: Requirements, wl: Workload) -> Diagnosis:
     msg = f"{where}all {wl.n_total} candidates were screened out ({'; '.join(parts)})"
     if "missing:power_w (energy objective)" in wl.excluded:
         msg += "; the energy objective needs measured power (or energy per sample): choose objective cost or latency"
+    elif TOO_MANY_REPLICAS in wl.excluded and not rels:
+        msg += ("; no candidate carries the demand with a fleet of any real size: lower the demand or raise "
+                "max_utilization")
     elif not rels:
         msg += "; fix the candidate table (prices must be known)"
     return Diagnosis(tuple(r.constraint for r in rels), msg, tuple(rels))

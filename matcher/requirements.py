@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cluster import yamlfile
 from cluster.validation import field_errors
 from matcher.errors import RequirementsError
 
@@ -21,6 +24,12 @@ _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 # hours) overflow the solver's numbers, and the MILP would answer a wrong "infeasible".
 MAX_THROUGHPUT_QPS = 1e12
 MAX_DURATION_H = 1e6  # about 114 years
+# An inventory count beyond this is not a count but "unlimited", which is what leaving the hardware out
+# of `inventory` says; larger integers overflow the solver's floats (a 4,000-digit count was a crash).
+MAX_DEVICES = 10**12
+# Below this share of a replica's capacity the replica counts (demand / (capacity x share)) leave the
+# solver's integers: 1e-300 with a large demand was a crash, 1e-9 an answer of 10^11 replicas.
+MIN_UTILIZATION = 0.01
 
 
 def _unicode(text: str) -> str:
@@ -32,10 +41,26 @@ def _unicode(text: str) -> str:
     return text
 
 
+def _devices(n: int) -> int:
+    if n > MAX_DEVICES:
+        # The message names no number of the input: a 4,000-digit int does not convert to float.
+        raise ValueError(f"must be at most {MAX_DEVICES:.0e} devices; leave the hardware out of inventory for no "
+                         "limit")
+    return n
+
+
+def _utilization(u: float) -> float:
+    if u < MIN_UTILIZATION:
+        raise ValueError(f"must be at least {MIN_UTILIZATION}: the share of a replica's capacity to plan for, e.g. "
+                         "0.7 for 30% headroom; 1 (the default) plans for the capacity measured")
+    return u
+
+
 # Strict: `true` is not 1 and "3" is not 3 (lax pydantic would take both). A float field still
 # takes an integer, so `"latency_p99_ms": 5` stays valid.
 Name = Annotated[str, AfterValidator(_unicode)]
-Count = Annotated[int, Field(ge=0, strict=True)]
+Count = Annotated[int, Field(ge=0, strict=True, json_schema_extra={"maximum": MAX_DEVICES}),
+                  AfterValidator(_devices)]
 
 
 def _number(description: str, **bounds: float) -> Any:
@@ -115,11 +140,11 @@ class Requirements(BaseModel):
     constraints: Constraints = Field(default_factory=Constraints)
     top_k: int = Field(3, ge=1, le=50, strict=True)
     inventory: dict[Name, Count] | None = None
-    max_utilization: float = Field(
-        1.0, gt=0, le=1, strict=True,
-        description="Plan each replica for at most this share of its capacity at the SLO (headroom for bursts "
-        "beyond Poisson arrivals). Default 1: the capacity read off a measured Server curve is already the "
-        "highest rate whose p99 met the bound in every repeat (docs/matcher.md, capacity at the SLO).")
+    max_utilization: Annotated[float, AfterValidator(_utilization)] = Field(
+        1.0, gt=0, le=1, strict=True, json_schema_extra={"minimum": MIN_UTILIZATION},
+        description=f"Plan each replica for at most this share of its capacity at the SLO ({MIN_UTILIZATION}..1; "
+        "headroom for bursts beyond Poisson arrivals). Default 1: the capacity read off a measured Server curve "
+        "is already the highest rate whose p99 met the bound in every repeat (docs/matcher.md, capacity at the SLO).")
 
 
 class Plan(BaseModel):
@@ -132,6 +157,20 @@ class Plan(BaseModel):
     inventory: dict[Name, Count] | None = None
     budget_per_hour_usd: float | None = Field(None, gt=0, strict=True)
     objective: Literal["cost", "energy", "latency"] = "cost"
+
+    @model_validator(mode="after")
+    def _one_objective_one_option(self) -> Plan:
+        # A plan is one MILP with the plan's objective, answering one option per workload: a
+        # workload's own objective or top_k would be ignored silently, so they are refused.
+        for i, w in enumerate(self.workloads):
+            if "objective" in w.model_fields_set and w.objective != self.objective:
+                raise ValueError(f"workloads workload {i} asks objective '{w.objective}', but a plan has one objective, the "
+                                 f"plan's '{self.objective}': set objective at the top level of the plan, not in "
+                                 "a workload")
+            if "top_k" in w.model_fields_set and w.top_k != 1:
+                raise ValueError(f"workloads workload {i} asks top_k {w.top_k}, but a plan answers one option per workload: "
+                                 "remove top_k from the workload (POST /recommend ranks several)")
+        return self
 
 
 def flatten_errors(exc: ValidationError, root: type[BaseModel] = Requirements) -> list[tuple[str, str]]:
@@ -170,23 +209,162 @@ def parse_plan(data: Any, source: str = "plan") -> Plan:
         raise RequirementsError(f"{source}: " + "; ".join(f"{f}: {m}" for f, m in errors), errors) from None
 
 
+# ----------------------------------------------------------------------------------------------
+# Reading documents: JSON (a file, or an HTTP body) and YAML, hostile ones included
+# ----------------------------------------------------------------------------------------------
+
+_KEY_OR_BRACKET = re.compile(r'("(?:[^"\\]|\\.)*")(\s*:)?|[\[\]{}]')
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
+def _duplicate_at(text: str) -> tuple[int, int, str] | None:
+    """(position of the second occurrence, of the first, the key) of the first key that an object
+    repeats; keys are compared as decoded ("a" and "\u0061" are one key)."""
+    stack: list[dict[str, int] | None] = []
+    for m in _KEY_OR_BRACKET.finditer(text):
+        token = m.group(0)
+        if token in ("{", "["):
+            stack.append({} if token == "{" else None)
+        elif token in ("}", "]"):
+            if stack:
+                stack.pop()
+        elif m.group(2) and stack and stack[-1] is not None:
+            try:
+                key = json.loads(m.group(1))
+            except ValueError:
+                continue
+            if key in stack[-1]:
+                return m.start(), stack[-1][key], key
+            stack[-1][key] = m.start()
+    return None
+
+
+def loads_json(data: str | bytes) -> Any:
+    """json.loads that refuses an object with a repeated key: JSON leaves its meaning open and
+    Python would silently keep the last value (`{"top_k": 1, "top_k": 50}` is 50; a second
+    `"constraints": {}` drops every constraint of the first). The refusal is a JSONDecodeError at
+    the repeated key's character. Other failures are json.loads' own (JSONDecodeError; ValueError
+    for an integer over Python's digit limit; RecursionError for deep nesting)."""
+    try:
+        return json.loads(data, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as exc:
+        text = data if isinstance(data, str) else data.decode(json.detect_encoding(data), "replace")
+        found = _duplicate_at(text)
+        pos, first = (found[0], found[1]) if found is not None else (0, 0)
+        raise json.JSONDecodeError(f"duplicate key {exc.key!r} (first at character {first}); give each field "
+                                   "once", text, pos) from None
+
+
+def _yaml_float() -> re.Pattern[str]:
+    # YAML 1.1 (PyYAML) reads 1e6 and 1.0e12 as text, so `throughput_qps: 1e6` was refused as "not a
+    # number"; YAML 1.2 and every person read them as numbers.
+    return re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+        |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""", re.X)
+
+
+class _DocumentLoader(yamlfile._BoundedLoader):
+    """The bounded loader (size, aliases, expansion, nesting: cluster/yamlfile.py) that also refuses a
+    mapping with a repeated key (PyYAML keeps the last silently) and reads 1e6 as a number."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, Any] = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    first = seen.setdefault(key, key_node.start_mark)
+                except TypeError:  # unhashable: construct_mapping says so
+                    continue
+                if first is not key_node.start_mark:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first on line {first.line + 1}); give each field once",
+                        key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+_DocumentLoader.add_implicit_resolver("tag:yaml.org,2002:float", _yaml_float(), list("-+0123456789."))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > yamlfile.MAX_BYTES:
+            raise RequirementsError(f"{path}: {size} bytes, larger than {yamlfile.MAX_BYTES // 1024} KiB; a "
+                                    "requirements document is a few hundred bytes")
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise RequirementsError(f"{path}: file not found") from None
+    except UnicodeDecodeError as exc:
+        raise RequirementsError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save it as UTF-8") from None
+    except OSError as exc:
+        raise RequirementsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def load_document(path: str | os.PathLike[str]) -> Any:
+    """A requirements or plan file, parsed: JSON by its suffix, else YAML. Every failure is a
+    RequirementsError naming the file and where: not UTF-8, over 1 MiB, malformed, a repeated key,
+    nested deeper than the parser goes, alias bombs, integers over Python's digit limit."""
+    path = Path(path)
+    text = _read_text(path)
+    kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
+    try:
+        if kind == "JSON":
+            return loads_json(text)
+        return yaml.load(text, Loader=_DocumentLoader)  # noqa: S506 - a SafeLoader subclass
+    except json.JSONDecodeError as exc:
+        raise RequirementsError(f"{path}: not valid JSON: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RequirementsError(f"{path}: not valid {kind}: {at}{problem}") from None
+    except RecursionError:
+        raise RequirementsError(f"{path}: not valid {kind}: nested too deeply (a plan nests 4 levels)") from None
+    except ValueError as exc:
+        if "digits" in str(exc):
+            raise RequirementsError(f"{path}: not valid {kind}: an integer of more than "
+                                    f"{sys.get_int_max_str_digits()} digits") from None
+        raise RequirementsError(f"{path}: not valid {kind}: {exc}") from None
+
+
+def _document_file(path: str | os.PathLike[str], what: str) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise RequirementsError(f"{path}: is a folder; give a {what} file (YAML or .json)")
+    if not path.exists():
+        raise RequirementsError(f"{path}: {what} file not found")
+    return path
+
+
 def load_requirements(path: str | os.PathLike[str]) -> Requirements:
     """Read requirements from a YAML or JSON file; errors name the file and the field."""
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise RequirementsError(f"{path}: requirements file not found") from None
-    except OSError as exc:
-        raise RequirementsError(f"{path}: cannot read ({exc})") from None
-    try:
-        if path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        kind = "JSON" if path.suffix.lower() == ".json" else "YAML"
-        raise RequirementsError(f"{path}: not valid {kind}: {exc}") from None
+    path = _document_file(path, "requirements")
+    data = load_document(path)
     if data is None:
         data = {}
     return parse_requirements(data, source=str(path))
+
+
+def load_plan(path: str | os.PathLike[str]) -> Plan:
+    """Read a plan (the POST /plan body) from a YAML or JSON file; errors name the file and the field."""
+    path = _document_file(path, "plan")
+    return parse_plan(load_document(path), source=str(path))

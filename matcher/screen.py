@@ -89,6 +89,8 @@ def quality_thresholds(req: Requirements, cands: pd.DataFrame, field: str = "con
 
 # A candidate without throughput is useless under a demand, whatever else it lacks: that is the
 # reason it is counted under; then the table's order.
+MAX_REPLICAS = 10**9  # of one candidate in one answer
+TOO_MANY_REPLICAS = f"the demand (more than {MAX_REPLICAS:.0e} replicas each)"
 _SCREEN_ORDER = sorted(METRICS, key=lambda m: m.constraint != "demand")
 
 
@@ -206,7 +208,10 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
 
     with np.errstate(divide="ignore", invalid="ignore"):
         need = np.ceil(demand / thr - TOL) if demand > 0 else np.ones(n_total)
-    need = np.where(np.isfinite(need), np.maximum(need, 1), 1)
+    # A replica count past any real fleet (a very slow candidate under a huge demand) would also
+    # overflow the integer bounds below: such a candidate cannot carry the demand.
+    drop(np.isfinite(need) & (need > MAX_REPLICAS), TOO_MANY_REPLICAS)
+    need = np.where(np.isfinite(need), np.clip(need, 1, MAX_REPLICAS), 1)
     ub = need.copy()
     inventory = _inventory(req, cands)
     for hw, n in (extra_inventory or {}).items():

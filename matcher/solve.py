@@ -183,9 +183,13 @@ def plan(
 
     diag = None
     if status == "infeasible":
-        # Up to 30 s past the deadline: an infeasible plan is answered with the limit that blocks it.
+        # An infeasible plan is answered with the limit that blocks it, which takes solves of its
+        # own: up to half the time limit more (at most 30 s), so a request stays within 1.5x its
+        # limit (a hostile 64-workload plan held a replica for the limit + 30 s).
+        extra = min(30.0, 0.5 * time_limit_s) if time_limit_s is not None else 30.0
         diag = diagnose_plan(workloads, shared_inventory=shared_inv, budget_per_hour_usd=budget_per_hour_usd,
-                             objective=objective, single_config=single_config, solver=solver, deadline=deadline + 30)
+                             objective=objective, single_config=single_config, solver=solver,
+                             deadline=deadline + extra)
         if diag is not None:
             reason = diag.message
     return PlanSolution(status, reason, tuple(None for _ in workloads), math.nan, diag, solver,

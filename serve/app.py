@@ -16,6 +16,8 @@ also runs under plain uvicorn (tests/perf/serve_load.py measures Serve's overhea
 
 from __future__ import annotations
 
+import email.message
+import json
 import logging
 import os
 import re
@@ -27,6 +29,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from ray import serve as ray_serve
 from ray.serve import Application
@@ -34,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cluster.validation import field_errors, one_line
 from matcher.recommend import PlanRecommendation, Recommendation
+from matcher.requirements import loads_json
 from serve.core import MAX_BODY_BYTES, ServiceCore, ServiceError, ServiceSettings
 from serve.jsonable import dumps
 from serve.loopback import keep_replica_grpc_on_loopback
@@ -256,7 +260,45 @@ async def _no_body() -> dict[str, Any]:
 # Routes
 # ----------------------------------------------------------------------------------------------
 
-router = APIRouter()
+def _is_json(content_type: str | None) -> bool:
+    """Whether FastAPI parses a body of this type as JSON (none given, application/json, +json)."""
+    if not content_type:
+        return True
+    message = email.message.Message()
+    message["content-type"] = content_type
+    sub = message.get_content_subtype()
+    return message.get_content_maintype() == "application" and (sub == "json" or sub.endswith("+json"))
+
+
+class StrictJSONRoute(APIRoute):
+    """A route whose JSON body may not repeat a key within an object. Python's json keeps the last
+    value silently, so `{"top_k": 1, "top_k": 50}` was answered as 50 and a second `"constraints":
+    {}` dropped every constraint of the first: refused instead with 400 InvalidJSON at the repeated
+    key's character. Only a body that parses otherwise is checked here; every other failure is left
+    to FastAPI's own parsing (and _on_validation_error / _on_http_error)."""
+
+    def get_route_handler(self) -> Any:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            if request.method == "POST" and _is_json(request.headers.get("content-type")):
+                body = await request.body()  # cached on the request: FastAPI reads it from there
+                if body:
+                    try:
+                        loads_json(body)
+                    except json.JSONDecodeError as exc:
+                        if exc.msg.startswith("duplicate key"):
+                            raise RequestValidationError([{"type": "json_invalid", "loc": ("body", exc.pos),
+                                                           "msg": "JSON decode error", "input": {},
+                                                           "ctx": {"error": exc.msg}}]) from None
+                    except (ValueError, RecursionError):
+                        pass
+            return await handler(request)
+
+        return strict
+
+
+router = APIRouter(route_class=StrictJSONRoute)
 _JSON = "application/json"
 
 

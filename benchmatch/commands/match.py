@@ -27,27 +27,10 @@ def cmd_recommend(a: argparse.Namespace) -> int:
     return FEASIBLE if ans.get("feasible") else INFEASIBLE
 
 
-def _load_document(path: str, what: str) -> Any:
-    from cluster import yamlfile
-    from matcher.errors import RequirementsError
-
-    p = Path(path)
-    if not p.is_file():
-        raise RequirementsError(f"{p}: {what} file not found")
-    try:
-        if p.suffix.lower() == ".json":
-            return json.loads(p.read_text())
-        return yamlfile.load(p)
-    except json.JSONDecodeError as exc:
-        raise RequirementsError(f"{p}: not valid JSON: {exc}") from None
-    except yamlfile.YamlError as exc:
-        raise RequirementsError(str(exc)) from None
-
-
 def cmd_plan(a: argparse.Namespace) -> int:
-    from matcher.requirements import parse_plan
+    from matcher.requirements import load_plan
 
-    plan = parse_plan(_load_document(a.plan, "plan"), source=a.plan)
+    plan = load_plan(a.plan)  # the reader of requirements files: bounded, repeated keys refused
     ans = open_workspace(a).plan(plan)
     if a.json:
         print(json.dumps(ans, indent=2, default=str))
