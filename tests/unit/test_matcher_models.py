@@ -361,3 +361,16 @@ def test_a_model_file_from_before_scaling_loads_unscaled_with_trees(tmp_path, mo
     (tmp_path / "m" / "modelset.json").write_text(json.dumps(index))
     with pytest.raises(ModelError, match="state.scale"):
         ModelSet.load(tmp_path / "m")
+
+
+def test_the_scale_is_dropped_where_hardware_does_not_follow_it():
+    """Two CPU profiles on one host, a model too small to use the second core: throughput is the
+    same on both. Scaled by cores, leave-one-hardware-out would be 2x off; the unscaled model wins
+    its own cross-validation and is kept, and both errors are recorded."""
+    rows = synthetic_result_rows(hardware=("local-1c", "local-2c"), threads=(1,), repeats=2, seed=5)
+    X, y = training_table(rows, CATALOG, "throughput_qps")  # threads=1: local-2c gains nothing
+    m = PerformanceModel("throughput_qps").fit(X, y)
+    tried = m.cv_["loho"]["mdape_by_scale"]
+    assert set(tried) == {"cpu_cores", "none"} and tried["none"] < tried["cpu_cores"]
+    assert m.scale_ is None and m.cv_["loho"]["mdape"] == tried["none"]
+    assert "relative to" not in m.band_method
