@@ -245,14 +245,13 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
             return getattr(self, "seen_kind_", "gbr") if regime == "seen" else "ridge"
         return self.estimator
 
-    def _offset(self, X: pd.DataFrame) -> np.ndarray:
+    def _offset(self, X: pd.DataFrame, scale: str | None, fill: float) -> np.ndarray:
         """What the scale contributes on the fitted scale: speed x log(peak or cores). Hardware
-        without the number gets the training rows' median, and answers abstain on it."""
-        kind = getattr(self, "scale_", None)
-        if not kind:
+        without the number gets `fill` (the training rows' median), and answers abstain on it."""
+        if not scale:
             return np.zeros(len(X))
-        v = _log_scale(X, kind)
-        return BY_NAME[self.metric].speed * np.where(np.isfinite(v), v, self.scale_fill_)
+        v = _log_scale(X, scale)
+        return BY_NAME[self.metric].speed * np.where(np.isfinite(v), v, fill)
 
     def _make(self, kind: str):
         if kind == "gbr":
@@ -305,8 +304,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         if len(tried) > 1 and "mdape" in self.cv_.get("loho", {}):
             self.cv_["loho"]["mdape_by_scale"] = {str(r["scale"] or "none"): r["cv"]["loho"].get("mdape")
                                                   for r in tried}
-        off = self._offset(X)
-        t = self._to_t(y) - off
+        t = self._to_t(y) - self._offset(X, self.scale_, self.scale_fill_)
         with warnings.catch_warnings(), config_context(skip_parameter_validation=True, assume_finite=True):
             warnings.simplefilter("ignore")
             seen = self._make(self._kind("seen")).fit(F, t)
@@ -316,11 +314,10 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
 
     def _cross_validate(self, X: pd.DataFrame, y: np.ndarray, F: np.ndarray, scale: str | None) -> dict[str, Any]:
         """Errors, bands and the estimator on measured hardware, with the target scaled by `scale`."""
-        self.scale_ = scale
-        self.scale_fill_ = float(np.median(_log_scale(X, scale))) if scale else 0.0
-        out: dict[str, Any] = {"scale": scale, "scale_fill": self.scale_fill_, "seen_kind": "gbr", "cv": {},
+        fill = float(np.median(_log_scale(X, scale))) if scale else 0.0
+        out: dict[str, Any] = {"scale": scale, "scale_fill": fill, "seen_kind": "gbr", "cv": {},
                                "q": {}, "guaranteed": {}, "oof": {}}
-        off = self._offset(X)
+        off = self._offset(X, scale, fill)
         t = self._to_t(y) - off
         cfg_groups = config_keys(X).to_numpy(dtype=str)
         hw_groups = X["hardware"].astype(str).to_numpy()
@@ -369,7 +366,7 @@ class PerformanceModel(RegressorMixin, BaseEstimator):
         for regime, mask in (("seen", seen), ("new", ~seen)):
             if mask.any():
                 t[mask] = self.estimators_[regime].predict(F[mask])
-        t += self._offset(X)
+        t += self._offset(X, self.scale_, self.scale_fill_)
         fraction = BY_NAME[self.metric].fraction
         point = self._from_t(t)
         if fraction:
