@@ -77,6 +77,7 @@ def run_service(
         deployed = True
         url = _serve_url(host, port)
         print(f"benchmatch service: {url}  (OpenAPI: {url}/docs)", file=out)
+        _print_direct_urls(out)
         print(f"  try: {_curl_example(url, _first_asset(url))}", file=out)
         if not blocking:
             return url
@@ -97,6 +98,19 @@ def run_service(
     return url
 
 
+def _print_direct_urls(out: TextIO) -> None:
+    from serve.direct_ingress import replica_urls
+
+    # The controller learns the replicas' ports on its next control-loop tick after they start.
+    on = os.environ.get("RAY_SERVE_ENABLE_DIRECT_INGRESS") == "1"
+    deadline = time.monotonic() + (10.0 if on else 0.0)
+    while not (urls := replica_urls(APP_NAME)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if urls:
+        print(f"  replicas' own ports (direct ingress: no proxy hop, no retry on another replica): "
+              f"{', '.join(urls)}", file=out)
+
+
 def _connect(address: str | None) -> bool:
     """Connect this process to Ray; True when it started a private local instance (ours to stop).
 
@@ -112,11 +126,13 @@ def _connect(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address is None:
+        from serve import direct_ingress
         from serve.proxy_guard import enable
 
         loopback_only()
         token_auth()  # as ray.init() would, but with the token file readable by its owner only
         enable()  # the proxy this Ray starts guards against slow clients and dead replicas
+        direct_ingress.enable()  # and each replica answers on its own loopback port as well
         ray.init(address="local", include_dashboard=False, namespace="serve", runtime_env=_local_runtime_env(),
                  _node_ip_address="127.0.0.1", logging_level="ERROR")
         return True

@@ -33,6 +33,7 @@ from ray import serve  # noqa: E402
 
 from cluster.hardware import load_catalog  # noqa: E402
 from matcher.workspace import Sources, Workspace  # noqa: E402
+from serve import direct_ingress  # noqa: E402
 from serve.app import APP_NAME, DEPLOYMENT_NAME, build_app  # noqa: E402
 from serve.jsonable import jsonable  # noqa: E402
 from serve.proxy_guard import enable as enable_proxy_guard  # noqa: E402
@@ -92,6 +93,7 @@ class Service:
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray's listeners on 127.0.0.1 only
     enable_proxy_guard()  # read by the proxy that the Ray started below runs
+    direct_ingress.enable()  # each replica answers on its own loopback port too, as `benchmatch serve`'s
     tmp = tmp_path_factory.mktemp("serve")
     store, models = tmp / "results", tmp / "models"  # no models yet: test_new_models_... adds them
     write_synthetic_store(store)
@@ -574,6 +576,65 @@ def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
     assert in_flight, "no request was in flight: the kill tested nothing"
     assert not after_death, f"requests sent after the replica died failed: {after_death}"
     assert not failed, f"requests in flight on the dead replica were not answered by the survivor: {failed}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Direct ingress: each replica's own port
+# ----------------------------------------------------------------------------------------------
+
+
+def _direct_urls() -> list[str]:
+    return _wait_until(lambda: (u := direct_ingress.replica_urls(APP_NAME)) and len(u) == REPLICAS and u, 60,
+                       "both replicas' own ports")
+
+
+def test_each_replica_answers_on_its_own_loopback_port(service: Service) -> None:
+    """Every replica serves the same app on a port of its own, bound to loopback only, and its
+    answer is the proxy's (but for the solve's own duration)."""
+    import psutil
+
+    urls = _direct_urls()
+    ports = {int(u.rsplit(":", 1)[1]) for u in urls}
+    low = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"])
+    high = int(os.environ["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+    assert len(ports) == REPLICAS and all(low <= p <= high for p in ports), urls
+    listening = {c.laddr.port: c.laddr.ip for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port in ports}
+    assert listening == dict.fromkeys(ports, "127.0.0.1"), listening
+    body = {"asset": "synthetic-mlp", "constraints": {"latency_p99_ms": 20, "throughput_qps": 2000}}
+    via_proxy = service.post("/recommend", body)
+    assert via_proxy.status_code == 200, via_proxy.text
+    for url in urls:
+        direct = requests.post(url + "/recommend", json=body, timeout=TIMEOUT)
+        assert direct.status_code == 200, (url, direct.text)
+        assert _without_timing(direct.json()) == _without_timing(via_proxy.json()), url
+        assert requests.get(url + "/healthz", timeout=TIMEOUT).status_code == 200
+
+
+def test_slow_clients_on_a_replicas_own_port_are_cut_off(service: Service) -> None:
+    """The guard's middlewares run on the replica's own server too: slow bodies and headers sent
+    straight to a replica are closed with a 408, a too-large body is a 413 before it is read, and
+    legitimate requests to that replica are answered meanwhile."""
+    url = _direct_urls()[0]
+    host, port = url.removeprefix("http://").split(":")
+    head = (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    bodies = SlowClients(host, int(port), 40, head, b" " * 1000)
+    headers = SlowClients(host, int(port), 10, b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ", b"a" * 1000)
+    try:
+        time.sleep(1.0)
+        statuses = [requests.post(url + "/recommend", json={"asset": "synthetic-mlp"}, timeout=TIMEOUT).status_code
+                    for _ in range(10)]
+        big = requests.post(url + "/recommend", data=b"{" + b" " * (2 << 20) + b"}",
+                            headers={"Content-Type": "application/json"}, timeout=TIMEOUT)
+        assert statuses == [200] * 10, Counter(statuses)
+        assert big.status_code == 413 and big.json()["kind"] == "RequestTooLarge", big.text
+        slow_answers = bodies.answers() + headers.answers()
+    finally:
+        bodies.close()
+        headers.close()
+    outcomes = Counter(a.split(b"\r\n", 1)[0].decode(errors="replace") or "closed silently" for a in slow_answers)
+    assert outcomes == Counter({"HTTP/1.1 408 Request Timeout": 50}), outcomes
 
 
 # ----------------------------------------------------------------------------------------------

@@ -77,10 +77,25 @@ def _stop(proc: subprocess.Popen, timeout: float = 90) -> int:
         pytest.fail("serve ignored SIGTERM")
 
 
+def _printed(tmp_path: Path, pattern: str, timeout: float = 60) -> re.Match:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = "".join(p.read_text() for p in tmp_path.glob("serve-*.log"))
+        if m := re.search(pattern, text):
+            return m
+        time.sleep(0.5)
+    pytest.fail(f"serve never printed {pattern!r}: {text[-2000:]}")
+
+
 def test_serve_on_its_own_ray_listens_on_loopback_only_and_stops_on_sigterm(tmp_path):
+    """Also: the replica's own port (direct ingress) that it prints answers as the proxy does."""
     proc, url = _serve(tmp_path)
     try:
-        assert requests.get(f"{url}/hardware", timeout=30).status_code == 200
+        hardware = requests.get(f"{url}/hardware", timeout=30)
+        assert hardware.status_code == 200
+        direct = _printed(tmp_path, r"replicas' own ports \(direct ingress[^)]*\): (http://127\.0\.0\.1:\d+)").group(1)
+        assert requests.get(f"{direct}/hardware", timeout=30).json() == hardware.json()
         sockets = _listening(proc.pid)
         assert sockets, "no listening socket found for the serve process tree"
         exposed = sorted(s for s in sockets if s[0] not in LOOPBACK)

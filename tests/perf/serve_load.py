@@ -483,6 +483,8 @@ def main() -> None:
     ap.add_argument("--skip-kill", action="store_true", help="leave outage and kill out")
     ap.add_argument("--no-guard", action="store_true",
                     help="Serve's proxy as it comes, without serve/proxy_guard.py (the baseline run)")
+    ap.add_argument("--no-direct", action="store_true",
+                    help="replicas without their own HTTP port (serve/direct_ingress.py off): the proxy only")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--uvicorn-server", nargs=2, metavar=("PORT", "RESULTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -515,6 +517,10 @@ def main() -> None:
         os.environ[CALLBACK_ENV] = ""  # Serve reads an empty value as no callback
     else:
         enable()  # the proxy as `benchmatch serve` runs it
+    if not args.no_direct:
+        from serve import direct_ingress
+
+        direct_ingress.enable()  # and each replica's own port, as `benchmatch serve` has them
     import ray
     from ray import serve
 
@@ -526,7 +532,7 @@ def main() -> None:
     ray.init(address="local", include_dashboard=False, num_cpus=4, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     kills: list[dict[str, Any]] = []
-    rows: list[tuple[str, float, float]] = []
+    rows: list[tuple[str, dict[str, float]]] = []
     fleet: dict[float, dict[str, Any]] = {}
     cold: dict[str, Any] | None = None
     try:
@@ -535,7 +541,16 @@ def main() -> None:
         app_args = {"results_uri": str(store), "num_replicas": 1, "num_cpus": 1}
         serve.run(build_app(app_args), name=APP_NAME, route_prefix="/")
         serve_url = f"http://127.0.0.1:{sport}"
-        urls = {"Serve": serve_url, "uvicorn": f"http://127.0.0.1:{port}"} if proc else {"Serve": serve_url}
+        urls = {"Serve": serve_url}
+        if not args.no_direct:
+            from serve.direct_ingress import replica_urls
+
+            direct = replica_urls(APP_NAME)
+            if not direct:
+                raise RuntimeError("direct ingress is on but Serve names no replica port")
+            urls["Serve direct"] = direct[0]
+        if proc:
+            urls["uvicorn"] = f"http://127.0.0.1:{port}"
         for url in urls.values():
             _wait_ready(url)
             sequential(url + "/recommend", 20, fresh=False)  # warm-up: first solve, connection
@@ -574,10 +589,13 @@ def main() -> None:
           f"({os.cpu_count()} CPUs, load average {load_before:.1f} before / "
           f"{os.getloadavg()[0]:.1f} after, synthetic store of {len(list(store.rglob('*.parquet')))} files)")
     if rows:
-        print(f"{'figure, one replica':<48} {'Serve':>10} {'uvicorn':>10} {'Serve/uvicorn':>14}")
-        for name, s, b in rows:
-            ratio = s / b if b else float("nan")
-            print(f"{name:<48} {_fmt(s):>10} {_fmt(b):>10} {_fmt(ratio, 'x'):>14}")
+        paths = [n for n in rows[0][1] if n != "uvicorn"]
+        print(f"{'figure, one replica':<48} " + " ".join(f"{n:>13}" for n in [*paths, "uvicorn"])
+              + " " + " ".join(f"{n + '/uvicorn':>20}" for n in paths))
+        for name, values in rows:
+            b = values["uvicorn"]
+            print(f"{name:<48} " + " ".join(f"{_fmt(values[n]):>13}" for n in [*paths, "uvicorn"]) + " "
+                  + " ".join(f"{_fmt(values[n] / b if b else float('nan'), 'x'):>20}" for n in paths))
     for k in kills:
         print(f"replica killed under {KILL_QPS:.0f} QPS, {k['replicas']} replica(s): first answer after "
               f"{_fmt(k['first_answer_after_kill_ms'], ' ms')}, all answers under SLO again after "
@@ -601,12 +619,13 @@ def main() -> None:
               f"medians of {len(cold['cold_p99_ms'])} and {len(cold['warm_p99_ms'])} rounds)")
     if args.json:
         Path(args.json).write_text(json.dumps({
-            "rows": [{"figure": n, "serve": s, "uvicorn": b} for n, s, b in rows], "kills": kills,
+            "rows": [{"figure": n, **v} for n, v in rows], "kills": kills,
             "replica_killed_under_clients": fleet, "first_requests": cold}, indent=2, default=str))
 
 
-def ratios(urls: dict[str, str], args: argparse.Namespace) -> list[tuple[str, float, float]]:
-    """Serve against plain uvicorn: sequential latencies and the highest rate under the SLO."""
+def ratios(urls: dict[str, str], args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
+    """Each Serve path (the proxy; a replica's own port) against plain uvicorn: sequential
+    latencies and the highest rate under the SLO."""
     seq_cached = sequential_interleaved(urls, args.seq, fresh=False)
     seq_fresh = sequential_interleaved(urls, max(args.seq // 4, 12), fresh=True)
     for name in urls:
@@ -615,13 +634,16 @@ def ratios(urls: dict[str, str], args: argparse.Namespace) -> list[tuple[str, fl
     max_cached = step_rates(urls, args.rates, args.step_s, False, "cached")
     # Longer steps at the low rates of fresh solves, so that a p99 rests on more than a handful.
     max_fresh = step_rates(urls, args.fresh_rates, 2 * args.step_s, True, "fresh solve")
+    def each(runs: dict[str, Any], pick: Any) -> dict[str, float]:
+        return {name: pick(runs[name]) for name in urls}
+
     return [
-        ("sequential p50, cached answer (ms)", seq_cached["Serve"].p50, seq_cached["uvicorn"].p50),
-        ("sequential p99, cached answer (ms)", seq_cached["Serve"].p99, seq_cached["uvicorn"].p99),
-        ("sequential p50, fresh MILP solve (ms)", seq_fresh["Serve"].p50, seq_fresh["uvicorn"].p50),
-        ("sequential p99, fresh MILP solve (ms)", seq_fresh["Serve"].p99, seq_fresh["uvicorn"].p99),
-        (f"max offered QPS with p99 < {SLO_MS:.0f} ms, cached", max_cached["Serve"], max_cached["uvicorn"]),
-        (f"max offered QPS with p99 < {SLO_MS:.0f} ms, fresh solve", max_fresh["Serve"], max_fresh["uvicorn"]),
+        ("sequential p50, cached answer (ms)", each(seq_cached, lambda r: r.p50)),
+        ("sequential p99, cached answer (ms)", each(seq_cached, lambda r: r.p99)),
+        ("sequential p50, fresh MILP solve (ms)", each(seq_fresh, lambda r: r.p50)),
+        ("sequential p99, fresh MILP solve (ms)", each(seq_fresh, lambda r: r.p99)),
+        (f"max offered QPS with p99 < {SLO_MS:.0f} ms, cached", max_cached),
+        (f"max offered QPS with p99 < {SLO_MS:.0f} ms, fresh solve", max_fresh),
     ]
 
 
