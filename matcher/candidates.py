@@ -81,8 +81,11 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
     cols = config_columns(df)
     if not cols:
         return pd.Series(["-"] * len(df), index=df.index, dtype=object)
-    records = df[cols].to_dict("records")
-    return pd.Series([config_key(r, cols) for r in records], index=df.index, dtype=object)
+    # Column by column, not df.to_dict("records"): building a dict per row was most of the
+    # time of a small table's keys, and this runs twice per answer.
+    names = [c[len(CFG):] for c in cols]
+    columns = [[f"{name}={clean_value(v)}" for v in df[c].tolist()] for name, c in zip(names, cols, strict=True)]
+    return pd.Series([",".join(parts) for parts in zip(*columns, strict=True)], index=df.index, dtype=object)
 
 
 # ----------------------------------------------------------------------------------------------

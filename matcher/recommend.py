@@ -20,11 +20,11 @@ from matcher.metrics import (
     METRICS,
     TOKEN_LATENCY,
     TOKEN_WORDS,
+    Columns,
     curve_bounds,
     latency_bounds,
     latency_metric,
     metric_values,
-    numeric,
 )
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
 from matcher.solution import Diagnosis, Fix, Option, Status
@@ -101,24 +101,35 @@ def _f(x: Any) -> float | None:
 
 
 class _Numbers:
-    """The numeric columns of a candidate table, each converted once per answer. An answer reads
-    every metric of a few rows per option; converting a column per option and metric was most of
-    a fresh /recommend's time (190 conversions a request at the quickstart's size)."""
+    """A candidate table's columns, each converted once per answer: an answer reads every metric
+    and a few text columns of a few rows per option, and a DataFrame of those rows (iloc,
+    iterrows) cost more than the solve at the quickstart's size."""
 
-    def __init__(self, cands: pd.DataFrame) -> None:
+    def __init__(self, cands: pd.DataFrame, columns: Columns | None = None) -> None:
         self.cands = cands
-        self._cols: dict[str, np.ndarray] = {}
+        self._cols = columns if columns is not None else Columns(cands)
+        self._raw: dict[str, np.ndarray] = {}
 
     def col(self, name: str, pos: list[int]) -> np.ndarray:
-        if name not in self._cols:
-            self._cols[name] = numeric(self.cands, name)
-        return self._cols[name][pos]
+        return self._cols.numeric(name)[pos]
 
     def metric(self, name: str, pos: list[int]) -> np.ndarray:
-        key = f"metric:{name}"
-        if key not in self._cols:
-            self._cols[key] = metric_values(self.cands, name)
-        return self._cols[key][pos]
+        return self._cols.metric(name)[pos]
+
+    def cells(self, name: str, pos: list[int]) -> list[Any]:
+        """The column's values at `pos` as stored (None for every row without the column)."""
+        if name not in self._raw:
+            self._raw[name] = (self.cands[name].to_numpy(dtype=object) if name in self.cands.columns
+                               else np.full(len(self.cands), None, dtype=object))
+        return list(self._raw[name][pos])
+
+    def text(self, name: str, pos: list[int]) -> list[str]:
+        """The column's non-missing values at `pos`, as text."""
+        return [str(v) for v in self.cells(name, pos) if not _missing(v)]
+
+
+def _missing(v: Any) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
@@ -126,7 +137,6 @@ def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str,
     replicas as the metric table says (capacities add up; per-query figures take the worst).
     `<metric>` is the point estimate and `<metric>_bound` the conservative bound the MILP used,
     where a band exists."""
-    rows = nums.cands.iloc[pos]
     out: dict[str, float | None] = {}
     band: dict[str, Any] = {}
     for m in METRICS:
@@ -145,9 +155,9 @@ def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str,
         out[m.name] = _f(combine(point))
         if has_band.any():
             out[f"{m.name}_bound"] = _f(combine(bound))
+            methods = nums.text("band_method", pos)
             band[m.name] = {"point": out[m.name], "bound": out[f"{m.name}_bound"], "side": m.side,
-                            "method": str(rows["band_method"].dropna().iloc[0]) if "band_method" in rows and
-                            rows["band_method"].notna().any() else "model bound"}
+                            "method": methods[0] if methods else "model bound"}
         else:
             iqr = nums.col(f"{m.name}_iqr", pos)
             if not np.isnan(iqr).all():
@@ -155,9 +165,9 @@ def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str,
                 band[m.name] = {"iqr": _f(np.nanmax(iqr)), "repeats": None if np.isnan(repeats).all()
                                 else int(np.nanmin(repeats)),
                                 "note": "spread of the measured repeats (largest over the hardware used)"}
-    for col in quality_columns(rows):
+    for col in quality_columns(nums.cands):
         values = nums.col(col, pos)
-        direction = set(rows[col + DIRECTION].dropna().astype(str)) if col + DIRECTION in rows.columns else set()
+        direction = set(nums.text(col + DIRECTION, pos))
         if not np.isnan(values).all() and len(direction) == 1:  # "worst" needs to know which way is better
             out[col] = _f(np.nanmax(values) if direction == {"lower"} else np.nanmin(values))  # the worst replica's
     return out, band
@@ -165,15 +175,15 @@ def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str,
 
 def _option_out(opt: Option, nums: _Numbers, cfg_cols: list[str]) -> OptionOut:
     pos = list(opt.replicas)
-    rows = nums.cands.iloc[pos]
     n = np.array([opt.replicas[p] for p in pos], dtype=float)
-    configs = [config_dict(r, cfg_cols) for _, r in rows.iterrows()]
+    columns = {c: nums.cells(c, pos) for c in cfg_cols}
+    configs = [config_dict({c: columns[c][i] for c in cfg_cols}, cfg_cols) for i in range(len(pos))]
     unique = {tuple(sorted(c.items(), key=lambda kv: kv[0])) for c in configs}
     if len(unique) == 1:
         config = configs[0]
     else:  # only with single_config=False: say which configuration runs where
-        config = {"configurations": [{"hardware": str(r["hardware"]), "replicas": int(k), **c}
-                                     for (_, r), k, c in zip(rows.iterrows(), n, configs, strict=True)]}
+        config = {"configurations": [{"hardware": str(hw), "replicas": int(k), **c}
+                                     for hw, k, c in zip(nums.cells("hardware", pos), n, configs, strict=True)]}
     predicted, band = _predicted(nums, pos, n)
     if predicted.get("output_tokens_per_s"):  # an LLM deployment: what its tokens cost at capacity
         cost = float(opt.cost_per_hour_usd)
@@ -181,7 +191,7 @@ def _option_out(opt: Option, nums: _Numbers, cfg_cols: list[str]) -> OptionOut:
         if predicted.get("output_tokens_per_s_bound"):
             predicted["usd_per_million_output_tokens_bound"] = _f(
                 usd_per_million_tokens(cost, predicted["output_tokens_per_s_bound"]))
-    basis = "predicted" if (rows.get("basis", pd.Series(["measured"] * len(rows))) == "predicted").any() else "measured"
+    basis = "predicted" if "predicted" in nums.text("basis", pos) else "measured"
     return OptionOut(rank=opt.rank, hardware=dict(opt.mix), config=config,
                      cost_per_hour_usd=round(opt.cost_per_hour_usd, 9), predicted=predicted, basis=basis,
                      binding=list(opt.binding), band=band)
@@ -189,14 +199,15 @@ def _option_out(opt: Option, nums: _Numbers, cfg_cols: list[str]) -> OptionOut:
 
 def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
     """Say when an option's latency and its capacity were not measured together (no Server curve)."""
-    if "latency_source" not in cands.columns:
+    measured = [o for o in options if o.basis == "measured"]
+    if "latency_source" not in cands.columns or not measured:
         return []
+    pairs = list(zip(cands["hardware"].astype(str).tolist(), cands["latency_source"].tolist(), strict=True))
     out = []
-    for o in options:
-        hw = set(o.hardware)
-        rows = cands[cands["hardware"].astype(str).isin(hw)]
-        src = sorted({str(x) for x in rows["latency_source"].dropna() if x and not str(x).startswith(FROM_CURVE)})
-        if o.basis == "measured" and src:
+    for o in measured:
+        src = sorted({str(x) for hw, x in pairs if hw in o.hardware and not _missing(x) and x
+                      and not str(x).startswith(FROM_CURVE)})
+        if src:
             out.append(f"option #{o.rank}: its latency comes from {', '.join(src)} and its capacity from Offline, measured "
                        "apart: the latency at the load it is sized for was not measured (add loadgen.server_curve)")
     return out
@@ -247,20 +258,25 @@ def recommend(
     single_config: bool = True,
     time_limit_s: float | None = 60.0,
     notes: list[str] | None = None,
+    validated: bool = False,
 ) -> Recommendation:
     """Rank up to req.top_k options meeting `req` on `candidates`, or diagnose why none does.
+
+    `validated`: `candidates` is already validate_candidates' output (a caller answering many
+    requests from one table checks it once); nothing here changes it.
 
     A time-limited solve that found options returns them with `diagnosis.message` saying that
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
-    cands = validate_candidates(candidates)
+    cands = candidates if validated else validate_candidates(candidates)
     check_statistics(req, cands)
     cands = sized(cands, req)
     check_inventory(req.inventory, cands)
     sreq, scands = solver_view(req, cands)
-    sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+    columns = Columns(cands)
+    sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s, columns=columns)
     cfg_cols = config_columns(cands)
-    nums = _Numbers(cands)
+    nums = _Numbers(cands, columns)
     options = [_option_out(o, nums, cfg_cols) for o in sol.options]
     for o in options:  # the solver's name for every demand, in the request's words
         _rename_binding(o, req.constraints.demand_field)

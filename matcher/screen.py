@@ -18,7 +18,7 @@ import pandas as pd
 
 from matcher.candidates import DIRECTION, QUALITY, config_columns, config_dict, config_keys, quality_columns
 from matcher.errors import RequirementsError
-from matcher.metrics import LATENCY, METRICS, TOKEN_LATENCY, latency_metric, metric_values, numeric
+from matcher.metrics import LATENCY, METRICS, TOKEN_LATENCY, Columns, latency_metric, numeric
 from matcher.requirements import Requirements
 from matcher.solution import BUDGET_H, BUDGET_TOTAL, POWER, TOL
 
@@ -150,8 +150,47 @@ def _inventory(req: Requirements, cands: pd.DataFrame) -> dict[str, float]:
     return inv
 
 
+@dataclass(frozen=True)
+class TableView:
+    """A candidate table's arrays in screening order (hardware, configuration, row): what every
+    screen of one table shares, whatever the request. solve() screens a table twice (as it is
+    and elastically); building this once per table halves that work."""
+
+    cands: pd.DataFrame
+    order: np.ndarray
+    hw: np.ndarray
+    cfg: np.ndarray
+    price: np.ndarray
+    devices: np.ndarray
+    values: dict[str, np.ndarray]  # every metric of the metric table (metric_values), sorted
+    describe_cfg: Callable[[str], str]
+
+
+def table_view(cands: pd.DataFrame, columns: Columns | None = None) -> TableView:
+    """`columns`: cands' Columns where the caller has them already."""
+    n_total = len(cands)
+    cols = columns if columns is not None and columns.df is cands else Columns(cands)
+    keys = config_keys(cands).to_numpy(dtype=object)
+    hw = cands["hardware"].astype(str).to_numpy(dtype=object)
+    order = np.lexsort((np.arange(n_total), keys.astype(str), hw.astype(str)))
+    devices = cols.numeric("devices")[order] if "devices" in cands.columns else np.ones(n_total)
+    cfg_cols = config_columns(cands)
+    cfg_all = keys[order]
+    first_pos = {key: int(order[i]) for i, key in reversed(list(enumerate(cfg_all)))}
+
+    def describe_cfg(key: str) -> str:
+        d = config_dict(cands.iloc[first_pos[key]], cfg_cols) if key in first_pos else {}
+        return ", ".join(f"{k}={v}" for k, v in d.items()) or "the default configuration"
+
+    return TableView(cands=cands, order=order, hw=hw[order], cfg=cfg_all,
+                     price=cols.numeric("price_per_hour_usd")[order],
+                     devices=np.where(np.isnan(devices), 1.0, devices),
+                     values={m.name: cols.metric(m.name)[order] for m in METRICS},
+                     describe_cfg=describe_cfg)
+
+
 def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: bool, prefix: str = "",
-           extra_inventory: Mapping[str, float] | None = None) -> Workload:
+           extra_inventory: Mapping[str, float] | None = None, view: TableView | None = None) -> Workload:
     """Turn the candidate table into arrays and decide, per candidate, whether it may be used.
 
     Missing data excludes a candidate wherever that number matters (no throughput with a demand,
@@ -162,19 +201,14 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
     than inventory, budget or power cap allow one candidate alone."""
     c = req.constraints
     n_total = len(cands)
-    keys = config_keys(cands)
-    order = np.lexsort((np.arange(n_total), keys.to_numpy(dtype=str), cands["hardware"].astype(str).to_numpy()))
-    hw_all = cands["hardware"].astype(str).to_numpy()[order]
-    cfg_all = keys.to_numpy(dtype=object)[order]
-    price = numeric(cands, "price_per_hour_usd")[order]
+    tv = view if view is not None and view.cands is cands else table_view(cands)
+    order, hw_all, cfg_all, price, devices = tv.order, tv.hw, tv.cfg, tv.price, tv.devices
     plan_index = re.fullmatch(r"workloads\[(\d+)\]\.", prefix)
     thresholds = (*THRESHOLDS, *quality_thresholds(
         req, cands, f"workloads.{plan_index[1]}.constraints" if plan_index else "constraints"))
-    values = {m.name: metric_values(cands, m.name)[order] for m in METRICS}
+    values = dict(tv.values)
     values.update({t.metric: numeric(cands, t.metric)[order] for t in thresholds if t.score is not None})
     thr, power = values["throughput_qps"], values["power_w"]
-    devices = numeric(cands, "devices")[order] if "devices" in cands.columns else np.ones(n_total)
-    devices = np.where(np.isnan(devices), 1.0, devices)
 
     keep = np.ones(n_total, dtype=bool)
     excluded: Counter = Counter()
@@ -234,18 +268,11 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
             ub = np.minimum(ub, cap)
     ub = np.where(np.isfinite(ub), ub, need).astype(int)
 
-    cfg_cols = config_columns(cands)
-    first_pos = {key: int(order[i]) for i, key in reversed(list(enumerate(cfg_all)))}
-
-    def describe_cfg(key: str) -> str:
-        d = config_dict(cands.iloc[first_pos[key]], cfg_cols) if key in first_pos else {}
-        return ", ".join(f"{k}={v}" for k, v in d.items()) or "the default configuration"
-
     k = keep
     values = {name: v[k] for name, v in values.items()}
     values["throughput_qps"] = np.nan_to_num(values["throughput_qps"], nan=0.0)
     return Workload(
-        req=req, prefix=prefix, pos=order[k], hw=list(hw_all[k]), cfg=list(cfg_all[k]), describe_cfg=describe_cfg,
+        req=req, prefix=prefix, pos=order[k], hw=list(hw_all[k]), cfg=list(cfg_all[k]), describe_cfg=tv.describe_cfg,
         price=price[k], devices=devices[k], values=values, ub=ub[k], inventory=inventory, excluded=excluded,
         n_total=n_total, lat_metric=lat_metric, thresholds=thresholds,
     )

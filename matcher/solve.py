@@ -20,9 +20,10 @@ import pandas as pd
 
 from matcher.diagnose import binding, diagnose, diagnose_plan
 from matcher.enumerate import ENUMERATION, applicable, config_boxes, lower_bound, solve_enumerated
+from matcher.metrics import Columns
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
-from matcher.screen import Workload, screen
+from matcher.screen import TableView, Workload, screen, table_view
 from matcher.solution import TOL, Option, PlanSolution, Solution, Status
 
 
@@ -36,6 +37,7 @@ def solve(
     top_k: int | None = None,
     explain: bool = True,
     method: str = "auto",
+    columns: Columns | None = None,
 ) -> Solution:
     """Best `top_k` (default req.top_k) options for one workload, or why there is none.
 
@@ -43,7 +45,8 @@ def solve(
     configuration) it used must be left out, so the next option is neither the same support nor
     that support with extra replicas bolted on. `explain` adds each option's binding constraints.
     method "auto": exact enumeration (enumerate.py) where it applies and is cheaper, else the
-    MILP; "milp": always the MILP (the tests compare the two)."""
+    MILP; "milp": always the MILP (the tests compare the two). `columns`: the candidates' Columns
+    where the caller has them already."""
     t0 = time.perf_counter()
     deadline = t0 + (time_limit_s if time_limit_s is not None else math.inf)
     k = req.top_k if top_k is None else top_k
@@ -52,7 +55,8 @@ def solve(
     if (why := unknown_solver(solver)) is not None:
         return Solution("error", why, solver=solver, candidates_considered=n_total)
 
-    wl = screen(req, candidates, objective=objective, elastic=False)
+    view = table_view(candidates, columns)
+    wl = screen(req, candidates, objective=objective, elastic=False, view=view)
     excluded = dict(wl.excluded)
     t_screen = time.perf_counter() - t0
     if not wl.hw:
@@ -63,11 +67,11 @@ def solve(
 
     if method == "auto" and applicable(wl, objective=objective, single_config=single_config):
         return _enumerated(req, candidates, wl, k, objective, single_config, solver, explain, t0, deadline,
-                           excluded, t_screen)
+                           excluded, t_screen, view)
     t1 = time.perf_counter()
     m = build([wl], Mode(objective=objective, single_config=single_config, alternatives=k > 1))
     timings = {"screen_s": t_screen, "build_s": time.perf_counter() - t1}
-    full = screen(req, candidates, objective=objective, elastic=True) if explain else None
+    full = screen(req, candidates, objective=objective, elastic=True, view=view) if explain else None
     options: list[Option] = []
     status: Status = "optimal"
     reason = ""
@@ -100,12 +104,12 @@ def solve(
 
 def _enumerated(req: Requirements, candidates: pd.DataFrame, wl: Workload, k: int, objective: str,
                 single_config: bool, solver: str, explain: bool, t0: float, deadline: float,
-                excluded: dict[str, int], t_screen: float) -> Solution:
+                excluded: dict[str, int], t_screen: float, view: TableView) -> Solution:
     """solve() answered by enumeration: the same options, status and diagnosis as the MILP's."""
     t1 = time.perf_counter()
     chosen, cut_short = solve_enumerated(wl, objective=objective, k=k, deadline=deadline)
     timings = {"screen_s": t_screen, "enumerate_s": time.perf_counter() - t1}
-    full = screen(req, candidates, objective=objective, elastic=True) if explain and chosen else None
+    full = screen(req, candidates, objective=objective, elastic=True, view=view) if explain and chosen else None
     options = tuple(_option(wl, ch, rank, objective, full) for rank, ch in enumerate(chosen, start=1))
     n_total = len(candidates)
     if cut_short:  # the MILP's wording for the same outcome (milp.Model._run)

@@ -36,6 +36,7 @@ from matcher.candidates import (
     flagged_pairs,
     merge_candidates,
     select_rows,
+    validate_candidates,
 )
 from matcher.capacity import CURVES
 from matcher.errors import MatcherError, ModelError, NoDataError, RequirementsError
@@ -114,6 +115,7 @@ class Workspace:
     problems: list[str] = field(default_factory=list)
     _errors: dict[str, MatcherError | CatalogError] = field(default_factory=dict, repr=False)
     _candidates: dict[tuple[str | None, str], pd.DataFrame] = field(default_factory=dict, repr=False)
+    _validated: dict[tuple[str | None, str], pd.DataFrame] = field(default_factory=dict, repr=False)
     _notes: dict[tuple[str | None, str], list[str]] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -175,6 +177,18 @@ class Workspace:
         with self._lock:
             self._notes.setdefault(key, notes)
             return self._candidates.setdefault(key, table)
+
+    def validated_candidates(self, req: Requirements) -> pd.DataFrame:
+        """`candidates(req)` checked and normalised by validate_candidates, once per key: it was a
+        third of a fresh answer's time when done per request. A table that fails the check is not
+        kept, so every request gets its error."""
+        key = (req.asset, req.task)
+        hit = self._validated.get(key)
+        if hit is not None:
+            return hit
+        table = validate_candidates(self.candidates(req))
+        with self._lock:
+            return self._validated.setdefault(key, table)
 
     def notes(self, req: Requirements, hardware: Iterable[str] = ()) -> list[str]:
         """What an answer for `req` rests on that its reader must know: measurements left out as
@@ -248,8 +262,8 @@ class Workspace:
         """Requirements -> the JSON-ready answer. Raises the matcher's errors (all ValueErrors that
         name the field, file or asset), which a service maps to 4xx."""
         req = parse_requirements(req)
-        cands = self.candidates(req)
-        ans = recommend(req, cands, solver=solver, time_limit_s=time_limit_s).model_dump()
+        ans = recommend(req, self.validated_candidates(req), solver=solver, time_limit_s=time_limit_s,
+                        validated=True).model_dump()
         used = {hw for o in ans["options"] for hw in o["hardware"]}
         ans["notes"] = [*self.notes(req, used), *ans["notes"]]
         return ans

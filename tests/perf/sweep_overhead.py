@@ -2,7 +2,9 @@
 trials' own time (`duration_s`, measured inside the measurement core), with one configuration per
 Ray Tune trial (the baseline) and with configurations batched per Tune trial, in one run.
 
-    .venv/bin/python tests/perf/sweep_overhead.py [TRIALS_PER_HARDWARE]
+    .venv/bin/python tests/perf/sweep_overhead.py [TRIALS_PER_HARDWARE] [TRIAL_MS]
+
+TRIAL_MS (default 50) is each trial's LoadGen minimum duration: 1000 gives the issue's 1-s trials.
 
 Trials run one at a time per node (the default), on both local nodes at once, so perfect
 orchestration gives wall ≈ sum / 2; the ratio printed is wall / (sum / nodes).
@@ -44,6 +46,7 @@ def _run(spec: SweepSpec, catalog: dict) -> tuple[float, object, object, float, 
 
 def main() -> int:
     per_hw = int(sys.argv[1]) if len(sys.argv) > 1 else 12
+    trial_ms = int(sys.argv[2]) if len(sys.argv) > 2 else 50
     catalog = load_catalog()
     profiles = local_profiles(catalog)
     print(machine_line())
@@ -63,14 +66,14 @@ def main() -> int:
                     # Orchestration only: the two nodes share 2 cores, so their trials flag each other
                     # as background load, and re-measuring would be counted as overhead here.
                     remeasure=0,
-                    loadgen=LoadGenSettings(scenarios=["SingleStream"], min_duration_ms=50, min_query_count=8),
+                    loadgen=LoadGenSettings(scenarios=["SingleStream"], min_duration_ms=trial_ms, min_query_count=8),
                     results_uri=str(Path(tmp) / f"results-{batch}"),
                 )
                 rows.append((label, *_run(spec, catalog)))
         finally:
             lc.shutdown()
     nodes = len(profiles)
-    print(f"{2 * per_hw} short tiny-cnn trials (SingleStream, 50 ms) on {nodes} local nodes, one trial at a time per node")
+    print(f"{2 * per_hw} short tiny-cnn trials (SingleStream, {trial_ms} ms) on {nodes} local nodes, one trial at a time per node")
     print("| sweep | trials | wall s | sum of trials' own time / nodes | efficiency (ideal / wall) | before the first "
           "trial | after the last | between trials, per trial |")
     print("|---|---|---|---|---|---|---|---|")
