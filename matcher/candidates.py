@@ -93,6 +93,11 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
 # ----------------------------------------------------------------------------------------------
 
 
+def _blank(v: Any) -> bool:
+    """An empty cell, however the table spells it: None, NaN, pandas' NA (nullable dtypes), ""."""
+    return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
+
+
 def _numbers(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
@@ -120,12 +125,14 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
     def row_name(pos: int) -> str:
         if line_offset is not None:
             return f"line {pos + line_offset}"
+        if not out.index.is_unique:  # a label several rows carry (pd.concat) would not say which
+            return f"the row at position {pos}"
         label = out.index[pos]
         return f"row {label.item() if isinstance(label, np.generic) else label!r}"
 
     hw = out["hardware"]
     for pos, v in enumerate(hw.tolist()):
-        if v is None or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == "":
+        if _blank(v):
             raise CandidateError(f"{where}: {row_name(pos)}: column 'hardware' is empty")
     out["hardware"] = hw.astype(str).str.strip()
 
@@ -134,8 +141,7 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
         raw = out[col]
         num = _numbers(raw)
         for pos, (r, v) in enumerate(zip(raw.tolist(), num.tolist(), strict=True)):
-            blank = r is None or (isinstance(r, float) and math.isnan(r)) or str(r).strip() == ""
-            if blank:
+            if _blank(r):
                 if required:
                     raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' is empty; it is required")
                 continue

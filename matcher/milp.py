@@ -298,7 +298,8 @@ class Model:
         if expr is not None and not expr.isNumericalConstant():
             self.at_most(expr, self.held[j], f"C12_pin_{j}")
 
-    def _call(self, expr: pulp.LpAffineExpression, solver: str, deadline: float) -> tuple[Status | str, str]:
+    def _call(self, expr: pulp.LpAffineExpression, solver: str, deadline: float,
+              preprocess: bool = False) -> tuple[Status | str, str]:
         """One solver call: (outcome, why), outcome optimal | feasible (an answer, not proven
         optimal) | infeasible | unbounded | time_limit (no answer) | error. Keeps any answer."""
         left = deadline - time.perf_counter()
@@ -313,7 +314,7 @@ class Model:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.prob.solve(_solver(solver, left, warm_start=warm))
+                self.prob.solve(_solver(solver, left, warm_start=warm, preprocess=preprocess))
             self.solver_s += time.perf_counter() - t0
         except _SolverMissing as exc:
             return "error", str(exc)
@@ -349,10 +350,21 @@ class Model:
             for i in np.flatnonzero(lat >= worst):
                 ys[i].upBound = 0
             outcome, why = self._call(anything, solver, deadline)
+            if outcome == "error" and solver == "cbc":
+                # The bundled CBC 2.10.3 crashed (segfault) on such a question when nothing faster
+                # exists: a 4-candidate tie-break then stopped here, and its capacity and replica
+                # stages never ran (a 3-replica option ranked before an equal 2-replica one). With
+                # its preprocessing it proves the infeasibility; preprocessing's known fault is a
+                # suboptimal "optimal" (_solver), which a question with no objective cannot have.
+                outcome, why = self._call(anything, solver, deadline, preprocess=True)
             if outcome in ("optimal", "feasible"):
                 continue  # a faster answer: try lower still
             if outcome == "infeasible":
                 outcome, why = "optimal", ""  # proven: nothing faster within the pins
+            elif outcome == "error":
+                # No solver could answer: the answer's own worst p99 stands as the pin (it holds
+                # the answer), and the later stages still run rather than the tie-break ending here.
+                outcome, why = "optimal", ""
             break
         for v, slower, ub in zip(ys, lat > worst, before, strict=True):
             v.upBound = 0 if slower else ub  # C14
@@ -499,7 +511,7 @@ def unknown_solver(name: str) -> str | None:
     return None if name in SOLVERS else f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}"
 
 
-def _solver(name: str, time_limit_s: float | None, warm_start: bool = False) -> pulp.LpSolver:
+def _solver(name: str, time_limit_s: float | None, warm_start: bool = False, preprocess: bool = False) -> pulp.LpSolver:
     limit = None if time_limit_s is None or not math.isfinite(time_limit_s) else max(float(time_limit_s), 0.01)
     if name == "highs":
         s = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, threads=1, random_seed=0)
@@ -511,7 +523,7 @@ def _solver(name: str, time_limit_s: float | None, warm_start: bool = False) -> 
     # CBC's integer preprocessing returned a worse answer as "Optimal" (2.32 for 1.71 USD/h: one
     # config, two hardware types, a demand two replicas of either cover; tests/unit/test_enumerate.py
     # seed 136 finds it by comparing with exact enumeration). Without it CBC is exact here.
-    opts = ["preprocess off"]
+    opts = [] if preprocess else ["preprocess off"]
     cmd = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts, warmStart=warm_start)
     if cmd.available():
         return cmd

@@ -76,5 +76,10 @@ def pareto_answer(req: Requirements, candidates: pd.DataFrame, *, solver: str = 
         points.append({"latency_p99_ms": p.latency_p99_ms, "cost_per_hour_usd": p.cost_per_hour_usd,
                        "hardware": dict(p.option.mix),
                        "config": {k: clean_value(v) for k, v in config.items()}})
+    # The front is cost against p99 whatever the request ranks by: say so rather than answer
+    # another objective's question silently.
+    notes = ([] if req.objective == "cost" else
+             [f"the front trades cost against p99 latency; the request's objective '{req.objective}' is not used here "
+              "(POST /recommend ranks by it)"])
     return {"feasible": bool(points), "objective": "cost", "method": "epsilon-constraint on latency_p99_ms",
-            "points": points}
+            "points": points, "notes": notes}

@@ -178,7 +178,8 @@ def _option_out(opt: Option, nums: _Numbers, cfg_cols: list[str]) -> OptionOut:
     n = np.array([opt.replicas[p] for p in pos], dtype=float)
     columns = {c: nums.cells(c, pos) for c in cfg_cols}
     configs = [config_dict({c: columns[c][i] for c in cfg_cols}, cfg_cols) for i in range(len(pos))]
-    unique = {tuple(sorted(c.items(), key=lambda kv: kv[0])) for c in configs}
+    # Compared as configuration keys compare them: 1 and "1" in one column are one configuration.
+    unique = {tuple(sorted((k, str(v)) for k, v in c.items())) for c in configs}
     if len(unique) == 1:
         config = configs[0]
     else:  # only with single_config=False: say which configuration runs where

@@ -327,7 +327,8 @@ def recommend(req: Requirements, core: Core) -> Response:
     "/pareto",
     summary="The cost–latency Pareto front for one workload",
     responses={200: {"description": "`{feasible, objective, method, points: [{latency_p99_ms, "
-                     "cost_per_hour_usd, hardware, config}]}`, slowest-cheapest first."}, **ERROR_RESPONSES},
+                     "cost_per_hour_usd, hardware, config}], notes}`, slowest-cheapest first; `notes` says when the "
+                     "request's objective is not cost (the front is always cost against p99)."}, **ERROR_RESPONSES},
 )
 def pareto(req: Requirements, core: Core) -> Response:
     """The answer of `benchmatch recommend --pareto --json`: the least cost at each p99 bound

@@ -142,3 +142,25 @@ def test_the_plan_milp_starts_from_the_greedy_plan_and_still_finds_the_optimum(m
         assert fast.cost_per_hour_usd <= greedy_costs[-1] * (1 + 1e-9)
         checked += 1
     assert checked >= 3, "no seed made the shared inventory bind the greedy plan"
+
+
+def test_a_solver_crash_in_the_p99_descent_still_breaks_ties_by_fewest_replicas():
+    """Found by a hostile probe (2026-12-02): at rank 3 the MILP's tie-break asked CBC "anything
+    faster?" on an infeasible model, CBC 2.10.3 crashed, and the capacity and replica stages never
+    ran: {h0 x3} came before the equal-cost, equal-p99, equal-capacity {h0, h1} of 2 replicas."""
+    from matcher.candidates import validate_candidates
+    from matcher.recommend import sized
+    from matcher.requirements import parse_requirements
+
+    df = pd.DataFrame({"hardware": ["h0", "h0", "h0", "h1", "h2", "h3", "h3", "h3"],
+                       "price_per_hour_usd": [.5, .5, .5, 1, 2.5, 4, 4, 4],
+                       "latency_p99_ms": [23.5, 45.4, 32.2, 21.4, 30.8, 38.6, 36.2, 31.1],
+                       "throughput_qps": [100, 550.8, 100, 200, 100, 200, 200, 100], "accuracy": [.9] * 8,
+                       "cfg_batch_size": [2, 1, 8, 8, 4, 2, 4, 8]})
+    req = parse_requirements({"constraints": {"throughput_qps": 300, "budget_per_hour_usd": 2.0}, "top_k": 5})
+    cands = sized(validate_candidates(df), req)
+    fast, milp = solve(req, cands, method="auto"), solve(req, cands, method="milp")
+    assert [dict(o.replicas) for o in milp.options] == [dict(o.replicas) for o in fast.options]
+    assert len(milp.options) == 5
+    third = milp.options[2]
+    assert dict(third.mix) == {"h0": 1, "h1": 1} and third.cost_per_hour_usd == pytest.approx(1.5)

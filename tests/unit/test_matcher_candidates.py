@@ -221,3 +221,23 @@ def test_a_candidate_table_carries_quality_scores_with_their_direction(tmp_path)
     p.write_text(p.read_text().replace("higher\ndear", "better\ndear"))
     with pytest.raises(CandidateError, match="line 2: column 'quality_bleu_direction' must be 'lower' or 'higher'"):
         candidates_from_csv(p)
+
+
+def _table(**cols):
+    base = {"hardware": ["a", "b", "c", "d"], "price_per_hour_usd": [1.0, 2.0, 3.0, 4.0],
+            "latency_p99_ms": [5.0] * 4, "throughput_qps": [100.0, 200.0, 300.0, 400.0], "accuracy": [0.9] * 4}
+    return pd.DataFrame({**base, **cols})
+
+
+def test_pandas_missing_values_in_nullable_columns_are_blanks_like_nan():
+    t = _table(throughput_qps=pd.array([100, 200, None, 400], dtype="Int64"),
+               inventory=pd.array([None, None, 4, 4], dtype="Int64"))
+    out = validate_candidates(t)
+    assert math.isnan(out["throughput_qps"].iloc[2]) and out["throughput_qps"].iloc[3] == 400
+    assert out["inventory"].isna().tolist() == [True, True, False, False]
+
+
+def test_a_repeated_row_under_a_repeated_index_label_is_named_by_position():
+    t = _table()
+    with pytest.raises(CandidateError, match="row at position 4 repeats .* row at position 0"):
+        validate_candidates(pd.concat([t, t.iloc[[0]]]))

@@ -48,3 +48,14 @@ def test_front_respects_the_users_slo_and_other_constraints():
 def test_nothing_feasible_gives_an_empty_front():
     req = parse_requirements({"constraints": {"latency_p99_ms": 0.001}})
     assert pareto_front(req, _cands(1)) == []
+
+
+def test_the_front_says_when_the_requests_objective_is_not_the_fronts():
+    from matcher.pareto import pareto_answer
+
+    cands = _cands(3)
+    for objective, said in (("cost", False), ("energy", True), ("latency", True)):
+        req = parse_requirements({"objective": objective, "constraints": {"throughput_qps": 50}})
+        ans = pareto_answer(req, cands)
+        assert ans["objective"] == "cost"
+        assert bool(ans["notes"]) is said and all(objective in n for n in ans["notes"])
