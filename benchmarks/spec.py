@@ -114,12 +114,6 @@ class SweepSpec(BaseModel):
         description="configurations one Ray Tune trial measures in turn on its node; each keeps its own trial id "
         "and rows. Tune's per-trial cost is then paid once per batch (1: one Tune trial per configuration)",
     )
-    measure_workers: bool = Field(
-        True,
-        description="one measuring process per node of CPU-only hardware for the whole sweep "
-        "(benchmarks/measure_workers.py): torch and the measurement core load while Ray Tune sets up, not "
-        "in each trial; false: every trial measures in its own process (GPU hardware always does)",
-    )
     remeasure: int = Field(
         2, ge=0, le=5,
         description="a repeat whose rows are flagged (LoadGen INVALID, background load, Offline far below "

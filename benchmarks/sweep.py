@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.measure_workers import start_workers, stop_workers
 from benchmarks.spec import SpecError, SweepSpec, TrialSpec, expand_trials
 from cluster.errors import BenchmatchError
 from cluster.hardware import HardwareSpec
@@ -53,7 +52,6 @@ class SweepReport:
     inconsistent: list[str] = field(default_factory=list)  # results.consistency: more cores slower than fewer
     # trials measured again because they were one side of an inconsistent pair (SweepSpec.remeasure)
     remeasured_for_consistency: list[str] = field(default_factory=list)
-    batches_on_workers: int = 0  # Tune trials whose batch the node's MeasureWorker measured (measure_workers.py)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -143,29 +141,54 @@ def _get_publisher() -> Any:
 def _trial_fn(config: dict[str, Any]) -> None:
     """One Tune trial: the pending repeats of a batch of configurations on one hardware, in turn.
 
-    Batching configurations in one Tune trial pays Tune's per-trial cost (actor, placement,
-    bookkeeping: about a second here) once per batch instead of once per configuration. The batch
-    is measured by the node's MeasureWorker where the sweep started one (CPU-only hardware), else
-    here. Runs in a Ray worker."""
+    Each configuration keeps its own trial id, rows and live-metric labels; batching them in one
+    Tune trial pays Tune's per-trial cost (actor, placement, bookkeeping: about a second here) once
+    per batch instead of once per configuration. Runs in a Ray worker."""
     import ray
     from ray import tune
 
-    from benchmarks.measure_workers import run_batch, run_on_worker
+    from benchmarks.core import failed_rows, measure, repeat_status
 
     batch = config["trial"]
+    store = ResultsStore(batch["results_uri"])
+    publisher = ray.get_actor(PUBLISHER_NAME, namespace=PUBLISHER_NAMESPACE)
     node_id = ray.get_runtime_context().get_node_id()
-    ran = run_on_worker(batch, node_id) if batch.get("workers") else None
-    on_worker = ran is not None
-    if ran is None:
-        ran = run_batch(batch)
+    node_ip = ray.util.get_node_ip_address()
+    hw = batch["hardware"]
+    ran = 0
+    for t in batch["units"]:
+        tags = {"sweep": batch["sweep_id"], "trial": t["trial_id"], "asset": t["asset"],
+                "hardware": hw["name"], "accelerator": hw["accelerator_type"]}
+
+        def forward(event: dict[str, Any], tags: dict[str, str] = tags) -> None:
+            publisher.progress.remote(tags, event)  # fire and forget: never slows the measurement
+
+        for spec_dict in t["repeats"]:
+            spec = TrialSpec.from_dict({**spec_dict, "hardware": hw})
+            again = bool(batch.get("again"))
+            if not again and store.repeat_ok(spec.sweep_id, spec.trial_id, spec.repeat):
+                continue  # written by an earlier attempt of this trial (a worker died after writing it)
+            publisher.started.remote(tags, batch["planned"], again)
+            t0 = time.monotonic()
+            try:
+                rows = measure(spec, progress=forward)
+            except Exception as exc:  # noqa: BLE001 - a trial that cannot run is a failed row, not a Tune retry
+                rows = failed_rows(spec, exc)
+            for row in rows:
+                row["node_id"], row["node_ip"] = node_id, node_ip
+            store.write(rows)
+            status = repeat_status(rows)
+            publisher.rows.remote(tags, rows)
+            publisher.finished.remote(tags, status, time.monotonic() - t0,
+                                      _line(t, hw, spec.repeat, status, rows), again)
+            ran += 1
     # One report per batch: Tune's function trainables block in report() until the driver takes
     # the result (a round trip of about a second here), so per-repeat lines go through the metrics
     # actor instead and the driver prints them as they come.
-    tune.report({"repeats_run": ran, "node_id": node_id, "on_worker": on_worker})
+    tune.report({"repeats_run": ran, "node_id": node_id})
 
 
-def finished_line(t: dict[str, Any], hw: dict[str, Any], repeat: int, status: str,
-                  rows: list[dict[str, Any]]) -> dict[str, Any]:
+def _line(t: dict[str, Any], hw: dict[str, Any], repeat: int, status: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """What the driver prints for one finished repeat."""
     by = {r.get("scenario"): r for r in rows}
     p99 = next((by[s].get("latency_p99_ms") for s in ("MultiStream", "SingleStream") if s in by
@@ -323,28 +346,12 @@ def run_sweep(spec: SweepSpec, catalog: dict[str, HardwareSpec], *, address: str
         )
         grid = tuner.fit()
         for res in grid:
-            if (res.metrics or {}).get("on_worker"):
-                report.batches_on_workers += 1
             if res.error:
                 ids = ", ".join(u["trial_id"] for u in res.config["trial"]["units"])
                 report.trial_failures.append(f"{ids}: {str(res.error).splitlines()[0]}")
 
-    # Started before Tune sets up, so their imports overlap it; stopped when the sweep ends.
-    workers = start_workers(spec.name, [hw.resource_name for hw in targets if uses_workers(spec, hw)]) if todo else []
-    try:
-        _measure_all(spec, catalog, store, trials, report, todo, uri, t0, _fit, progress)
-    finally:
-        stop_workers(workers)
-    return report
-
-
-def _measure_all(spec: SweepSpec, catalog: dict[str, HardwareSpec], store: ResultsStore, trials: list[TrialSpec],
-                 report: SweepReport, todo: list[dict[str, Any]], uri: str, t0: float,
-                 fit: Callable[[list[dict[str, Any]], int], None], progress: Callable[[str], None]) -> None:
-    """run_sweep once the cluster is checked: the trials (`fit`), then the re-measurement of
-    inconsistent pairs, filling in `report`."""
     if todo:
-        fit(todo, report.planned - report.already_done)
+        _fit(todo, report.planned - report.already_done)
     report.wall_s = time.monotonic() - t0
     planned = {(t.trial_id, t.repeat) for t in trials}
     after = store.done(spec.name) & planned
@@ -369,7 +376,7 @@ def _measure_all(spec: SweepSpec, catalog: dict[str, HardwareSpec], store: Resul
             redo = [t for t in trials if t.trial_id in again]
             for line in found:
                 progress(f"  inconsistent, measuring the pair again: {line}")
-            fit(_units(spec, catalog, redo, uri, len(trials), again=True), len(redo))
+            _fit(_units(spec, catalog, redo, uri, len(trials), again=True), len(redo))
             report.remeasured_for_consistency = sorted(again)
             df = store.read(spec.name)
             mine = df[(df["trial_id"].astype(str) + "|" + df["repeat"].astype(str)).isin(
@@ -397,6 +404,7 @@ def _measure_all(spec: SweepSpec, catalog: dict[str, HardwareSpec], store: Resul
     missing = report.planned - len(after)
     if missing:
         progress(f"  {missing} trial repeats are missing after the sweep; run again with --resume")
+    return report
 
 
 def _units(spec: SweepSpec, catalog: dict[str, HardwareSpec], trials: list[TrialSpec], uri: str,
@@ -416,13 +424,8 @@ def _units(spec: SweepSpec, catalog: dict[str, HardwareSpec], trials: list[Trial
             {"trial_id": tid, "asset": ts[0].asset, "config": ts[0].config, "repeats": repeats})
     n = spec.configs_per_trial
     return [{"sweep_id": spec.name, "hardware": catalog[hw].to_dict(), "results_uri": uri, "planned": planned,
-             "units": units[i:i + n], "again": again, "workers": uses_workers(spec, catalog[hw])}
+             "units": units[i:i + n], "again": again}
             for hw, units in per_hw.items() for i in range(0, len(units), n)]
-
-
-def uses_workers(spec: SweepSpec, hw: HardwareSpec) -> bool:
-    """Whether `hw`'s trials hand their measurements to a MeasureWorker (measure_workers.py)."""
-    return spec.measure_workers and not hw.device_count
 
 
 def prepare(path: str, *, catalog_path: str | None = None,

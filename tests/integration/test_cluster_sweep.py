@@ -59,22 +59,17 @@ def test_each_trial_runs_on_a_node_of_its_hardware_and_rows_land_in_the_store(cl
     spec = _spec(tmp_path, "placement")
     report = run_sweep(spec, catalog, progress=lambda m: None)
     assert report.planned == 4 and report.ran == 4 and report.failed == 0
-    # One Tune trial per hardware (2 configurations a batch), each measured by the measuring
-    # process the sweep started on that trial's node, which is gone once the sweep returns.
-    assert report.batches_on_workers == 2
-    from ray.util.state import list_actors
-
-    assert not [a for a in list_actors(filters=[("class_name", "=", "MeasureWorker")]) if a.state == "ALIVE"]
     df = ResultsStore(spec.results_uri).read()
     assert len(df) == 4 * 2  # 4 trials x 2 scenarios
     node_profile = {n["NodeID"]: n["Labels"].get(NODE_LABEL) for n in ray.nodes()}
     for _, row in df.iterrows():
-        # node_id is the measuring process's own node: the worker ran where the trial was placed
         assert node_profile[row["node_id"]] == row["hardware"], "trial ran on a node of another profile"
         assert row["status"] == "ok"
     assert set(df["hardware"]) == {"local-1c", "local-2c"}
     assert (df["throughput_samples_per_s"].dropna() > 0).all()
     # The sweep's metrics publisher lives on the head: a profile node may die mid-sweep (below).
+    from ray.util.state import list_actors
+
     from benchmarks.sweep import PUBLISHER_NAME
     (actor,) = [a for a in list_actors(filters=[("name", "=", PUBLISHER_NAME)]) if a.state == "ALIVE"]
     head = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"])

@@ -1,8 +1,6 @@
 """Figure: sweep overhead: wall time of a sweep of many short trials against the sum of the
 trials' own time (`duration_s`, measured inside the measurement core), with one configuration per
-Ray Tune trial measured in the trial's process (the baseline), with configurations batched per
-Tune trial, and batched with a measuring process per node (benchmarks/measure_workers.py, the
-default), in one run.
+Ray Tune trial (the baseline) and with configurations batched per Tune trial, in one run.
 
     .venv/bin/python tests/perf/sweep_overhead.py [TRIALS_PER_HARDWARE] [TRIAL_MS]
 
@@ -58,21 +56,18 @@ def main() -> int:
         info = lc.start()
         ray.init(address=info.address, logging_level="ERROR", log_to_driver=False)
         try:
-            # Baseline first: one Tune trial per configuration, measured in the trial (the sweep
-            # before issue #12); then batched in the trial; then batched with a measuring process
-            # per node (the default).
-            for label, batch, workers in (("one configuration per Tune trial, measured in it (baseline)", 1, False),
-                                          ("batches of 16, measured in the trial", 16, False),
-                                          ("batches of 16, measured by the node's worker (default)", 16, True)):
+            # Baseline first: one Tune trial per configuration (the sweep before issue #12).
+            for label, batch in (("one configuration per Tune trial (baseline)", 1),
+                                 (f"{per_hw} configurations per Tune trial (default batches of 16)", 16)):
                 spec = SweepSpec(
-                    name=f"overhead-{batch}-{int(workers)}", asset="tiny-cnn", task="infer",
+                    name=f"overhead-{batch}", asset="tiny-cnn", task="infer",
                     space={"batch_size": list(range(1, per_hw + 1)), "threads": [1]},
-                    hardware=[p.name for p in profiles], configs_per_trial=batch, measure_workers=workers,
+                    hardware=[p.name for p in profiles], configs_per_trial=batch,
                     # Orchestration only: the two nodes share 2 cores, so their trials flag each other
                     # as background load, and re-measuring would be counted as overhead here.
                     remeasure=0,
                     loadgen=LoadGenSettings(scenarios=["SingleStream"], min_duration_ms=trial_ms, min_query_count=8),
-                    results_uri=str(Path(tmp) / f"results-{batch}-{int(workers)}"),
+                    results_uri=str(Path(tmp) / f"results-{batch}"),
                 )
                 rows.append((label, *_run(spec, catalog)))
         finally:
