@@ -530,7 +530,10 @@ def _server_curve(ctx: TrialContext, qsl: lgh.QuerySampleLibrary, predict: lgh.P
             break
         qps = max(1e-3, fraction * base)
         # A huge latency bound: a curve point is a measurement at a load, not a pass/fail probe.
-        settings = spec.loadgen.model_copy(update={"server_target_qps": qps, "server_latency_bound_ms": 1e6})
+        # Enough queries for the point's p99 to be more than its slowest few (tail_notes in the matcher).
+        settings = spec.loadgen.model_copy(update={
+            "server_target_qps": qps, "server_latency_bound_ms": 1e6,
+            "min_query_count": max(spec.loadgen.min_query_count, spec.loadgen.server_curve_min_queries)})
         with ctx.window() as window:
             run = lgh.run_scenario("Server", lgh.ServerSUT(predict, qsl, ctx.batch_size), qsl, settings, calib,
                                    ctx.log_dir(f"Server/load-{i:02d}"), seed=spec.seed)

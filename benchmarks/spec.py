@@ -57,6 +57,11 @@ class LoadGenSettings(BaseModel):
         "fractions of the Offline throughput measured just before (e.g. [0.25, 0.5, 0.75, 0.9]); the matcher sizes "
         "replicas from it (docs/matcher.md, capacity at the SLO)",
     )
+    server_curve_min_queries: int = Field(
+        500, ge=1, le=1_000_000,
+        description="queries each server_curve point runs at least (beside min_duration_ms): a p99 needs about 500 "
+        "to be more than the run's slowest few (docs/matcher.md); answers resting on fewer say so",
+    )
 
     @model_validator(mode="after")
     def _search_needs_bound(self) -> LoadGenSettings:

@@ -72,8 +72,9 @@ def field_errors(errors: Iterable[Mapping[str, Any]], root: type[BaseModel]) -> 
                 msg = msg.replace(old, new)
             first, _, rest = msg.partition(" ")
             model = model_at(root, loc)
-            if kind == "value_error" and model is not None and first in model.model_fields and rest:
-                # A cross-field check names the field it is about first: point the location at it.
+            if kind == "value_error" and model is not None and first.split(".")[0] in model.model_fields and rest:
+                # A cross-field check names the field it is about first (a dotted path into a list
+                # of models, workloads.1.top_k, as well): point the location at it.
                 field = ".".join([*(str(p) for p in loc), first])
                 msg = rest
             elif kind == "missing" and not loc:

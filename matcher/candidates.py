@@ -145,6 +145,8 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
                 if required:
                     raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' is empty; it is required")
                 continue
+            if isinstance(r, bool | np.bool_):  # True would count as 1 device or 1 sample/s
+                raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be a number, got {r!r}")
             if math.isnan(v) or math.isinf(v):
                 raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' must be a number, got {r!r}")
             if v < low or (v == low and not low_ok):

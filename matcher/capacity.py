@@ -37,6 +37,7 @@ from matcher.metrics import CURVE_STATS, DEFAULT_LATENCY
 
 CURVES = "server_curves"  # candidate column: JSON list of curves, one per measured repeat
 FROM_CURVE = "Server curve"
+CURVE_QUERIES = "curve_queries"  # at_slo's column: the fewest queries of a Server run the capacity rests on
 Bounds = Mapping[str, float]  # latency statistic or TTFT / TPOT (metrics.CURVE_STATS) -> its bound, ms
 
 
@@ -49,12 +50,18 @@ class Reading:
     rate: float | None
     latency: dict[str, float] = field(default_factory=dict)  # statistic -> ms at `rate`
     lacks: tuple[str, ...] = ()
+    # The fewest queries of a point the reading rests on (None: a point does not say): a p99 of a
+    # run of 60 queries is its slowest one, and varies between runs far more than its median.
+    queries: int | None = None
 
 
-def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[tuple[float, dict[str, float]]]:
-    """(rate, latency statistics) of the points LoadGen ran long enough to count, lightest first;
-    a point must record every statistic in `need`. The rate is what was both offered and
-    completed: near saturation a replica completes less than offered."""
+Point = tuple[float, dict[str, float], int | None]  # (rate, latency statistics, queries)
+
+
+def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[Point]:
+    """(rate, latency statistics, queries) of the points LoadGen ran long enough to count,
+    lightest first; a point must record every statistic in `need`. The rate is what was both
+    offered and completed: near saturation a replica completes less than offered."""
     out = []
     for p in curve:
         offered, done = p.get("offered_qps"), p.get("completed_qps")
@@ -63,8 +70,14 @@ def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[tuple[
         stats = {s: float(v) for s in CURVE_STATS if isinstance(v := p.get(s), int | float) and math.isfinite(v)}
         rate = min(float(offered), float(done)) if done is not None else float(offered)
         if rate > 0 and all(s in stats for s in need):
-            out.append((rate, stats))
+            queries = p.get("queries")
+            out.append((rate, stats, int(queries) if isinstance(queries, int | float) and queries > 0 else None))
     return sorted(out, key=lambda pt: pt[0])
+
+
+def _fewest(points: Sequence[Point]) -> int | None:
+    counts = [q for _, _, q in points]
+    return None if not counts or None in counts else min(c for c in counts if c is not None)
 
 
 def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
@@ -82,16 +95,16 @@ def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
 
     # Walk up from the lightest load and stop at the first point over a bound: a noisy point that
     # passes again above a failing one is not evidence that the heavier load is safe.
-    first_fail = next((i for i, (_, stats) in enumerate(pts) if over(stats)), len(pts))
+    first_fail = next((i for i, (_, stats, _) in enumerate(pts) if over(stats)), len(pts))
     if first_fail == 0:
-        return Reading(None, pts[0][1])
-    q1, v1 = pts[first_fail - 1]
+        return Reading(None, pts[0][1], queries=pts[0][2])
+    q1, v1, _ = pts[first_fail - 1]
     if first_fail == len(pts):
-        return Reading(q1, v1)  # the heaviest point passes: never extrapolate beyond it
-    q2, v2 = pts[first_fail]
+        return Reading(q1, v1, queries=_fewest(pts))  # the heaviest point passes: never extrapolate beyond it
+    q2, v2, _ = pts[first_fail]
     t = min((bounds[s] - v1[s]) / (v2[s] - v1[s]) for s in over(v2))
     at = {s: v1[s] + t * (v2[s] - v1[s]) for s in v1 if s in v2}
-    return Reading(q1 + t * (q2 - q1), at)
+    return Reading(q1 + t * (q2 - q1), at, queries=_fewest(pts[:first_fail + 1]))
 
 
 def capacity_at(curve: Sequence[dict[str, Any]], slo_ms: float | None) -> tuple[float | None, float | None]:
@@ -212,6 +225,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     lat_point = {s: _column(out, f"{s}_point") if f"{s}_point" in out.columns else lat[s].copy() for s in CURVE_STATS}
     source = out["latency_source"].astype(object).to_numpy(copy=True) if "latency_source" in out.columns \
         else np.array([""] * len(out), dtype=object)
+    queries = np.full(len(out), np.nan)
     for i, cell in enumerate(out[CURVES].to_numpy()):
         curves = curves_of(cell)
         if not curves:
@@ -234,9 +248,12 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
         rates = np.array([r.rate for r in read], dtype=float)
         tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
         source[i] = FROM_CURVE
+        counts = [r.queries for r in read]
+        queries[i] = np.nan if None in counts else min(c for c in counts if c is not None)
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
     for s in CURVE_STATS:
         if s in out.columns or not np.isnan(lat[s]).all():
             out[s], out[f"{s}_point"] = lat[s], lat_point[s]
     out["latency_source"] = source
+    out[CURVE_QUERIES] = queries
     return out

@@ -5,6 +5,8 @@ The answer shape is documented in docs/matcher.md ("The answer") and must stay s
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -12,7 +14,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
 from matcher.candidates import DIRECTION, config_columns, config_dict, quality_columns, validate_candidates
-from matcher.capacity import FROM_CURVE, at_slo
+from matcher.capacity import CURVE_QUERIES, FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
 from matcher.metrics import (
     LATENCY,
@@ -214,6 +216,41 @@ def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
     return out
 
 
+# A percentile of a run holds about this many queries beyond it before it is more than the
+# slowest few (5 for a p99: 500 queries; LoadGen's early stopping asks 459-662 for a p99 claim).
+TAIL_QUERIES = 5
+
+
+def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> list[str]:
+    """Say when an option's capacity at a percentile bound rests on Server runs too short to
+    measure that percentile: a p99 of 60 queries is their slowest, and moves between runs by more
+    than any headroom (the SLO check against a held-out repeat, docs/performance.md)."""
+    quantiles = {s: q for s in curve_bounds(req.constraints) if (q := _quantile(s)) is not None}
+    if not quantiles:
+        return []
+    worst = max(quantiles, key=lambda s: quantiles[s])
+    need = math.ceil(TAIL_QUERIES / (1.0 - quantiles[worst]) - 1e-9)
+    out = []
+    for opt in options:
+        counts = nums.col(CURVE_QUERIES, list(opt.replicas))
+        counts = counts[~np.isnan(counts)]
+        if counts.size and counts.min() < need:
+            out.append(f"option #{opt.rank}: its capacity at the {worst} bound rests on Server runs of as few as "
+                       f"{int(counts.min())} queries; that percentile needs about {need} to be more than the slowest "
+                       f"few, and varies between runs below that: measure longer "
+                       f"(loadgen.server_curve_min_queries >= {need}) before relying on it")
+    return out
+
+
+def _quantile(stat: str) -> float | None:
+    """latency_p99_ms -> 0.99, ttft_p50_ms -> 0.5, latency_p999_ms -> 0.999; a mean -> None."""
+    m = re.search(r"_p(\d+)_", stat)
+    if m is None:
+        return None
+    digits = m[1]
+    return int(digits) / 10 ** len(digits) if len(digits) > 2 else int(digits) / 100
+
+
 def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
     """The candidates as this request sizes them: each replica's throughput is its capacity at the
     request's latency (and TTFT / TPOT) bounds where a rate curve was measured, derated by
@@ -287,7 +324,7 @@ def recommend(
                           solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
                           candidates_considered=sol.candidates_considered,
                           latency_statistic=latency_metric(req.constraints, cands),
-                          notes=[*(notes or []), *latency_notes(cands, options)])
+                          notes=[*(notes or []), *latency_notes(cands, options), *tail_notes(req, nums, sol.options)])
 
 
 _DEMAND_UNITS = {"output_tokens_per_s": "tokens/s", "requests_per_s": "requests/s"}
@@ -408,9 +445,13 @@ def recommend_plan(
                      single_config=single_config, solver=solver, time_limit_s=time_limit_s)
     placed = [o is not None for o in sol.workloads]
     workloads = []
+    tails: list[str] = []
     for i, req in enumerate(plan.workloads):
         opt = sol.workloads[i] if i < len(sol.workloads) else None
-        out = _option_out(opt, _Numbers(tables[i]), config_columns(tables[i])) if opt is not None else None
+        nums = _Numbers(tables[i])
+        out = _option_out(opt, nums, config_columns(tables[i])) if opt is not None else None
+        if opt is not None:
+            tails += [f"workload {i}: {n.split(': ', 1)[1]}" for n in tail_notes(req, nums, [opt])]
         _rename_binding(out, req.constraints.demand_field)
         workloads.append(WorkloadOut(index=i, asset=req.asset, option=out,
                                      latency_statistic=latency_metric(req.constraints, tables[i])))
@@ -423,4 +464,4 @@ def recommend_plan(
             {i: req.constraints.demand_field for i, req in enumerate(plan.workloads)}),
         solver=sol.solver, status=sol.status, solve_time_s=round(sol.solve_time_s, 6),
         candidates_considered=sol.candidates_considered,
-        mip_gap=None if sol.gap is None or not feasible else round(float(sol.gap), 9), notes=list(notes or []))
+        mip_gap=None if sol.gap is None or not feasible else round(float(sol.gap), 9), notes=[*(notes or []), *tails])

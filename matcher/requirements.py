@@ -164,11 +164,11 @@ class Plan(BaseModel):
         # workload's own objective or top_k would be ignored silently, so they are refused.
         for i, w in enumerate(self.workloads):
             if "objective" in w.model_fields_set and w.objective != self.objective:
-                raise ValueError(f"workloads workload {i} asks objective '{w.objective}', but a plan has one objective, the "
+                raise ValueError(f"workloads.{i}.objective this workload asks objective '{w.objective}', but a plan has one objective, the "
                                  f"plan's '{self.objective}': set objective at the top level of the plan, not in "
                                  "a workload")
             if "top_k" in w.model_fields_set and w.top_k != 1:
-                raise ValueError(f"workloads workload {i} asks top_k {w.top_k}, but a plan answers one option per workload: "
+                raise ValueError(f"workloads.{i}.top_k this workload asks top_k {w.top_k}, but a plan answers one option per workload: "
                                  "remove top_k from the workload (POST /recommend ranks several)")
         return self
 

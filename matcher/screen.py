@@ -254,7 +254,7 @@ def screen(req: Requirements, cands: pd.DataFrame, *, objective: str, elastic: b
         caps: list[tuple[str, np.ndarray]] = []
         inv_arr = np.array([inventory.get(h, math.inf) for h in hw_all], dtype=float)
         caps.append(("inventory", inv_arr / devices))
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # a cap past float is no cap
             if c.budget_per_hour_usd is not None:
                 caps.append((BUDGET_H, np.where(price > 0, c.budget_per_hour_usd / price, math.inf)))
             if c.budget_total_usd is not None and c.duration_h is not None:

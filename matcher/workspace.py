@@ -277,7 +277,13 @@ class Workspace:
              time_limit_s: float | None = 60.0) -> dict[str, Any]:
         """Several workloads placed jointly, each on the candidates of its own (asset, task)."""
         plan = parse_plan(plan)
-        tables = [self.candidates(req) for req in plan.workloads]
+        tables = []
+        for i, req in enumerate(plan.workloads):
+            try:
+                tables.append(self.candidates(req))
+            except RequirementsError as exc:  # "asset: required ...": say which workload's
+                raise RequirementsError(f"workloads.{i}.{exc}", [(f"workloads.{i}.{f}", m) for f, m in exc.errors]) \
+                    from None
         ans = recommend_plan(plan, tables, solver=solver, time_limit_s=time_limit_s).model_dump()
         notes: list[str] = []
         for req, w in zip(plan.workloads, ans["workloads"], strict=True):

@@ -83,20 +83,23 @@ class ServiceSettings:
 
 
 def http_error(exc: MatcherError | CatalogError, names: SourceNames, known: Sequence[str],
-               asked: Sequence[str | None] = ()) -> ServiceError:
+               asked: Sequence[str | None] = (), fields: Sequence[str] | None = None) -> ServiceError:
     """The status of a matcher error: the client's input is unusable (4xx) or the service's data
-    cannot answer it (409). `known`: the assets with data; `asked`: the assets the request named.
+    cannot answer it (409). `known`: the assets with data; `asked`: the assets the request named,
+    `fields` where it named each (default `asset`).
     Messages show sources by name, never by the server's path."""
     detail = names.text(str(exc))
     if isinstance(exc, RequirementsError):
         errors = [{"field": f, "message": names.text(m)} for f, m in exc.errors]
         return ServiceError(422, detail, errors, kind="RequirementsError")
     if isinstance(exc, NoDataError):
-        unknown = next((a for a in asked if a is not None and a not in known), None)
-        if unknown is not None:
+        at = next((i for i, a in enumerate(asked) if a is not None and a not in known), None)
+        if at is not None:
+            unknown = asked[at]
             hint = f" (assets with data: {', '.join(known)}; GET /assets)" if known else " (GET /assets)"
+            field = fields[at] if fields is not None else "asset"
             return ServiceError(404, detail + ("" if "assets present" in detail else hint),
-                                [{"field": "asset", "message": f"no data for asset '{unknown}'"}], kind="NoDataError")
+                                [{"field": field, "message": f"no data for asset '{unknown}'"}], kind="NoDataError")
         return ServiceError(409, detail, kind="NoDataError")
     if isinstance(exc, CandidateError | ModelError):
         # The candidate table and the models belong to the service, yet it is the request (asset,
@@ -200,12 +203,13 @@ class ServiceCore:
         """The JSON bytes of Workspace.plan(plan): the workloads placed jointly."""
         s = self.settings
         return self._answer("plan", plan, [w.asset for w in plan.workloads],
-                            lambda ws: ws.plan(plan, solver=s.solver, time_limit_s=s.time_limit_s))
+                            lambda ws: ws.plan(plan, solver=s.solver, time_limit_s=s.time_limit_s),
+                            [f"workloads.{i}.asset" for i in range(len(plan.workloads))])
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _answer(self, route: str, doc: BaseModel, asked: Sequence[str | None],
-                compute: Callable[[Workspace], Any]) -> bytes:
+                compute: Callable[[Workspace], Any], fields: Sequence[str] | None = None) -> bytes:
         """The answer from the snapshot's cache (keyed by route and document), else computed."""
         snap = self.snapshot()
         if not snap.ready:
@@ -216,7 +220,7 @@ class ServiceCore:
             return snap.answer(f"{route}:{doc.model_dump_json()}", lambda: dumps(compute(snap.workspace)),
                                self.settings.answer_cache_size)
         except (MatcherError, CatalogError) as exc:
-            raise http_error(exc, self.names, snap.asset_names(), asked) from None
+            raise http_error(exc, self.names, snap.asset_names(), asked, fields) from None
 
     def _retry_after(self) -> dict[str, str]:
         # The next reload attempt is at most reload_interval_s away.

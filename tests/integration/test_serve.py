@@ -261,7 +261,7 @@ def test_plan_mistakes_are_4xx(service: Service) -> None:
     r = service.post("/plan", {"workloads": [{"asset": "synthetic-mlp", "constraints": {"accuracy": 2}}]})
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "workloads.0.constraints.accuracy"
     r = service.post("/plan", {"workloads": [{"asset": "synthetic-mlp"}, {"asset": "nope"}]})
-    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "asset"
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "workloads.1.asset"
     r = service.post("/plan", {**PLAN, "inventory": {"H100-SXM": 2}})
     assert r.status_code == 422 and "inventory" in r.json()["detail"], r.text
 

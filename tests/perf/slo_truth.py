@@ -40,14 +40,15 @@ from matcher.capacity import _points, curves_of  # noqa: E402
 from matcher.errors import MatcherError  # noqa: E402
 from matcher.recommend import recommend  # noqa: E402
 
+P99 = "latency_p99_ms"
 RULES = {"curve": "capacity at the SLO (benchmatch)", "today": "MultiStream p99 + Offline throughput (baseline)"}
 
 
 def _truth_p99(curve: list[dict], load: float) -> float:
-    pts = _points(curve)
+    pts = _points(curve, [P99])
     if not pts or load > pts[-1][0] * (1 + 1e-9):
         return math.inf
-    qs, ps = zip(*pts, strict=True)
+    qs, ps = zip(*((q, stats[P99]) for q, stats, _ in pts), strict=True)
     return float(np.interp(load, qs, ps))
 
 
@@ -87,8 +88,8 @@ def main() -> int:
     repeats = sorted(rows["repeat"].unique())
     cfg_cols = config_columns(rows)
     server = rows[rows["scenario"] == "Server"]
-    all_p99 = [p for c in server["server_curve"] for _, p in _points(json.loads(c))]
-    all_cap = [q for c in server["server_curve"] for q, _ in _points(json.loads(c))]
+    all_p99 = [stats[P99] for c in server["server_curve"] for _, stats, _ in _points(json.loads(c), [P99])]
+    all_cap = [q for c in server["server_curve"] for q, _, _ in _points(json.loads(c), [P99])]
     slos = np.geomspace(np.quantile(all_p99, 0.05), np.quantile(all_p99, 0.8), a.slos)
     demands = np.geomspace(np.median(all_cap), 6 * max(all_cap), a.demands)
     rules = {**{f"curve@{u:g}": f"{RULES['curve']}, max_utilization {u:g}" for u in a.max_utilization},

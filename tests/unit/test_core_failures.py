@@ -198,7 +198,7 @@ def test_a_server_curve_measures_latency_at_fractions_of_offline_throughput(tmp_
 
     s = spec(tmp_path, config={"batch_size": 4, "threads": 1})
     s.loadgen = LoadGenSettings(scenarios=["SingleStream", "Server", "Offline"], min_duration_ms=50, min_query_count=8,
-                                offline_samples=64, server_curve=[0.001, 0.002, 5.0 / 4.0])
+                                offline_samples=64, server_curve=[0.001, 0.002, 5.0 / 4.0], server_curve_min_queries=12)
     rows = run_trial(s)
     assert [r["scenario"] for r in rows] == ["SingleStream", "Offline", "Server"]  # Offline first: it sets the loads
     assert all(r["status"] == "ok" for r in rows), [r["error"] for r in rows]
@@ -212,3 +212,5 @@ def test_a_server_curve_measures_latency_at_fractions_of_offline_throughput(tmp_
     assert not any(p["saturated"] for p in curve[:-1])
     assert curve[-1]["saturated"]  # it stopped at a saturated load, 125% of Offline at the latest
     assert all(p["latency_p99_ms"] > 0 and p["capacity_source"] == "Offline" for p in curve)
+    # Each point runs server_curve_min_queries queries at least, more than the scenarios' 8
+    assert all(p["queries"] >= 12 for p in curve[:-1]), [p["queries"] for p in curve]

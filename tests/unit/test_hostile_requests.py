@@ -135,14 +135,16 @@ def test_other_json_failures_keep_their_answers(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    ("workload", "words"),
-    [({"objective": "latency"}, "workload 1 asks objective 'latency', but a plan has one objective, the plan's 'cost'"),
-     ({"top_k": 5}, "workload 1 asks top_k 5, but a plan answers one option per workload")],
+    ("workload", "field", "words"),
+    [({"objective": "latency"}, "workloads.1.objective",
+      "this workload asks objective 'latency', but a plan has one objective, the plan's 'cost'"),
+     ({"top_k": 5}, "workloads.1.top_k", "this workload asks top_k 5, but a plan answers one option per workload")],
 )
-def test_a_plan_refuses_what_it_would_ignore(client: TestClient, workload: dict[str, Any], words: str) -> None:
+def test_a_plan_refuses_what_it_would_ignore(client: TestClient, workload: dict[str, Any], field: str,
+                                             words: str) -> None:
     # The plan's objective and one option per workload were used, the workload's own silently dropped.
     r = post(client, "/plan", {"workloads": [{"asset": MLP}, {"asset": MLP, **workload}]})
-    field_error(r, "workloads", words)
+    field_error(r, field, words)
     same = post(client, "/plan", {"objective": "latency", "workloads": [{"asset": MLP, "objective": "latency",
                                                                          "top_k": 1}]})
     assert same.status_code == 200, same.text
@@ -269,3 +271,14 @@ def test_a_demand_no_fleet_carries_is_screened_not_overflowed() -> None:
     ans = recommend({"constraints": {"throughput_qps": 1e12}, "max_utilization": 0.01}, cands)
     assert not ans.feasible
     assert "more than 1e+09 replicas" in ans.diagnosis.message, ans.diagnosis.message
+
+
+def test_a_plans_asset_errors_name_the_workload(client: TestClient) -> None:
+    # Were `asset`, whichever workload it was (hostile probe, 2026-12-02).
+    for workloads, field in (([{"asset": MLP}, {"asset": "nope"}], "workloads.1.asset"),
+                             ([{"asset": "nope"}], "workloads.0.asset")):
+        r = post(client, "/plan", {"workloads": workloads})
+        assert r.status_code == 404, r.text
+        assert [e["field"] for e in r.json()["errors"]] == [field]
+    r = post(client, "/recommend", {"asset": "nope"})
+    assert r.status_code == 404 and [e["field"] for e in r.json()["errors"]] == ["asset"]

@@ -241,3 +241,10 @@ def test_a_repeated_row_under_a_repeated_index_label_is_named_by_position():
     t = _table()
     with pytest.raises(CandidateError, match="row at position 4 repeats .* row at position 0"):
         validate_candidates(pd.concat([t, t.iloc[[0]]]))
+
+
+def test_booleans_are_not_numbers_in_a_candidate_table():
+    with pytest.raises(CandidateError, match=r"row 1: column 'inventory' must be a number, got True"):
+        validate_candidates(_table(inventory=[None, True, 2, 2]))
+    with pytest.raises(CandidateError, match=r"column 'throughput_qps' must be a number, got np.True_|got True"):
+        validate_candidates(_table(throughput_qps=[True, False, True, True]))

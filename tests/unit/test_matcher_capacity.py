@@ -91,3 +91,38 @@ def test_flagged_rows_never_count_as_measured():
     rows["flags"] = "loadgen_invalid"
     with pytest.raises(Exception, match="flagged"):
         candidates_from_results(rows, CATALOG)
+
+
+def test_an_answer_says_when_its_p99_rests_on_runs_too_short_to_measure_a_p99():
+    def rows(queries: int) -> pd.DataFrame:
+        out = _rows(with_curve=True)
+        curves = out["server_curve"].dropna()
+        out.loc[curves.index, "server_curve"] = [
+            json.dumps([{**p, "queries": queries} for p in json.loads(c)]) for c in curves]
+        return out
+
+    req = {"asset": "enc", "constraints": {"latency_p99_ms": 20.0, "throughput_qps": 2000}}
+    short = recommend(req, candidates_from_results(rows(60), CATALOG, asset="enc"))
+    assert short.feasible and len(short.options) == 1
+    (note,) = [n for n in short.notes if "queries" in n]
+    assert "as few as 60 queries" in note and "server_curve_min_queries >= 500" in note
+    long = recommend(req, candidates_from_results(rows(800), CATALOG, asset="enc"))
+    assert long.options[0].hardware == short.options[0].hardware  # the same answer, without the warning
+    assert not [n for n in long.notes if "queries" in n]
+    plain = recommend({**req, "constraints": {"throughput_qps": 2000}}, candidates_from_results(rows(60), CATALOG,
+                                                                                              asset="enc"))
+    assert not [n for n in plain.notes if "queries" in n]  # no percentile bounded: nothing rests on one
+
+
+def test_a_plan_says_which_workloads_p99_rests_on_short_runs():
+    from matcher.recommend import recommend_plan
+
+    rows = _rows(with_curve=True)
+    curves = rows["server_curve"].dropna()
+    rows.loc[curves.index, "server_curve"] = [json.dumps([{**p, "queries": 40} for p in json.loads(c)]) for c in curves]
+    table = candidates_from_results(rows, CATALOG, asset="enc")
+    plan = {"workloads": [{"asset": "enc", "constraints": {"latency_p99_ms": 20.0, "throughput_qps": 500}}]}
+    ans = recommend_plan(plan, [table])
+    assert ans.feasible
+    assert [n for n in ans.notes if n.startswith("workload 0: its capacity at the latency_p99_ms bound rests on "
+                                                   "Server runs of as few as 40 queries")]

@@ -137,7 +137,7 @@ def test_plan_mistakes_name_the_field(client: TestClient) -> None:
     fields = {e["field"]: e["message"] for e in r.json()["errors"]}
     assert "did you mean 'budget_per_hour_usd'" in fields["budget_per_hour"] and "workloads" in fields
     r = client.post("/plan", json={"workloads": [{"asset": MLP}, {"asset": "nope"}]})
-    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "asset"
+    assert r.status_code == 404 and r.json()["errors"][0]["field"] == "workloads.1.asset"
 
 
 def test_pareto_is_the_workspace_front(client: TestClient, store: Path) -> None:
