@@ -17,9 +17,16 @@ budgets C8/C9, power C10) are checks on each vector. So:
   (1e-7 relative); what still ties comes in the order visited (deterministic, as the solver's is);
 * top-k: the next rank must leave out at least one candidate of each earlier option (C13).
 
+* a box larger than MAX_VECTORS (no inventory cap, a demand of tens of replicas) is searched
+  instead of enumerated (`_box_pruned`): replica counts are fixed one candidate at a time and a
+  partial vector is dropped once its objective plus the least fractional cover of the rest of the
+  demand exceeds the rank's bound (the best found so far, or a greedy vector's, plus the slack).
+  Every vector that could tie the best survives, so the ranking above is unchanged.
+
 `applicable` says when this answers instead of the MILP: a single workload, single_config, cost or
-energy, and every configuration's box at most MAX_VECTORS. tests/unit/test_enumerate.py checks
-equality with the MILP stage by stage on random instances.
+energy. A pruned search holding more than MAX_PARTIALS partial vectors raises TooLarge, and the
+MILP answers. tests/unit/test_enumerate.py checks equality with the MILP stage by stage on random
+instances, small boxes and large ones.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from matcher.screen import Workload
 from matcher.solution import TOL
 
 ENUMERATION = "enumeration"  # the answer's `solver` when no solver was needed
-MAX_VECTORS = 100_000  # per configuration; beyond it the MILP is the cheaper exact method
+MAX_VECTORS = 100_000  # per configuration; beyond it the box is searched with pruning
 _HOLD = 1e-7  # milp.Model.solve: a stage is held at its value + 1e-7·max(1, |value|)
 
 
@@ -50,15 +57,27 @@ def config_boxes(wl: Workload) -> dict[str, np.ndarray]:
 
 
 def applicable(wl: Workload, *, objective: str, single_config: bool) -> bool:
-    if not single_config or objective not in ("cost", "energy") or not wl.hw:
-        return False
-    return all(float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS for ix in config_boxes(wl).values())
+    """Whether solve_enumerated may answer: a box larger than MAX_VECTORS is searched with pruning,
+    which raises TooLarge where even that holds too many partial vectors (the MILP answers then)."""
+    return bool(single_config and objective in ("cost", "energy") and wl.hw)
+
+
+class TooLarge(Exception):
+    """A configuration's pruned search held more than MAX_PARTIALS partial vectors at once: the
+    MILP is the cheaper exact method for this request."""
+
+
+MAX_PARTIALS = 200_000
 
 
 def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
     """Every feasible replica vector of one configuration and its stage values."""
+    return _vectors(wl, ix, np.indices(tuple(int(u) + 1 for u in wl.ub[ix])).reshape(len(ix), -1).T, objective)
+
+
+def _vectors(wl: Workload, ix: np.ndarray, grids: np.ndarray, objective: str) -> dict[str, np.ndarray]:
+    """The feasible ones of `grids` (replica vectors of one configuration) and their stage values."""
     c = wl.req.constraints
-    grids = np.indices(tuple(int(u) + 1 for u in wl.ub[ix])).reshape(len(ix), -1).T
     thr, price = wl.thr[ix], wl.price[ix]
     power = np.nan_to_num(wl.power[ix], nan=0.0)
     lat = np.nan_to_num(wl.lat[ix], nan=math.inf)  # a candidate without a latency counts as the slowest
@@ -80,6 +99,84 @@ def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
     worst = np.where(used, lat, -math.inf).max(axis=1) if len(g) else np.zeros(0)
     return {"y": g, "obj": (watts if objective == "energy" else cost)[ok], "cost": cost[ok], "worst": worst,
             "cap": cap[ok], "reps": reps[ok]}
+
+
+def _cover(v: np.ndarray, thr: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Breakpoints of the least objective that covers a demand with these candidates taken
+    fractionally, each up to its bound (cheapest per sample/s first): a convex piecewise-linear
+    lower bound on any integer cover; np.interp reads it, past the last point nothing covers."""
+    useful = (thr > 0) & (ub > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(useful, v / np.where(thr > 0, thr, 1.0), math.inf)
+    order = [i for i in np.argsort(ratio, kind="stable") if useful[i]]
+    caps = np.concatenate([[0.0], np.cumsum([ub[i] * thr[i] for i in order])])
+    vals = np.concatenate([[0.0], np.cumsum([ub[i] * v[i] for i in order])])
+    return caps, vals
+
+
+def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float) -> dict[str, np.ndarray]:
+    """_box's vectors whose objective is at most `bound`, without enumerating the whole box: the
+    replica counts are fixed one candidate at a time, and a partial vector is dropped once its
+    objective plus the least it needs to cover the rest of the demand (`_cover`) exceeds the bound,
+    or once a budget or power cap is exceeded (every term is non-negative). The leaves are checked
+    by _vectors, as _box's. Raises TooLarge past MAX_PARTIALS partial vectors."""
+    c = wl.req.constraints
+    thr, price, ub = wl.thr[ix], wl.price[ix], wl.ub[ix].astype(int)
+    power = np.nan_to_num(wl.power[ix], nan=0.0)
+    v = power if objective == "energy" else price
+    need = wl.demand * (1 - TOL) if wl.demand > 0 else 0.0
+    budget = min((x for x in (c.budget_per_hour_usd,
+                              c.budget_total_usd / c.duration_h if c.budget_total_usd is not None
+                              and c.duration_h is not None else None) if x is not None), default=math.inf)
+    watts_cap = c.max_power_w if c.max_power_w is not None else math.inf
+    limit = bound * (1 + 1e-9) + 1e-12  # float sums in another order than the leaves' dot products
+    m = len(ix)
+    y = np.zeros((1, 0), dtype=np.int64)
+    obj = cap = cost = watts = np.zeros(1)
+    for j in range(m):
+        n = np.arange(ub[j] + 1)
+        y = np.concatenate([np.repeat(y, len(n), axis=0), np.tile(n, len(obj))[:, None]], axis=1)
+        obj = (obj[:, None] + n * v[j]).ravel()
+        cap = (cap[:, None] + n * thr[j]).ravel()
+        cost = (cost[:, None] + n * price[j]).ravel()
+        watts = (watts[:, None] + n * power[j]).ravel()
+        caps, vals = _cover(v[j + 1:], thr[j + 1:], ub[j + 1:])
+        short = np.maximum(need - cap, 0.0)
+        rest = np.interp(short, caps, vals)
+        keep = (short <= caps[-1] * (1 + 1e-9) + 1e-9) & (obj + rest <= limit)
+        keep &= (cost <= budget * (1 + TOL) + 1e-12) & (watts <= watts_cap * (1 + TOL) + 1e-12)
+        if not keep.any():
+            return _vectors(wl, ix, np.zeros((0, m), dtype=np.int64), objective)
+        y, obj, cap, cost, watts = y[keep], obj[keep], cap[keep], cost[keep], watts[keep]
+        if len(obj) > MAX_PARTIALS:
+            raise TooLarge
+    box = _vectors(wl, ix, y, objective)
+    within = box["obj"] <= limit
+    return {name: arr[within] for name, arr in box.items()}
+
+
+def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.ndarray]) -> float:
+    """The objective of one feasible vector of the box (cheapest per sample/s first, rounded up),
+    plus the stage slack, or inf: a first bound for _box_pruned. A vector an earlier option's cut
+    (C13) forbids is no bound for what the cut leaves."""
+    v = np.nan_to_num(wl.power[ix], nan=0.0) if objective == "energy" else wl.price[ix]
+    thr, ub = wl.thr[ix], wl.ub[ix].astype(int)
+    y = np.zeros(len(ix), dtype=np.int64)
+    left = wl.demand * (1 - TOL)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(thr > 0, v / np.where(thr > 0, thr, 1.0), math.inf)
+    for i in np.argsort(ratio, kind="stable"):
+        if left <= 0 and y.sum() >= 1:
+            break
+        if thr[i] <= 0 or ub[i] <= 0:
+            continue
+        y[i] = min(int(ub[i]), max(1, math.ceil(left / thr[i]))) if left > 0 else 1
+        left -= y[i] * thr[i]
+    box = _vectors(wl, ix, y[None, :], objective)
+    if not len(box["obj"]) or any((y[cols] > 0).all() for cols in cut):
+        return math.inf
+    best = float(box["obj"][0])
+    return best + _slack(best)
 
 
 def lower_bound(wl: Workload, ix: np.ndarray, objective: str) -> float:
@@ -114,14 +211,18 @@ def solve_enumerated(wl: Workload, *, objective: str, k: int,
                     out.append(_chosen(boxes, *_rank(pool, objective)))
                 return out, True
             ix = boxes[cfg]
-            if cfg not in cache:
-                cache[cfg] = _box(wl, ix, objective)
-            box = cache[cfg]
+            # the earlier options that lie in this configuration: the next must leave one of each out
+            cuts = [cols for s in supports if len(cols := np.flatnonzero(np.isin(ix, s))) == len(s)]
+            if float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS:
+                if cfg not in cache:
+                    cache[cfg] = _box(wl, ix, objective)
+                box = cache[cfg]
+            else:  # searched with this rank's bound: what it prunes cannot tie this rank's best
+                bound = best + _slack(best) if math.isfinite(best) else math.inf
+                box = _box_pruned(wl, ix, objective, min(bound, _greedy_bound(wl, ix, objective, cuts)))
             keep = np.ones(len(box["y"]), dtype=bool)
-            for s in supports:
-                cols = np.flatnonzero(np.isin(ix, s))
-                if len(cols) == len(s):  # the earlier option lies in this configuration: leave one out
-                    keep &= (box["y"][:, cols] == 0).any(axis=1)
+            for cols in cuts:
+                keep &= (box["y"][:, cols] == 0).any(axis=1)
             if not keep.any():
                 continue
             own = box["obj"][keep].min()

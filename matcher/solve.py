@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.diagnose import binding, diagnose, diagnose_plan
-from matcher.enumerate import ENUMERATION, applicable, config_boxes, lower_bound, solve_enumerated
+from matcher.enumerate import ENUMERATION, TooLarge, applicable, config_boxes, lower_bound, solve_enumerated
 from matcher.metrics import Columns
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
@@ -66,8 +66,11 @@ def solve(
                         solver, time.perf_counter() - t0, n_total, excluded)
 
     if method == "auto" and applicable(wl, objective=objective, single_config=single_config):
-        return _enumerated(req, candidates, wl, k, objective, single_config, solver, explain, t0, deadline,
-                           excluded, t_screen, view)
+        try:
+            return _enumerated(req, candidates, wl, k, objective, single_config, solver, explain, t0, deadline,
+                               excluded, t_screen, view)
+        except TooLarge:
+            pass  # a box too large even pruned: the MILP below
     t1 = time.perf_counter()
     m = build([wl], Mode(objective=objective, single_config=single_config, alternatives=k > 1))
     timings = {"screen_s": t_screen, "build_s": time.perf_counter() - t1}
@@ -310,8 +313,11 @@ def _own_best(req: Requirements, cands: pd.DataFrame, wl: Workload, objective: s
     cap), as positions within wl: by enumeration where it applies, else its own small MILP. {}
     when it has none; None when the time ran out."""
     if applicable(wl, objective=objective, single_config=True):
-        chosen, cut_short = solve_enumerated(wl, objective=objective, k=1, deadline=deadline)
-        return None if cut_short else (chosen[0] if chosen else {})
+        try:
+            chosen, cut_short = solve_enumerated(wl, objective=objective, k=1, deadline=deadline)
+            return None if cut_short else (chosen[0] if chosen else {})
+        except TooLarge:
+            pass  # the MILP below
     m = build([wl], Mode(objective=objective, single_config=True))
     status, _ = m.solve("cbc", deadline)
     if status == "infeasible":

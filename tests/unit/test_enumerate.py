@@ -69,14 +69,45 @@ def test_enumeration_answers_what_the_milp_answers(seed):
         assert [f[0].field for f in fast.diagnosis.fixes] == [f[0].field for f in milp.diagnosis.fixes]
 
 
-def test_it_steps_aside_where_the_milp_is_the_cheaper_exact_method():
+def test_a_box_too_large_to_enumerate_is_searched_with_pruning_and_answers_what_the_milp_answers():
     rng = np.random.default_rng(1)
     cands = random_candidates(rng, 8, 4)  # no inventory: a demand of many replicas makes huge boxes
     req = Requirements(constraints={"throughput_qps": float(cands["throughput_qps"].max() * 40)}, top_k=1)
     wl = screen(req, cands, objective="cost", elastic=False)
     assert float(np.prod(wl.ub[:8].astype(float) + 1)) > MAX_VECTORS
-    assert solve(req, cands).solver == "cbc"
+    fast, milp = solve(req, cands), solve(req, cands, method="milp")
+    assert fast.solver == ENUMERATION and milp.solver == "cbc"
+    assert _keys(fast, cands, "cost") == _keys(milp, cands, "cost")
     assert solve(req.model_copy(update={"objective": "latency"}), random_candidates(rng, 2, 2, inventory=2)).solver == "cbc"
+
+
+def test_where_even_the_pruned_search_holds_too_much_the_milp_answers(monkeypatch):
+    import matcher.enumerate as en
+
+    rng = np.random.default_rng(1)
+    cands = random_candidates(rng, 8, 4)
+    req = Requirements(constraints={"throughput_qps": float(cands["throughput_qps"].max() * 40)}, top_k=1)
+    monkeypatch.setattr(en, "MAX_PARTIALS", 0)
+    assert solve(req, cands).solver == "cbc"
+
+
+# Boxes past MAX_VECTORS (no inventory, demands of tens of replicas): the pruned search, rank by rank.
+@pytest.mark.parametrize("seed", range(24))
+def test_the_pruned_search_answers_what_the_milp_answers_on_large_boxes(seed):
+    rng = np.random.default_rng(1000 + seed)
+    cands = random_candidates(rng, int(rng.integers(4, 9)), int(rng.integers(2, 6)), with_energy=True)
+    objective = "energy" if seed % 3 == 0 else "cost"
+    req = _request(rng, cands, objective, k=int(rng.integers(1, 4)))
+    req = req.model_copy(update={"inventory": None, "constraints": req.constraints.model_copy(update={
+        "throughput_qps": float(cands["throughput_qps"].max() * rng.uniform(3, 30))})})
+    fast, milp = solve(req, cands), solve(req, cands, method="milp")
+    assert fast.status == milp.status, (fast.reason, milp.reason)
+    a, b = _keys(fast, cands, objective), _keys(milp, cands, objective)
+    assert a[:1] == b[:1], (req, a, b)
+    for r in range(1, min(len(a), len(b))):
+        if fast.options[r - 1].replicas != milp.options[r - 1].replicas:
+            break
+        assert a[r] == b[r], (req, r, a, b)
     fast = solve(Requirements(constraints={"throughput_qps": 10.0}, top_k=1), random_candidates(rng, 3, 3, inventory=2))
     assert fast.solver == ENUMERATION and fast.status == "optimal" and "enumerate_s" in fast.timings
 
@@ -164,3 +195,27 @@ def test_a_solver_crash_in_the_p99_descent_still_breaks_ties_by_fewest_replicas(
     assert len(milp.options) == 5
     third = milp.options[2]
     assert dict(third.mix) == {"h0": 1, "h1": 1} and third.cost_per_hour_usd == pytest.approx(1.5)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_plan_whose_own_optima_need_the_pruned_search_costs_what_the_whole_milp_finds(seed):
+    """Workloads without an inventory and demands of many replicas: their own optima (the plan's
+    presolve) come from the pruned search; the plan still equals the MILP on everything."""
+    from matcher.solve import plan
+
+    rng = np.random.default_rng(500 + seed)
+    items = []
+    for _ in range(int(rng.integers(2, 4))):
+        cands = random_candidates(rng, 6, int(rng.integers(2, 4)), with_energy=True)
+        slo = float(np.quantile(cands["latency_p99_ms"], 0.8))
+        items.append((Requirements(constraints={"throughput_qps": float(cands["throughput_qps"].max() * rng.uniform(4, 12)),
+                                                "latency_p99_ms": slo}, top_k=1), cands))
+    objective = "energy" if seed % 4 == 0 else "cost"
+    inventory = {f"hw{h:03d}": int(rng.integers(5, 40)) for h in range(6)}
+    fast = plan(items, inventory=inventory, objective=objective)
+    milp = plan(items, inventory=inventory, objective=objective, method="milp")
+    assert fast.status == milp.status, (fast.reason, milp.reason)
+    if milp.status == "optimal":
+        assert fast.cost_per_hour_usd == pytest.approx(milp.cost_per_hour_usd, rel=1e-6)
+        value = [sum(o.objective_value for o in p.workloads) for p in (fast, milp)]
+        assert value[0] == pytest.approx(value[1], rel=1e-6)
