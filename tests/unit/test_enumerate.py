@@ -27,6 +27,18 @@ def _keys(sol, cands: pd.DataFrame, objective: str) -> list[tuple]:
     return out
 
 
+def _same_ranks(req: Requirements, fast, milp, cands: pd.DataFrame, objective: str) -> None:
+    """The same status and first option, stage by stage; later ranks depend on which option was
+    cut, so they are compared while the earlier ones are the same."""
+    assert fast.status == milp.status, (fast.reason, milp.reason)
+    a, b = _keys(fast, cands, objective), _keys(milp, cands, objective)
+    assert a[:1] == b[:1], (req, a, b)
+    for r in range(1, min(len(a), len(b))):
+        if fast.options[r - 1].replicas != milp.options[r - 1].replicas:
+            break
+        assert a[r] == b[r], (req, r, a, b)
+
+
 def _request(rng: np.random.Generator, cands: pd.DataFrame, objective: str, k: int) -> Requirements:
     slo = float(np.quantile(cands["latency_p99_ms"], rng.uniform(0.3, 1.0)))
     demand = float(cands["throughput_qps"].max() * rng.uniform(0.2, 3.0))
@@ -56,14 +68,7 @@ def test_enumeration_answers_what_the_milp_answers(seed):
         assert not applicable(screen(req, cands, objective=objective, elastic=False), objective=objective,
                               single_config=True)
         return
-    assert fast.status == milp.status, (fast.reason, milp.reason)
-    a, b = _keys(fast, cands, objective), _keys(milp, cands, objective)
-    assert a[:1] == b[:1], (req, a, b)
-    # Later ranks depend on which option was cut; compare them while the earlier ones are the same.
-    for r in range(1, min(len(a), len(b))):
-        if fast.options[r - 1].replicas != milp.options[r - 1].replicas:
-            break
-        assert a[r] == b[r], (req, r, a, b)
+    _same_ranks(req, fast, milp, cands, objective)
     if fast.status == "infeasible":
         assert fast.diagnosis is not None and milp.diagnosis is not None
         assert [f[0].field for f in fast.diagnosis.fixes] == [f[0].field for f in milp.diagnosis.fixes]
@@ -79,6 +84,8 @@ def test_a_box_too_large_to_enumerate_is_searched_with_pruning_and_answers_what_
     assert fast.solver == ENUMERATION and milp.solver == "cbc"
     assert _keys(fast, cands, "cost") == _keys(milp, cands, "cost")
     assert solve(req.model_copy(update={"objective": "latency"}), random_candidates(rng, 2, 2, inventory=2)).solver == "cbc"
+    fast = solve(Requirements(constraints={"throughput_qps": 10.0}, top_k=1), random_candidates(rng, 3, 3, inventory=2))
+    assert fast.solver == ENUMERATION and fast.status == "optimal" and "enumerate_s" in fast.timings
 
 
 def test_where_even_the_pruned_search_holds_too_much_the_milp_answers(monkeypatch):
@@ -101,15 +108,7 @@ def test_the_pruned_search_answers_what_the_milp_answers_on_large_boxes(seed):
     req = req.model_copy(update={"inventory": None, "constraints": req.constraints.model_copy(update={
         "throughput_qps": float(cands["throughput_qps"].max() * rng.uniform(3, 30))})})
     fast, milp = solve(req, cands), solve(req, cands, method="milp")
-    assert fast.status == milp.status, (fast.reason, milp.reason)
-    a, b = _keys(fast, cands, objective), _keys(milp, cands, objective)
-    assert a[:1] == b[:1], (req, a, b)
-    for r in range(1, min(len(a), len(b))):
-        if fast.options[r - 1].replicas != milp.options[r - 1].replicas:
-            break
-        assert a[r] == b[r], (req, r, a, b)
-    fast = solve(Requirements(constraints={"throughput_qps": 10.0}, top_k=1), random_candidates(rng, 3, 3, inventory=2))
-    assert fast.solver == ENUMERATION and fast.status == "optimal" and "enumerate_s" in fast.timings
+    _same_ranks(req, fast, milp, cands, objective)
 
 
 @pytest.mark.parametrize("seed", range(16))
