@@ -24,8 +24,8 @@ budgets C8/C9, power C10) are checks on each vector. So:
   Every vector that could tie the best survives, so the ranking above is unchanged.
 
 `applicable` says when this answers instead of the MILP: a single workload, single_config, cost or
-energy. A pruned search holding more than MAX_PARTIALS partial vectors raises TooLarge, and the
-MILP answers. tests/unit/test_enumerate.py checks equality with the MILP stage by stage on random
+energy. A pruned search holding more than MAX_PARTIALS partial vectors (or about to form more than
+MAX_EXPANSION in one step) raises TooLarge, and the MILP answers. tests/unit/test_enumerate.py checks equality with the MILP stage by stage on random
 instances, small boxes and large ones.
 """
 
@@ -68,6 +68,7 @@ class TooLarge(Exception):
 
 
 MAX_PARTIALS = 200_000
+MAX_EXPANSION = 1_000_000  # partial vectors one step of the search may form before pruning them
 
 
 def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
@@ -134,6 +135,8 @@ def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float) -> d
     y = np.zeros((1, 0), dtype=np.int64)
     obj = cap = cost = watts = np.zeros(1)
     for j in range(m):
+        if (int(ub[j]) + 1) * len(obj) > MAX_EXPANSION:  # a bound of 10^9 replicas would not fit in memory
+            raise TooLarge
         n = np.arange(ub[j] + 1)
         y = np.concatenate([np.repeat(y, len(n), axis=0), np.tile(n, len(obj))[:, None]], axis=1)
         obj = (obj[:, None] + n * v[j]).ravel()

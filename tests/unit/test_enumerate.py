@@ -218,3 +218,15 @@ def test_a_plan_whose_own_optima_need_the_pruned_search_costs_what_the_whole_mil
         assert fast.cost_per_hour_usd == pytest.approx(milp.cost_per_hour_usd, rel=1e-6)
         value = [sum(o.objective_value for o in p.workloads) for p in (fast, milp)]
         assert value[0] == pytest.approx(value[1], rel=1e-6)
+
+
+def test_a_candidate_allowed_a_billion_replicas_does_not_exhaust_memory():
+    """A hostile demand on a near-zero throughput, no inventory: its replica bound is 10^9, which
+    the pruned search must not try to lay out (it gives way to the MILP, which answers)."""
+    cands = pd.DataFrame({"hardware": ["slow", "fast"], "price_per_hour_usd": [0.001, 5.0],
+                          "latency_p99_ms": [5.0, 5.0], "throughput_qps": [0.001, 1e6], "accuracy": [0.9, 0.9]})
+    req = Requirements(constraints={"throughput_qps": 9e5}, top_k=1)
+    wl = screen(req, cands, objective="cost", elastic=False)
+    assert int(wl.ub.max()) >= 10**8
+    sol = solve(req, cands)
+    assert sol.status == "optimal" and sol.options[0].cost_per_hour_usd == pytest.approx(5.0)
