@@ -93,7 +93,7 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
 # ----------------------------------------------------------------------------------------------
 
 
-def _blank(v: Any) -> bool:
+def is_blank(v: Any) -> bool:
     """An empty cell, however the table spells it: None, NaN, pandas' NA (nullable dtypes), ""."""
     return v is None or v is pd.NA or v is pd.NaT or (isinstance(v, float) and math.isnan(v)) or str(v).strip() == ""
 
@@ -132,7 +132,7 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
 
     hw = out["hardware"]
     for pos, v in enumerate(hw.tolist()):
-        if _blank(v):
+        if is_blank(v):
             raise CandidateError(f"{where}: {row_name(pos)}: column 'hardware' is empty")
     out["hardware"] = hw.astype(str).str.strip()
 
@@ -141,7 +141,7 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
         raw = out[col]
         num = _numbers(raw)
         for pos, (r, v) in enumerate(zip(raw.tolist(), num.tolist(), strict=True)):
-            if _blank(r):
+            if is_blank(r):
                 if required:
                     raise CandidateError(f"{where}: {row_name(pos)}: column '{col}' is empty; it is required")
                 continue

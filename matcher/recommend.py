@@ -13,7 +13,14 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
-from matcher.candidates import DIRECTION, config_columns, config_dict, quality_columns, validate_candidates
+from matcher.candidates import (
+    DIRECTION,
+    config_columns,
+    config_dict,
+    is_blank,
+    quality_columns,
+    validate_candidates,
+)
 from matcher.capacity import CURVE_QUERIES, FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
 from matcher.metrics import (
@@ -127,11 +134,7 @@ class _Numbers:
 
     def text(self, name: str, pos: list[int]) -> list[str]:
         """The column's non-missing values at `pos`, as text."""
-        return [str(v) for v in self.cells(name, pos) if not _missing(v)]
-
-
-def _missing(v: Any) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+        return [str(v) for v in self.cells(name, pos) if not is_blank(v)]
 
 
 def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str, float | None], dict[str, Any]]:
@@ -208,7 +211,7 @@ def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
     pairs = list(zip(cands["hardware"].astype(str).tolist(), cands["latency_source"].tolist(), strict=True))
     out = []
     for o in measured:
-        src = sorted({str(x) for hw, x in pairs if hw in o.hardware and not _missing(x) and x
+        src = sorted({str(x) for hw, x in pairs if hw in o.hardware and not is_blank(x)
                       and not str(x).startswith(FROM_CURVE)})
         if src:
             out.append(f"option #{o.rank}: its latency comes from {', '.join(src)} and its capacity from Offline, measured "
