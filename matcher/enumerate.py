@@ -24,9 +24,9 @@ budgets C8/C9, power C10) are checks on each vector. So:
   Every vector that could tie the best survives, so the ranking above is unchanged.
 
 `applicable` says when this answers instead of the MILP: a single workload, single_config, cost or
-energy. A pruned search holding more than MAX_PARTIALS partial vectors (or about to form more than
-MAX_EXPANSION in one step) raises TooLarge, and the MILP answers. tests/unit/test_enumerate.py checks equality with the MILP stage by stage on random
-instances, small boxes and large ones.
+energy. A pruned search holding more than MAX_PARTIALS partial vectors (or about to form more
+than MAX_EXPANSION in one step) raises TooLarge, and the MILP answers. tests/unit/test_enumerate.py
+checks equality with the MILP stage by stage on random instances, small boxes and large ones.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def applicable(wl: Workload, *, objective: str, single_config: bool) -> bool:
 
 
 class TooLarge(Exception):
-    """A configuration's pruned search held more than MAX_PARTIALS partial vectors at once: the
-    MILP is the cheaper exact method for this request."""
+    """A configuration's pruned search held more than MAX_PARTIALS partial vectors at once, or was
+    about to form more than MAX_EXPANSION in one step: the MILP is the cheaper exact method here."""
 
 
 MAX_PARTIALS = 200_000
