@@ -84,8 +84,19 @@ def config_keys(df: pd.DataFrame) -> pd.Series:
     # Column by column, not df.to_dict("records"): building a dict per row was most of the
     # time of a small table's keys, and this runs twice per answer.
     names = [c[len(CFG):] for c in cols]
-    columns = [[f"{name}={clean_value(v)}" for v in df[c].tolist()] for name, c in zip(names, cols, strict=True)]
+    columns = [_texts(name, df[c]) for name, c in zip(names, cols, strict=True)]
     return pd.Series([",".join(parts) for parts in zip(*columns, strict=True)], index=df.index, dtype=object)
+
+
+def _texts(name: str, col: pd.Series) -> list[str]:
+    """`name=value` per cell. A number column is written once per distinct value (a sweep's
+    columns hold a handful): an object column may hold True beside 1, which hash alike, so it is
+    written cell by cell."""
+    if col.dtype.kind in "iuf":
+        codes, uniques = pd.factorize(col, use_na_sentinel=False)
+        texts = np.array([f"{name}={clean_value(v)}" for v in uniques], dtype=object)
+        return texts[codes].tolist()
+    return [f"{name}={clean_value(v)}" for v in col.tolist()]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -71,17 +71,28 @@ MAX_PARTIALS = 200_000
 MAX_EXPANSION = 1_000_000  # partial vectors one step of the search may form before pruning them
 
 
-def _box(wl: Workload, ix: np.ndarray, objective: str) -> dict[str, np.ndarray]:
+def _box(wl: Workload, ix: np.ndarray, objective: str, values: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every feasible replica vector of one configuration and its stage values."""
-    return _vectors(wl, ix, np.indices(tuple(int(u) + 1 for u in wl.ub[ix])).reshape(len(ix), -1).T, objective)
+    grids = np.indices(tuple(int(u) + 1 for u in wl.ub[ix])).reshape(len(ix), -1).T
+    return _vectors(wl, ix, grids, objective, values)
 
 
-def _vectors(wl: Workload, ix: np.ndarray, grids: np.ndarray, objective: str) -> dict[str, np.ndarray]:
-    """The feasible ones of `grids` (replica vectors of one configuration) and their stage values."""
+def _per_replica(wl: Workload, objective: str, values: np.ndarray | None) -> np.ndarray:
+    """What one replica of each candidate adds to the objective searched: `values` where given
+    (columns.py prices the shared limits into it), else power (energy) or price."""
+    if values is not None:
+        return values
+    return wl.power_or_0 if objective == "energy" else wl.price
+
+
+def _vectors(wl: Workload, ix: np.ndarray, grids: np.ndarray, objective: str,
+             values: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The feasible ones of `grids` (replica vectors of one configuration) and their stage values;
+    "obj" is the objective searched (`_per_replica`)."""
     c = wl.req.constraints
     thr, price = wl.thr[ix], wl.price[ix]
-    power = np.nan_to_num(wl.power[ix], nan=0.0)
-    lat = np.nan_to_num(wl.lat[ix], nan=math.inf)  # a candidate without a latency counts as the slowest
+    power = wl.power_or_0[ix]
+    lat = wl.lat_or_inf[ix]  # a candidate without a latency counts as the slowest
     cap = grids @ thr
     cost = grids @ price
     reps = grids.sum(axis=1)
@@ -98,8 +109,9 @@ def _vectors(wl: Workload, ix: np.ndarray, grids: np.ndarray, objective: str) ->
     g = grids[ok]
     used = g > 0
     worst = np.where(used, lat, -math.inf).max(axis=1) if len(g) else np.zeros(0)
-    return {"y": g, "obj": (watts if objective == "energy" else cost)[ok], "cost": cost[ok], "worst": worst,
-            "cap": cap[ok], "reps": reps[ok]}
+    obj = grids @ values[ix] if values is not None else (watts if objective == "energy" else cost)
+    return {"y": g, "obj": obj[ok], "cost": cost[ok], "watts": watts[ok], "worst": worst, "cap": cap[ok],
+            "reps": reps[ok]}
 
 
 def _cover(v: np.ndarray, thr: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +127,8 @@ def _cover(v: np.ndarray, thr: np.ndarray, ub: np.ndarray) -> tuple[np.ndarray, 
     return caps, vals
 
 
-def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float) -> dict[str, np.ndarray]:
+def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float,
+                values: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """_box's vectors whose objective is at most `bound`, without enumerating the whole box: the
     replica counts are fixed one candidate at a time, and a partial vector is dropped once its
     objective plus the least it needs to cover the rest of the demand (`_cover`) exceeds the bound,
@@ -123,8 +136,8 @@ def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float) -> d
     by _vectors, as _box's. Raises TooLarge past MAX_PARTIALS partial vectors."""
     c = wl.req.constraints
     thr, price, ub = wl.thr[ix], wl.price[ix], wl.ub[ix].astype(int)
-    power = np.nan_to_num(wl.power[ix], nan=0.0)
-    v = power if objective == "energy" else price
+    power = wl.power_or_0[ix]
+    v = _per_replica(wl, objective, values)[ix]
     need = wl.demand * (1 - TOL) if wl.demand > 0 else 0.0
     budget = min((x for x in (c.budget_per_hour_usd,
                               c.budget_total_usd / c.duration_h if c.budget_total_usd is not None
@@ -149,20 +162,21 @@ def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float) -> d
         keep = (short <= caps[-1] * (1 + 1e-9) + 1e-9) & (obj + rest <= limit)
         keep &= (cost <= budget * (1 + TOL) + 1e-12) & (watts <= watts_cap * (1 + TOL) + 1e-12)
         if not keep.any():
-            return _vectors(wl, ix, np.zeros((0, m), dtype=np.int64), objective)
+            return _vectors(wl, ix, np.zeros((0, m), dtype=np.int64), objective, values)
         y, obj, cap, cost, watts = y[keep], obj[keep], cap[keep], cost[keep], watts[keep]
         if len(obj) > MAX_PARTIALS:
             raise TooLarge
-    box = _vectors(wl, ix, y, objective)
+    box = _vectors(wl, ix, y, objective, values)
     within = box["obj"] <= limit
     return {name: arr[within] for name, arr in box.items()}
 
 
-def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.ndarray]) -> float:
+def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.ndarray],
+                  values: np.ndarray | None = None) -> float:
     """The objective of one feasible vector of the box (cheapest per sample/s first, rounded up),
     plus the stage slack, or inf: a first bound for _box_pruned. A vector an earlier option's cut
     (C13) forbids is no bound for what the cut leaves."""
-    v = np.nan_to_num(wl.power[ix], nan=0.0) if objective == "energy" else wl.price[ix]
+    v = _per_replica(wl, objective, values)[ix]
     thr, ub = wl.thr[ix], wl.ub[ix].astype(int)
     y = np.zeros(len(ix), dtype=np.int64)
     left = wl.demand * (1 - TOL)
@@ -175,7 +189,7 @@ def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.nda
             continue
         y[i] = min(int(ub[i]), max(1, math.ceil(left / thr[i]))) if left > 0 else 1
         left -= y[i] * thr[i]
-    box = _vectors(wl, ix, y[None, :], objective)
+    box = _vectors(wl, ix, y[None, :], objective, values)
     if not len(box["obj"]) or any((y[cols] > 0).all() for cols in cut):
         return math.inf
     best = float(box["obj"][0])
@@ -197,9 +211,10 @@ def solve_enumerated(wl: Workload, *, objective: str, k: int,
                      deadline: float = math.inf) -> tuple[list[dict[int, int]], bool]:
     """Up to k options (position within wl -> replicas), best first ([] when none is feasible), and
     whether the deadline cut the search short (the options are then the best found, not proven)."""
-    boxes = config_boxes(wl)
-    order = sorted(boxes, key=lambda cfg: (lower_bound(wl, boxes[cfg], objective), int(boxes[cfg][0])))
-    lbs = {cfg: lower_bound(wl, boxes[cfg], objective) for cfg in boxes}
+    priced = Priced(wl, objective)
+    boxes = priced.boxes
+    lbs = dict(zip(priced.names, priced.bounds(_per_replica(wl, objective, None)).tolist(), strict=True))
+    order = sorted(boxes, key=lambda cfg: (lbs[cfg], int(boxes[cfg][0])))
     cache: dict[str, dict[str, np.ndarray]] = {}
     supports: list[np.ndarray] = []  # positions used by each earlier option (C13)
     out: list[dict[int, int]] = []
@@ -264,3 +279,72 @@ def _rank(pool: list[tuple[str, dict[str, np.ndarray]]], objective: str) -> tupl
     first = int(np.flatnonzero(keep)[0])
     cfg, box = pool[owner[first]]
     return cfg, box["y"][row[first]]
+
+
+class Priced:
+    """One workload's options at per-replica values other than its own prices (columns.py prices
+    the shared inventory and budget into them): the configurations' boxes and a lower bound per
+    configuration (`lower_bound` at those values), computed for all configurations at once."""
+
+    def __init__(self, wl: Workload, objective: str):
+        self.wl, self.objective = wl, objective
+        self.boxes = config_boxes(wl)
+        self.names = list(self.boxes)
+        self.group = np.empty(len(wl.hw), dtype=int)
+        for g, ix in enumerate(self.boxes.values()):
+            self.group[ix] = g
+        self.small = {c: float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS for c, ix in self.boxes.items()}
+
+    def bounds(self, values: np.ndarray) -> np.ndarray:
+        """lower_bound of every configuration at `values` (non-negative), in self.names' order."""
+        wl, n = self.wl, len(self.names)
+        least = np.full(n, math.inf)
+        np.minimum.at(least, self.group, values)
+        if wl.demand > 0:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per = np.where(wl.thr > 0, values / np.where(wl.thr > 0, wl.thr, 1.0), math.inf)
+            ratio = np.full(n, math.inf)
+            np.minimum.at(ratio, self.group, per)
+            least = np.maximum(least, wl.demand * (1 - TOL) * ratio)
+        return least
+
+    def within(self, values: np.ndarray, bound: float, limit: int | None = None) -> list[tuple[str, dict[str, np.ndarray]]]:
+        """Every feasible option whose objective at `values` is at most `bound`, per configuration
+        (configurations whose lower bound passes it are skipped). Raises TooLarge where a pruned
+        search does, or once more than `limit` options would be returned."""
+        out = []
+        count = 0
+        lbs = self.bounds(values)
+        for g in np.flatnonzero(lbs <= bound * (1 + 1e-9) + 1e-12):
+            cfg = self.names[g]
+            ix = self.boxes[cfg]
+            box = (_box(self.wl, ix, self.objective, values) if self.small[cfg]
+                   else _box_pruned(self.wl, ix, self.objective, bound, values))
+            keep = box["obj"] <= bound * (1 + 1e-9) + 1e-12
+            if keep.any():
+                count += int(keep.sum())
+                if limit is not None and count > limit:
+                    raise TooLarge
+                out.append((cfg, {name: arr[keep] for name, arr in box.items()}))
+        return out
+
+    def cheapest(self, values: np.ndarray, bound: float = math.inf) -> tuple[float, str, np.ndarray] | None:
+        """The least objective at `values` over the feasible options, its configuration and replica
+        vector (over that configuration's candidates), or None when no option is at most `bound`.
+        Configurations are visited in lower-bound order, each searched with the best so far."""
+        lbs = self.bounds(values)
+        best: tuple[float, str, np.ndarray] | None = None
+        for g in np.argsort(lbs, kind="stable"):
+            if lbs[g] > bound * (1 + 1e-9) + 1e-12:
+                break
+            cfg = self.names[g]
+            ix = self.boxes[cfg]
+            greedy = _greedy_bound(self.wl, ix, self.objective, [], values)
+            box = _box_pruned(self.wl, ix, self.objective, min(bound, greedy), values) if math.isfinite(
+                min(bound, greedy)) or not self.small[cfg] else _box(self.wl, ix, self.objective, values)
+            if len(box["obj"]):
+                j = int(np.argmin(box["obj"]))
+                if box["obj"][j] <= bound:
+                    bound = float(box["obj"][j])
+                    best = (bound, cfg, box["y"][j])
+        return best

@@ -314,7 +314,7 @@ class Model:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                self.prob.solve(_solver(solver, left, warm_start=warm, preprocess=preprocess))
+                self.prob.solve(solver_command(solver, left, warm_start=warm, preprocess=preprocess))
             self.solver_s += time.perf_counter() - t0
         except _SolverMissing as exc:
             return "error", str(exc)
@@ -355,7 +355,7 @@ class Model:
                 # exists: a 4-candidate tie-break then stopped here, and its capacity and replica
                 # stages never ran (a 3-replica option ranked before an equal 2-replica one). With
                 # its preprocessing it proves the infeasibility; preprocessing's known fault is a
-                # suboptimal "optimal" (_solver), which a question with no objective cannot have.
+                # suboptimal "optimal" (solver_command), which a question with no objective cannot have.
                 outcome, why = self._call(anything, solver, deadline, preprocess=True)
             if outcome in ("optimal", "feasible"):
                 continue  # a faster answer: try lower still
@@ -511,7 +511,7 @@ def unknown_solver(name: str) -> str | None:
     return None if name in SOLVERS else f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}"
 
 
-def _solver(name: str, time_limit_s: float | None, warm_start: bool = False, preprocess: bool = False) -> pulp.LpSolver:
+def solver_command(name: str, time_limit_s: float | None, warm_start: bool = False, preprocess: bool = False) -> pulp.LpSolver:
     limit = None if time_limit_s is None or not math.isfinite(time_limit_s) else max(float(time_limit_s), 0.01)
     if name == "highs":
         s = pulp.HiGHS(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, threads=1, random_seed=0)

@@ -12,6 +12,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -136,6 +137,16 @@ class Workload:
     @property
     def power(self) -> np.ndarray:
         return self.values["power_w"]
+
+    @cached_property
+    def power_or_0(self) -> np.ndarray:
+        """Power with a missing value as 0 (what enumeration sums)."""
+        return np.nan_to_num(self.power, nan=0.0)
+
+    @cached_property
+    def lat_or_inf(self) -> np.ndarray:
+        """The ranked latency with a missing value as the slowest."""
+        return np.nan_to_num(self.lat, nan=math.inf)
 
 
 def _inventory(req: Requirements, cands: pd.DataFrame) -> dict[str, float]:

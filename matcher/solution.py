@@ -115,6 +115,7 @@ class PlanSolution:
     solver: str = "cbc"
     solve_time_s: float = 0.0
     candidates_considered: int = 0
-    # Relative gap to the best bound known: 0 when proven optimal; with a time limit, (found - Σ of
-    # each workload's own optimum) / found, an upper bound on the solver's own gap; None unknown.
+    # Relative gap to the best bound known: 0 when proven optimal; with a time limit, (found - LB) /
+    # found, LB the larger of Σ each workload's own optimum and column generation's Lagrangian
+    # bound (columns.py): an upper bound on the solver's own gap; None unknown.
     gap: float | None = None

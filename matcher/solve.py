@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from matcher import columns
 from matcher.diagnose import binding, diagnose, diagnose_plan
 from matcher.enumerate import ENUMERATION, TooLarge, applicable, config_boxes, lower_bound, solve_enumerated
 from matcher.metrics import Columns
@@ -159,13 +160,13 @@ def plan(
     status: Status = "infeasible"
     reason = ""
     if all(wl.hw for wl in ws):
-        pre = (_plan_presolve(workloads, ws, shared_inv, budget_per_hour_usd, objective, single_config, deadline)
-               if method == "auto" else _Presolved(ws))
+        pre = (_plan_presolve(workloads, ws, shared_inv, budget_per_hour_usd, objective, single_config, solver,
+                              deadline) if method == "auto" else _Presolved(ws))
         if pre.answer is not None:
             opts = tuple(_option(wl, ch, 1, objective) for wl, ch in zip(ws, pre.answer, strict=True))
-            return PlanSolution("optimal", f"{len(opts)} workloads placed; each workload's own best answer fits the "
-                                "shared limits", opts, sum(o.cost_per_hour_usd for o in opts), None, ENUMERATION,
-                                time.perf_counter() - t0, n_total, gap=0.0)
+            return PlanSolution("optimal", f"{len(opts)} workloads placed; {pre.how}", opts,
+                                sum(o.cost_per_hour_usd for o in opts), None, pre.solver, time.perf_counter() - t0,
+                                n_total, gap=0.0)
         if pre.infeasible:
             ws = []  # a workload infeasible on its own: the diagnosis below says which
         else:
@@ -211,6 +212,8 @@ class _Presolved:
     workloads: list[Workload]
     lower_bound: float = math.nan
     answer: list[dict[int, int]] | None = None
+    how: str = "each workload's own best answer fits the shared limits"  # why the answer is proven
+    solver: str = ENUMERATION
     infeasible: bool = False
     # a feasible plan (the greedy upper bound's), per workload replicas per (hardware, configuration):
     # the MILP's warm start; every configuration it uses survives the cut above (its own bound <= UB)
@@ -219,7 +222,7 @@ class _Presolved:
 
 def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: list[Workload],
                    shared_inv: Mapping[str, float], budget: float | None, objective: str, single_config: bool,
-                   deadline: float) -> _Presolved:
+                   solver: str, deadline: float) -> _Presolved:
     """Exact reductions of a plan before its MILP (cost or energy objective, every workload small
     enough to enumerate; otherwise the workloads as they are):
 
@@ -227,10 +230,13 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
       lower bound on its part of any plan, so LB = Σ opt_w bounds the plan. If the own optima fit
       the shared inventory and budget together, they are the plan (each workload keeps its own
       tie-break), proven optimal;
-    * else a feasible plan from placing workloads one by one, largest first, each on what the
-      earlier ones left, gives an upper bound UB. In an optimal plan workload w spends at most
-      opt_w + (UB - LB), so a configuration whose own lower bound (enumerate._lower_bound) exceeds
-      that is never used, by any optimal plan or its tie-break: it is dropped from the MILP."""
+    * else column generation (columns.py) answers, with a proof, where it can;
+    * where it cannot, a feasible plan from placing workloads one by one, largest first, each on
+      what the earlier ones left, or column generation's best plan if cheaper, gives an upper
+      bound UB and the MILP's warm start, and column generation's Lagrangian bound raises LB. In an
+      optimal plan workload w spends at most opt_w + (UB - Σ opt), so a configuration whose own
+      lower bound (enumerate.lower_bound) exceeds that is never used, by any optimal plan or its
+      tie-break: it is dropped from the MILP, as is one whose reduced cost already exceeds UB - LB."""
     if objective not in ("cost", "energy") or not single_config:
         return _Presolved(ws)
     own = []
@@ -245,16 +251,25 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
     lower = float(sum(value))
     if _fits(ws, own, shared_inv, budget):
         return _Presolved(ws, lower, answer=own)
+    # At most half the time left: where it proves nothing, the MILP keeps the other half.
+    now = time.perf_counter()
+    cg = columns.solve(ws, objective, shared_inv, budget, own, solver, now + 0.5 * (deadline - now))
+    if cg.answer is not None:
+        return _Presolved(ws, cg.upper, answer=cg.answer, solver=columns.COLUMN,
+                          how=f"proven optimal by column generation ({cg.rounds} LP rounds, {cg.columns} options)")
+    lower = max(lower, cg.lower)
     greedy = _greedy_plan(workloads, ws, value, shared_inv, budget, objective, deadline)
-    if greedy is None:
+    found = [g for g in (greedy, (cg.upper, cg.incumbent) if cg.incumbent is not None else None) if g is not None]
+    if not found:
         return _Presolved(ws, lower)
-    upper, incumbent = greedy
-    spare = upper - lower
+    upper, incumbent = min(found, key=lambda g: g[0])
+    spare = upper - float(sum(value))
     keep = []
-    for wl, v in zip(ws, value, strict=True):
+    for w, (wl, v) in enumerate(zip(ws, value, strict=True)):
         limit = v + spare + 1e-7 * max(1.0, abs(v + spare))
         lbs = {cfg: lower_bound(wl, ix, objective) for cfg, ix in config_boxes(wl).items()}
-        keep.append(wl.take(np.array([lbs[c] <= limit for c in wl.cfg], dtype=bool)))
+        usable = cg.usable[w] if cg.usable is not None else set(lbs)
+        keep.append(wl.take(np.array([lbs[c] <= limit and c in usable for c in wl.cfg], dtype=bool)))
     return _Presolved(keep, lower, incumbent=incumbent)
 
 

@@ -135,7 +135,7 @@ def plan_scaling(workloads: list[int], per_workload: int, inv_per_workload: floa
           f"inventory of ceil({inv_per_workload} W) devices per hardware type; demand = 0.15 x the workload's largest "
           f"single-configuration capacity at 3 devices.")
     print()
-    print("| workloads | candidates | plan s (presolve + MILP) | status | gap | MILP alone s (baseline) | status | "
+    print("| workloads | candidates | plan s (presolve, columns, MILP) | status | gap | MILP alone s (baseline) | status | "
           "plan cost USD/h | MILP alone cost | sum of independent optima USD/h | ratio |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for w in workloads:

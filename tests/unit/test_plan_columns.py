@@ -1,0 +1,136 @@
+"""plan() by column generation (matcher/columns.py) answers what the whole MILP answers where the
+shared inventory or budget binds: the same status, objective and cost on random plans with
+devices per replica, own inventories, budgets and both objectives; its tie-break leaves no
+workload an option that dominates its own; where it cannot prove a plan, the MILP answers (#12)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from matcher import columns
+from matcher import solve as solve_mod
+from matcher.enumerate import _box, config_boxes
+from matcher.requirements import Requirements
+from matcher.screen import screen
+from matcher.solution import TOL
+from matcher.solve import plan
+from tests.fixtures.instances import random_candidates
+
+
+def _plan_instance(seed: int):
+    rng = np.random.default_rng(7000 + seed)
+    n_hw = int(rng.integers(2, 5))
+    items = []
+    for _ in range(int(rng.integers(2, 7))):
+        cands = random_candidates(rng, n_hw, int(rng.integers(2, 5)), with_energy=True,
+                                  inventory=int(rng.integers(2, 6)) if seed % 5 == 1 else None)
+        cands["devices"] = rng.choice([1, 1, 2], len(cands))
+        slo = float(np.quantile(cands["latency_p99_ms"], 0.75))
+        items.append((Requirements(constraints={"throughput_qps": float(cands["throughput_qps"].max() * rng.uniform(0.5, 2.5)),
+                                                "latency_p99_ms": slo}, top_k=1), cands))
+    objective = "energy" if seed % 4 == 0 else "cost"
+    inventory = {f"hw{h:03d}": int(rng.integers(2, 3 + 2 * len(items))) for h in range(n_hw)}
+    budget = float(rng.uniform(1, 4) * len(items)) if seed % 3 == 0 else None
+    return items, inventory, budget, objective
+
+
+def _total(p, objective: str) -> float:
+    return sum(o.objective_value for o in p.workloads) if objective == "energy" else p.cost_per_hour_usd
+
+
+def test_column_generation_proves_what_the_whole_milp_finds():
+    answered = 0
+    for seed in range(40):
+        items, inventory, budget, objective = _plan_instance(seed)
+        fast = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective)
+        whole = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective, method="milp")
+        assert fast.status == whole.status, (seed, fast.reason, whole.reason)
+        if whole.status != "optimal":
+            continue
+        assert _total(fast, objective) == pytest.approx(_total(whole, objective), rel=1e-6), seed
+        assert fast.cost_per_hour_usd == pytest.approx(whole.cost_per_hour_usd, rel=1e-6), seed
+        assert fast.gap == 0
+        _within_limits(fast, items, inventory, budget)
+        if fast.solver == columns.COLUMN:
+            answered += 1
+            _no_workload_has_a_dominating_alternative(fast, items, inventory, budget, objective)
+    assert answered >= 10, f"only {answered} plans needed column generation: the instances no longer bind"
+
+
+def _within_limits(p, items, inventory, budget) -> None:
+    used: dict[str, float] = {}
+    for o, (_, cands) in zip(p.workloads, items, strict=True):
+        for pos, n in o.replicas.items():
+            row = cands.iloc[pos]
+            used[row["hardware"]] = used.get(row["hardware"], 0) + n * row["devices"]
+    assert all(used.get(h, 0) <= cap + TOL for h, cap in inventory.items()), (used, inventory)
+    if budget is not None:
+        assert p.cost_per_hour_usd <= budget * (1 + TOL)
+
+
+def _no_workload_has_a_dominating_alternative(p, items, inventory, budget, objective) -> None:
+    """Each workload, the others held: no option within the shared limits and the plan's objective
+    and cost (with the stage tolerance) has a lower worst p99, or the same and a higher capacity,
+    or the same and fewer replicas (brute force over its boxes)."""
+    shared = {h: float(n) for h, n in inventory.items()}
+    for w, ((req, cands), o) in enumerate(zip(items, p.workloads, strict=True)):
+        wl = screen(req, cands, objective=objective, elastic=False, extra_inventory=shared)
+        rows = cands.iloc[list(o.replicas)]
+        n = np.array(list(o.replicas.values()), dtype=float)
+        mine = (float(rows["latency_p99_ms"].max()), float(n @ rows["throughput_qps"].to_numpy()), int(n.sum()))
+        others = [q for v, q in enumerate(p.workloads) if v != w]
+        left = dict(shared)
+        money = budget * (1 + TOL) if budget is not None else math.inf
+        pin_obj = _total(p, objective) * (1 + 1e-7) + 1e-7
+        pin_cost = p.cost_per_hour_usd * (1 + 1e-7) + 1e-7
+        other_obj = sum(q.objective_value for q in others)
+        other_cost = sum(q.cost_per_hour_usd for q in others)
+        for q, (_, c) in zip(others, [it for v, it in enumerate(items) if v != w], strict=True):
+            for pos, k in q.replicas.items():
+                left[c.iloc[pos]["hardware"]] -= k * c.iloc[pos]["devices"]
+        for ix in config_boxes(wl).values():
+            box = _box(wl, ix, objective)
+            for y, obj, cost, worst, cap, reps in zip(box["y"], box["obj"], box["cost"], box["worst"], box["cap"],
+                                                      box["reps"], strict=True):
+                use: dict[str, float] = {}
+                for j, k in enumerate(y):
+                    use[wl.hw[ix[j]]] = use.get(wl.hw[ix[j]], 0) + k * wl.devices[ix[j]]
+                if any(use.get(h, 0) > left[h] + TOL for h in left) or cost + other_cost > money:
+                    continue
+                if obj + other_obj > pin_obj or cost + other_cost > pin_cost:
+                    continue
+                better = (worst, -cap, reps) < (mine[0], -mine[1] * (1 + 1e-7) - 1e-7, mine[2])
+                assert not better, (w, (worst, cap, reps), mine)
+
+
+def test_where_its_pool_would_grow_too_large_the_milp_answers(monkeypatch):
+    monkeypatch.setattr(columns, "MAX_COLUMNS", 0)
+    checked = 0
+    for seed in range(16):
+        items, inventory, budget, objective = _plan_instance(seed)
+        fast = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective)
+        whole = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective, method="milp")
+        assert fast.solver != columns.COLUMN and fast.status == whole.status
+        if whole.status == "optimal" and fast.solver == "cbc":
+            assert fast.cost_per_hour_usd == pytest.approx(whole.cost_per_hour_usd, rel=1e-6)
+            checked += 1
+    assert checked >= 5
+
+
+def test_a_plan_the_greedy_placement_cannot_start_is_still_proven(monkeypatch):
+    """Without a feasible plan to start from, the LP overruns the shared limits at a steep price
+    (Phase I) until its options fit: the answer is still proven and equals the MILP's."""
+    monkeypatch.setattr(solve_mod, "_greedy_plan", lambda *a, **k: None)  # (the MILP then starts cold)
+    answered = 0
+    for seed in range(24):
+        items, inventory, budget, objective = _plan_instance(seed)
+        fast = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective)
+        whole = plan(items, inventory=inventory, budget_per_hour_usd=budget, objective=objective, method="milp")
+        assert fast.status == whole.status
+        if fast.solver == columns.COLUMN:
+            assert fast.cost_per_hour_usd == pytest.approx(whole.cost_per_hour_usd, rel=1e-6)
+            answered += 1
+    assert answered >= 5
