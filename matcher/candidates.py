@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +113,22 @@ def _numbers(series: pd.Series) -> pd.Series:
     return pd.to_numeric(series, errors="coerce").astype("float64")
 
 
+def _one_inventory_per_hardware(out: pd.DataFrame, where: str, row_name: Callable[[int], str]) -> None:
+    """An inventory counts the devices of a hardware type, so its rows must agree (a blank takes
+    the others' number): two numbers for one type would leave the matcher to guess which holds."""
+    seen: dict[str, tuple[float, int]] = {}
+    for pos, (hw, n) in enumerate(zip(out["hardware"].tolist(), out["inventory"].tolist(), strict=True)):
+        if math.isnan(n):
+            continue
+        if hw in seen and seen[hw][0] != n:
+            first, at = seen[hw]
+            raise CandidateError(
+                f"{where}: column 'inventory' is {first:g} for hardware '{hw}' at {row_name(at)} but {n:g} at "
+                f"{row_name(pos)}; it counts that hardware's devices, so give one number per hardware (or leave "
+                "the other rows blank)")
+        seen.setdefault(hw, (n, pos))
+
+
 def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset: int | None = None) -> pd.DataFrame:
     """Check a candidate table and return a normalised copy (numeric dtypes, defaults filled).
 
@@ -201,6 +217,7 @@ def validate_candidates(df: pd.DataFrame, where: str = "candidates", line_offset
             out[col + DIRECTION] = direction.replace("", np.nan)
     if "inventory" in out:
         check("inventory", required=False, low=0, low_ok=True, integer=True)
+        _one_inventory_per_hardware(out, where, row_name)
     if "devices" in out:
         check("devices", required=False, low=1, low_ok=True, integer=True)
         out["devices"] = out["devices"].fillna(1.0)

@@ -248,3 +248,13 @@ def test_booleans_are_not_numbers_in_a_candidate_table():
         validate_candidates(_table(inventory=[None, True, 2, 2]))
     with pytest.raises(CandidateError, match=r"column 'throughput_qps' must be a number, got np.True_|got True"):
         validate_candidates(_table(throughput_qps=[True, False, True, True]))
+
+
+def test_two_inventories_for_one_hardware_are_refused_naming_both_lines(tmp_path):
+    p = write(tmp_path, "local-1c,0.0446,12.5,80,0.91,2,8,fp32\nlocal-1c,0.0446,7,150,,5,16,fp32\n"
+                        "local-1c,0.0446,7,150,,,32,fp32\n")
+    with pytest.raises(CandidateError, match=r"'inventory' is 2 for hardware 'local-1c' at line 2 but 5 at line 3"):
+        candidates_from_csv(p)
+    p = write(tmp_path, "local-1c,0.0446,12.5,80,0.91,2,8,fp32\nlocal-1c,0.0446,7,150,,,16,fp32\n"
+                        "local-2c,0.089,7,150,,3,8,fp32\n")
+    assert candidates_from_csv(p)["inventory"].tolist()[::2] == [2, 3]  # a blank row takes its hardware's number
