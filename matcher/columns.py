@@ -40,7 +40,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
 from matcher.enumerate import Priced, TooLarge
-from matcher.milp import solver_command
+from matcher.milp import in_unit, solver_command
 from matcher.screen import Workload
 from matcher.solution import TOL
 
@@ -261,7 +261,11 @@ def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, dead
         if terms:
             prob.addConstraint(pulp.LpAffineExpression(terms) <= float(cap), f"inv_{j}")
     if limit is not None:
-        prob.addConstraint(pulp.LpAffineExpression([(x[k], c.cost) for k, c in enumerate(cols)]) <= limit, "budget")
+        # In units of the budget: a solver's feasibility tolerance is absolute (about 1e-7), which
+        # let 2e-8 USD/h pass a budget of 1e-8 USD/h.
+        unit = limit if limit > 0 else 1.0
+        prob.addConstraint(pulp.LpAffineExpression([(x[k], c.cost / unit) for k, c in enumerate(cols)]) <= limit / unit,
+                           "budget")
     stages = [np.array([c.obj for c in cols])]
     if pool.objective != "cost":
         stages.append(np.array([c.cost for c in cols]))
@@ -272,7 +276,7 @@ def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, dead
         if left <= 0:
             return None
         expr = pulp.LpAffineExpression([(x[k], float(a)) for k, a in enumerate(coef)])
-        prob.setObjective(expr)
+        prob.setObjective(in_unit(expr))
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
@@ -282,6 +286,8 @@ def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, dead
         if prob.sol_status != pulp.LpSolutionOptimal:
             return None
         chosen = [max(mine[w], key=lambda k: x[k].varValue or 0.0) for w in range(n_w)]
+        if not _within(pool, chosen, caps, limit):
+            return None  # the solver's tolerance let a shared limit slip: the MILP answers instead
         value = float(sum(coef[k] for k in chosen))
         held.append(value + _slack(value))
         if s + 1 < len(stages):
@@ -290,6 +296,15 @@ def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, dead
     if tie_break:
         _tie_break(pool, chosen, caps, limit, stages, held)
     return chosen
+
+
+def _within(pool: Pool, chosen: list[int], caps: np.ndarray, limit: float | None) -> bool:
+    """The plan meets the shared limits exactly as enumeration checks them (caps and limit carry
+    the tolerance already), whatever the solver's own tolerance accepted."""
+    cols = [pool.cols[k] for k in chosen]
+    if len(caps) and (sum(c.use for c in cols) > caps).any():
+        return False
+    return limit is None or sum(c.cost for c in cols) <= limit
 
 
 def _tie_break(pool: Pool, chosen: list[int], caps: np.ndarray, limit: float | None, stages: list[np.ndarray],

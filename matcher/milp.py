@@ -127,9 +127,9 @@ def _no_paths(text: str) -> str:
 
 
 class Model:
-    """The PuLP problem, its variables by meaning, and the lexicographic stages. In the elastic
-    model at_least / at_most give each constraint its slack (shared by the rows of one constraint,
-    weighted 1/scale in the objective)."""
+    """The PuLP problem, its variables by meaning, and the lexicographic stages. at_least / at_most
+    write each row divided by its `scale` (the bound it holds); in the elastic model they give each
+    constraint its slack, shared by the rows of one constraint and so relative to its bound."""
 
     def __init__(self, ws: list[Workload], mode: Mode):
         self.prob = pulp.LpProblem("benchmatch", pulp.LpMinimize)
@@ -139,7 +139,7 @@ class Model:
         self.u: dict[tuple[int, str, str], pulp.LpVariable] = {}
         self.z: dict[tuple[int, str], pulp.LpVariable] = {}
         self.lmax: dict[int, pulp.LpVariable] = {}
-        self.slack: dict[str, tuple[pulp.LpVariable, float]] = {}  # constraint name -> (slack, scale)
+        self.slack: dict[str, tuple[pulp.LpVariable, float]] = {}  # constraint name -> (slack, its weight)
         self.stages: list[Stage] = []  # first = the objective's own
         self.pins: dict[int, pulp.LpVariable] = {}  # stage index -> π_j >= f_j; bounded once j is solved
         self.held: dict[int, float] = {}  # stage index -> the bound that holds it, once solved
@@ -168,10 +168,17 @@ class Model:
         self._row(terms, pulp.LpConstraintEQ, rhs, name, None, 1.0)
 
     def _row(self, terms: Terms, sense: int, rhs: float, name: str, slack: str | None, scale: float) -> None:
-        expr = lin(terms)
+        # A row is written in units of its own bound (scale): a solver's feasibility tolerance is
+        # absolute (about 1e-7), so 2e-8 USD/h passed a budget of 1e-8 USD/h, and a demand of 10^9
+        # samples/s could fall short by hundreds. The elastic slack is then relative to the bound
+        # already, which is the weight the slack stage gives it.
+        unit = max(abs(scale), 1e-9)
+        pairs = terms.items() if isinstance(terms, Mapping) else terms
+        expr = lin([(v, float(a) / unit) for v, a in pairs]) if unit != 1.0 else lin(terms)
+        rhs = rhs / unit
         if self.mode.elastic and slack is not None:
             if slack not in self.slack:
-                self.slack[slack] = (self.var("s"), max(abs(scale), 1e-9))
+                self.slack[slack] = (self.var("s"), 1.0)
             expr[self.slack[slack][0]] = 1.0 if sense == pulp.LpConstraintGE else -1.0
         row, key = pulp.LpConstraint(expr, sense, rhs=rhs), name
         while True:
@@ -308,7 +315,7 @@ class Model:
         if expr.isNumericalConstant():
             # PuLP would add a dummy variable that stays in the problem and breaks CBC's next solve.
             expr = pulp.LpAffineExpression([(next(iter(self.y.values())), 0.0)])
-        self.prob.setObjective(expr)
+        self.prob.setObjective(in_unit(expr))
         warm, self.warm = self.warm, False  # the incumbent seeds the first solve; later stages start from it
         try:
             t0 = time.perf_counter()
@@ -506,6 +513,17 @@ def build(ws: list[Workload], mode: Mode) -> Model:
     return m
 
 
+def in_unit(expr: pulp.LpAffineExpression) -> pulp.LpAffineExpression:
+    """The objective divided by its largest coefficient, for the solver only (the optimum is the
+    same): CBC derives its cutoff increment from the coefficients, and on prices of 1e-8 and 2e-6
+    USD/h it called a plan 50% dearer than the optimum optimal. Stage values and pins stay in the
+    objective's own unit."""
+    big = max((abs(a) for a in expr.values()), default=0.0)
+    if big == 0.0 or big == 1.0 or not math.isfinite(big):
+        return expr
+    return pulp.LpAffineExpression([(v, a / big) for v, a in expr.items()])
+
+
 def unknown_solver(name: str) -> str | None:
     """Why `name` is no solver we offer, or None."""
     return None if name in SOLVERS else f"unknown solver '{name}'; choose one of {', '.join(SOLVERS)}"
@@ -523,7 +541,9 @@ def solver_command(name: str, time_limit_s: float | None, warm_start: bool = Fal
     # CBC's integer preprocessing returned a worse answer as "Optimal" (2.32 for 1.71 USD/h: one
     # config, two hardware types, a demand two replicas of either cover; tests/unit/test_enumerate.py
     # seed 136 finds it by comparing with exact enumeration). Without it CBC is exact here.
-    opts = [] if preprocess else ["preprocess off"]
+    # Its cutoff increment (how much better a next answer must be to count) is set far below the
+    # stages' hold: left to CBC, a plan 2e-6 USD/h dearer than the optimum was called optimal.
+    opts = ["increment 1e-10"] + ([] if preprocess else ["preprocess off"])
     cmd = pulp.COIN_CMD(msg=False, timeLimit=limit, gapRel=0.0, gapAbs=1e-9, options=opts, warmStart=warm_start)
     if cmd.available():
         return cmd

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from matcher import columns
@@ -134,3 +135,32 @@ def test_a_plan_the_greedy_placement_cannot_start_is_still_proven(monkeypatch):
             assert fast.cost_per_hour_usd == pytest.approx(whole.cost_per_hour_usd, rel=1e-6)
             answered += 1
     assert answered >= 5
+
+
+def _tiny(prices: list[float]) -> pd.DataFrame:
+    return pd.DataFrame({"hardware": ["a", "b", "c"][:len(prices)], "price_per_hour_usd": prices,
+                         "latency_p99_ms": [10.0, 20.0, 5.0][:len(prices)],
+                         "throughput_qps": [100.0] * len(prices), "cfg_batch_size": [1] * len(prices)})
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+def test_a_budget_of_a_hundred_millionth_of_a_dollar_holds(solver):
+    """Found by a hostile probe (2026-12-02): a solver's feasibility tolerance is absolute (about
+    1e-7), so 2e-8 USD/h passed a shared budget of 1e-8 USD/h, in column generation's master and
+    in the whole MILP (HiGHS). Rows are now in units of their bound, and the master's answer is
+    checked against the limits exactly."""
+    items = [(Requirements(constraints={"throughput_qps": 100.0}, top_k=1), _tiny([1e-8, 0.5])) for _ in range(2)]
+    for method in ("auto", "milp"):
+        p = plan(items, budget_per_hour_usd=1e-8, solver=solver, method=method)
+        assert p.status == "infeasible", (method, p.cost_per_hour_usd)
+    p = plan(items, budget_per_hour_usd=2e-8, solver=solver)
+    assert p.status == "optimal" and p.cost_per_hour_usd == pytest.approx(2e-8, rel=1e-9)
+
+
+def test_prices_of_a_millionth_of_a_dollar_are_still_told_apart():
+    """Found by the same probe: on prices of 1e-8 and 2e-6 USD/h, CBC's own cutoff increment let
+    the master call a plan of 6.04e-6 USD/h optimal where 4.04e-6 exists."""
+    items = [(Requirements(constraints={"throughput_qps": 300.0}, top_k=1), _tiny([1e-8, 2e-6, 1.0])) for _ in range(2)]
+    p = plan(items, inventory={"a": 4})
+    assert p.status == "optimal" and p.solver == columns.COLUMN
+    assert p.cost_per_hour_usd == pytest.approx(4.04e-6, rel=1e-9)
