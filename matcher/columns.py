@@ -40,7 +40,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
 from matcher.enumerate import Priced, TooLarge
-from matcher.milp import in_unit, solver_command
+from matcher.milp import solver_command
 from matcher.screen import Workload
 from matcher.solution import TOL
 
@@ -276,13 +276,13 @@ def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, dead
         if left <= 0:
             return None
         expr = pulp.LpAffineExpression([(x[k], float(a)) for k, a in enumerate(coef)])
-        prob.setObjective(in_unit(expr))
+        prob.setObjective(expr)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 prob.solve(solver_command(solver, left))
-        except (RuntimeError, pulp.PulpSolverError, OSError):
-            return None
+        except (RuntimeError, pulp.PulpSolverError, OSError, IndexError, ValueError):
+            return None  # the MILP answers, and says what failed
         if prob.sol_status != pulp.LpSolutionOptimal:
             return None
         chosen = [max(mine[w], key=lambda k: x[k].varValue or 0.0) for w in range(n_w)]
@@ -311,7 +311,13 @@ def _tie_break(pool: Pool, chosen: list[int], caps: np.ndarray, limit: float | N
                held: list[float]) -> None:
     """milp.py's tie-break, workload by workload with the others held: among w's options that keep
     the plan within the shared limits and the held stages, the lowest worst p99, then the highest
-    capacity (held with the stage tolerance), then the fewest replicas. In place."""
+    capacity (held with the stage tolerance), then the fewest replicas. In place.
+
+    Unlike the MILP's single pass, passes repeat until no workload can do better on its own: a
+    later workload's move can free what an earlier one wanted (a probe found workloads left at
+    12 ms beside an idle device that gave one of them 10 ms at the same cost). A workload moves
+    only when its option fails a hold, so each move improves its own (p99, capacity, replicas) and
+    leaves the others' as they were: the passes end."""
     cols = pool.cols
     use = np.array([c.use for c in cols]) if len(caps) else np.zeros((len(cols), 0))
     cost = np.array([c.cost for c in cols])
@@ -319,17 +325,22 @@ def _tie_break(pool: Pool, chosen: list[int], caps: np.ndarray, limit: float | N
     worst = np.array([c.worst for c in cols])
     cap = np.array([c.cap for c in cols])
     reps = np.array([c.reps for c in cols], dtype=float)
-    for w in range(len(pool.ws)):
-        others = [k for v, k in enumerate(chosen) if v != w]
-        ok = owner == w
-        if len(caps):
-            ok &= (use + use[others].sum(axis=0) <= caps).all(axis=1)
-        if limit is not None:
-            ok &= cost + cost[others].sum() <= limit
-        for coef, pin in zip(stages, held, strict=True):
-            ok &= coef + coef[others].sum() <= pin
-        ok[chosen[w]] = True  # the answer so far holds its own pins (float sums in another order)
-        for values, exact in ((worst, True), (-cap, False), (reps, True)):
-            top = values[ok].min()
-            ok &= values <= (top if exact else top + _slack(top))
-        chosen[w] = int(np.flatnonzero(ok)[0])
+    moved = True
+    while moved:
+        moved = False
+        for w in range(len(pool.ws)):
+            others = [k for v, k in enumerate(chosen) if v != w]
+            ok = owner == w
+            if len(caps):
+                ok &= (use + use[others].sum(axis=0) <= caps).all(axis=1)
+            if limit is not None:
+                ok &= cost + cost[others].sum() <= limit
+            for coef, pin in zip(stages, held, strict=True):
+                ok &= coef + coef[others].sum() <= pin
+            ok[chosen[w]] = True  # the answer so far holds its own pins (float sums in another order)
+            for values, exact in ((worst, True), (-cap, False), (reps, True)):
+                top = values[ok].min()
+                ok &= values <= (top if exact else top + _slack(top))
+            if not ok[chosen[w]]:
+                chosen[w] = int(np.flatnonzero(ok)[0])
+                moved = True

@@ -306,16 +306,35 @@ class Model:
             self.at_most(expr, self.held[j], f"C12_pin_{j}")
 
     def _call(self, expr: pulp.LpAffineExpression, solver: str, deadline: float,
-              preprocess: bool = False) -> tuple[Status | str, str]:
-        """One solver call: (outcome, why), outcome optimal | feasible (an answer, not proven
-        optimal) | infeasible | unbounded | time_limit (no answer) | error. Keeps any answer."""
+              accept_preprocessed: bool = False) -> tuple[Status | str, str]:
+        """One solver question: (outcome, why), outcome optimal | feasible (an answer, not proven
+        optimal) | infeasible | unbounded | time_limit (no answer) | error. Keeps any answer.
+
+        The bundled CBC 2.10.3 crashes (segfault) on some infeasible models without its
+        preprocessing: an infeasible 5-workload plan answered "error", and a tie-break's "anything
+        faster?" stopped its later stages. It is then asked again with preprocessing, which proves
+        the infeasibility. An answer found that way is taken only where any answer will do
+        (`accept_preprocessed`): preprocessing's known fault is a suboptimal "optimal"
+        (solver_command)."""
+        outcome, why = self._call_once(expr, solver, deadline, preprocess=False)
+        if outcome != "error" or solver != "cbc":
+            return outcome, why
+        kept = self.values
+        again, why_again = self._call_once(expr, solver, deadline, preprocess=True)
+        if again == "infeasible" or (accept_preprocessed and again in ("optimal", "feasible")):
+            return again, why_again
+        self.values = kept
+        return outcome, why
+
+    def _call_once(self, expr: pulp.LpAffineExpression, solver: str, deadline: float,
+                   preprocess: bool) -> tuple[Status | str, str]:
         left = deadline - time.perf_counter()
         if left <= 0:
             return "time_limit", "time limit reached before the solve finished"
         if expr.isNumericalConstant():
             # PuLP would add a dummy variable that stays in the problem and breaks CBC's next solve.
             expr = pulp.LpAffineExpression([(next(iter(self.y.values())), 0.0)])
-        self.prob.setObjective(in_unit(expr))
+        self.prob.setObjective(expr)
         warm, self.warm = self.warm, False  # the incumbent seeds the first solve; later stages start from it
         try:
             t0 = time.perf_counter()
@@ -325,7 +344,9 @@ class Model:
             self.solver_s += time.perf_counter() - t0
         except _SolverMissing as exc:
             return "error", str(exc)
-        except (pulp.PulpSolverError, OSError) as exc:  # a solver crash is an answer, not a raise
+        except (pulp.PulpSolverError, OSError, IndexError, ValueError) as exc:
+            # A solver crash is an answer, not a raise. PuLP's HiGHS wrapper raises IndexError
+            # when HiGHS returns no solution at all (a coefficient past its range).
             return "error", f"{solver} failed: {_no_paths(str(exc))}"
         sol = self.prob.sol_status
         if sol in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible):
@@ -356,14 +377,10 @@ class Model:
                 break  # nothing faster is left to try
             for i in np.flatnonzero(lat >= worst):
                 ys[i].upBound = 0
-            outcome, why = self._call(anything, solver, deadline)
-            if outcome == "error" and solver == "cbc":
-                # The bundled CBC 2.10.3 crashed (segfault) on such a question when nothing faster
-                # exists: a 4-candidate tie-break then stopped here, and its capacity and replica
-                # stages never ran (a 3-replica option ranked before an equal 2-replica one). With
-                # its preprocessing it proves the infeasibility; preprocessing's known fault is a
-                # suboptimal "optimal" (solver_command), which a question with no objective cannot have.
-                outcome, why = self._call(anything, solver, deadline, preprocess=True)
+            # When nothing faster exists CBC may crash on the question (a 4-candidate tie-break then
+            # stopped here and ranked a 3-replica option before an equal 2-replica one): _call asks
+            # again with preprocessing, whose answers are fine for a question with no objective.
+            outcome, why = self._call(anything, solver, deadline, accept_preprocessed=True)
             if outcome in ("optimal", "feasible"):
                 continue  # a faster answer: try lower still
             if outcome == "infeasible":
@@ -511,17 +528,6 @@ def build(ws: list[Workload], mode: Mode) -> Model:
         m.pins[j] = m.var("pin", None, None)
         m.at_most({**stage.expr, m.pins[j]: -1.0}, 0, f"C12_pin_{j}")
     return m
-
-
-def in_unit(expr: pulp.LpAffineExpression) -> pulp.LpAffineExpression:
-    """The objective divided by its largest coefficient, for the solver only (the optimum is the
-    same): CBC derives its cutoff increment from the coefficients, and on prices of 1e-8 and 2e-6
-    USD/h it called a plan 50% dearer than the optimum optimal. Stage values and pins stay in the
-    objective's own unit."""
-    big = max((abs(a) for a in expr.values()), default=0.0)
-    if big == 0.0 or big == 1.0 or not math.isfinite(big):
-        return expr
-    return pulp.LpAffineExpression([(v, a / big) for v, a in expr.items()])
 
 
 def unknown_solver(name: str) -> str | None:

@@ -155,7 +155,11 @@ def plan(
         return PlanSolution("error", why, solver=solver)
     shared_inv = {h: float(n) for h, n in (inventory or {}).items()}
 
-    ws = [screen(r, c, objective=objective, elastic=False, prefix=f"workloads[{w}].", extra_inventory=shared_inv)
+    # Each workload is screened under the shared budget too (its own can be no larger in a plan):
+    # a replica dearer than the whole budget never enters a model, where its price over the budget
+    # (1e7 / 1e-9 USD/h) was past what HiGHS accepts.
+    ws = [screen(_budget_at_most(r, budget_per_hour_usd), c, objective=objective, elastic=False,
+                 prefix=f"workloads[{w}].", extra_inventory=shared_inv)
           for w, (r, c) in enumerate(workloads)]
     status: Status = "infeasible"
     reason = ""
@@ -303,11 +307,7 @@ def _greedy_plan(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: lis
     answer: list[dict[tuple[str, str], int]] = [{} for _ in ws]
     for w in sorted(range(len(ws)), key=lambda v: -value[v]):
         req, cands = workloads[w]
-        if money is not None:
-            own = req.constraints.budget_per_hour_usd
-            cap = money if own is None else min(own, money)
-            req = req.model_copy(update={"constraints": req.constraints.model_copy(
-                update={"budget_per_hour_usd": max(cap, 1e-12)})})
+        req = _budget_at_most(req, None if money is None else max(money, 1e-12))
         wl = screen(req, cands, objective=objective, elastic=False, prefix=ws[w].prefix, extra_inventory=left)
         chosen = _own_best(req, cands, wl, objective, deadline) if wl.hw else {}
         if not chosen:
@@ -320,6 +320,14 @@ def _greedy_plan(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: lis
         total += _value(wl, chosen, objective)
         answer[w] = {(wl.hw[i], wl.cfg[i]): n for i, n in chosen.items()}
     return total, answer
+
+
+def _budget_at_most(req: Requirements, cap: float | None) -> Requirements:
+    """req with its budget per hour lowered to `cap` where that is lower (None: as it is)."""
+    own = req.constraints.budget_per_hour_usd
+    if cap is None or (own is not None and own <= cap):
+        return req
+    return req.model_copy(update={"constraints": req.constraints.model_copy(update={"budget_per_hour_usd": cap})})
 
 
 def _own_best(req: Requirements, cands: pd.DataFrame, wl: Workload, objective: str,

@@ -99,7 +99,7 @@ def _no_workload_has_a_dominating_alternative(p, items, inventory, budget, objec
                 use: dict[str, float] = {}
                 for j, k in enumerate(y):
                     use[wl.hw[ix[j]]] = use.get(wl.hw[ix[j]], 0) + k * wl.devices[ix[j]]
-                if any(use.get(h, 0) > left[h] + TOL for h in left) or cost + other_cost > money:
+                if any(use.get(h, 0) > left.get(h, math.inf) + TOL for h in use) or cost + other_cost > money:
                     continue
                 if obj + other_obj > pin_obj or cost + other_cost > pin_cost:
                     continue
@@ -164,3 +164,95 @@ def test_prices_of_a_millionth_of_a_dollar_are_still_told_apart():
     p = plan(items, inventory={"a": 4})
     assert p.status == "optimal" and p.solver == columns.COLUMN
     assert p.cost_per_hour_usd == pytest.approx(4.04e-6, rel=1e-9)
+
+
+def test_no_workload_is_left_a_faster_option_that_a_later_move_freed():
+    """Found by a hostile probe (2026-12-02): one tie-break pass left hw000 idle after workload 4
+    moved off it, while workload 1 kept 12 ms where hw000 gives it 10 ms at the same cost. The
+    passes now repeat until no workload can do better on its own."""
+    def t(d):
+        n = len(d["hardware"])
+        return pd.DataFrame({"price_per_hour_usd": [1.0] * n, "devices": [1] * n, **d})
+
+    tables = [
+        (500.0, t({"hardware": ["hw002"], "latency_p99_ms": [12.0], "throughput_qps": [150.0], "cfg_batch_size": [1]})),
+        (150.0, t({"hardware": ["hw000", "hw000", "hw002", "hw002"], "latency_p99_ms": [10.0, 10.0, 12.0, 12.0],
+                   "throughput_qps": [200.0, 300.0, 200.0, 200.0], "cfg_batch_size": [0, 1, 0, 1]})),
+        (500.0, t({"hardware": ["hw000", "hw002"], "latency_p99_ms": [20.0, 7.0], "throughput_qps": [200.0, 300.0],
+                   "cfg_batch_size": [1, 1]})),
+        (150.0, t({"hardware": ["hw000"] * 3 + ["hw002"] * 4, "latency_p99_ms": [5.0, 10.0, 5.0, 22.0, 32.0, 12.0, 22.0],
+                   "throughput_qps": [200.0] * 6 + [300.0], "cfg_batch_size": [1, 2, 3, 0, 1, 2, 3]})),
+        (300.0, t({"hardware": ["hw000", "hw001", "hw002", "hw002", "hw002"],
+                   "price_per_hour_usd": [1.0, 2.0, 1.0, 1.0, 1.0], "latency_p99_ms": [5.0, 6.0, 7.0, 7.0, 32.0],
+                   "throughput_qps": [100.0, 300.0, 200.0, 200.0, 200.0], "devices": [1, 4, 1, 1, 1],
+                   "cfg_batch_size": [2, 0, 0, 1, 2]})),
+    ]
+    items = [(Requirements(constraints={"throughput_qps": d}, top_k=1), c) for d, c in tables]
+    inventory = {"hw000": 1, "hw001": 72, "hw002": 11}
+    p = plan(items, inventory=inventory)
+    assert p.status == "optimal" and p.solver == columns.COLUMN and p.cost_per_hour_usd == pytest.approx(10.0)
+    _no_workload_has_a_dominating_alternative(p, items, inventory, None, "cost")
+
+
+@pytest.mark.parametrize("solver", ["cbc", "highs"])
+def test_a_replica_dearer_than_the_shared_budget_never_reaches_the_solver(solver):
+    """Found by the probe: with budget rows in units of the budget, a 1e7 USD/h candidate under a
+    1e-9 USD/h shared budget became a coefficient of 1e16, HiGHS returned nothing and plan()
+    raised IndexError. Workloads are now screened under the shared budget."""
+    table = pd.DataFrame({"hardware": ["a", "b"], "price_per_hour_usd": [0.0, 1e7], "latency_p99_ms": [10.0, 10.0],
+                          "throughput_qps": [100.0, 100.0], "power_w": [100.0, 50.0], "cfg_batch_size": [1, 1]})
+    items = [(Requirements(constraints={"throughput_qps": 100.0}, top_k=1), table) for _ in range(2)]
+    for method in ("auto", "milp"):
+        p = plan(items, inventory={"a": 2}, budget_per_hour_usd=1e-9, objective="energy", solver=solver, method=method)
+        assert p.status == "optimal" and p.cost_per_hour_usd == 0.0
+        assert [dict(o.mix) for o in p.workloads] == [{"a": 1}, {"a": 1}]
+
+
+def test_an_infeasible_plan_that_crashes_cbc_is_diagnosed_not_an_error():
+    """Found by the probe: without its preprocessing the bundled CBC 2.10.3 segfaults on this
+    infeasible plan's first stage, and plan() answered status "error". It is asked again with
+    preprocessing, which proves the infeasibility; the diagnosis follows."""
+    def t(hw, price, lat, thr, devices, inventory=None):
+        d = {"hardware": hw, "price_per_hour_usd": price, "latency_p99_ms": lat, "throughput_qps": thr,
+             "devices": devices, "cfg_variant": [0] * len(hw)}
+        return pd.DataFrame({**d, "inventory": inventory} if inventory else d)
+
+    def req(slo, demand, budget=None):
+        c = {"latency_p99_ms": slo, "throughput_qps": demand}
+        return Requirements(constraints={**c, "budget_per_hour_usd": budget} if budget else c, top_k=1)
+
+    items = [
+        (req(6.68008461792215, 3594.5148622429188), t(["hw000"], [0.632], [6.68008461792215], [1895.7120953996548], [1], [7])),
+        (req(31.338324062536444, 1286.756899334558, 1.6968525905582),
+         t(["hw001"], [0.43104], [31.338324062536444], [756.8900777126222], [2])),
+        (req(14.95652637728629, 703.8653766515271, 13.823289735775449),
+         t(["hw001"], [1.997], [14.95652637728629], [317.7372626642011], [2])),
+        (req(46.70749039793712, 1543.3585281148214),
+         t(["hw000", "hw001"], [0.17185, 0.15461], [47.251105977066665, 42.99595283221217],
+           [1894.4572876430893, 2303.911518169897], [2, 1], [4, 4])),
+        (req(26.18533419729508, 16770.075390333954),
+         t(["hw000", "hw001"], [0.62558, 0.5303], [27.49791414062985, 9.388959566354165],
+           [3523.9760010120985, 7973.13520974756], [1, 1], [3, 3])),
+    ]
+    for method in ("auto", "milp"):
+        p = plan(items, inventory={"hw000": 3, "hw001": 12}, method=method)
+        assert p.status == "infeasible", p.reason
+        assert p.diagnosis is not None and p.diagnosis.relaxations
+
+
+def test_a_price_of_millions_elsewhere_does_not_blur_cents_in_the_whole_milp():
+    """An objective divided by its largest coefficient (tried on 2026-12-02 against CBC's cutoff
+    increment, and reverted) pushed 0.1 USD/h below CBC's tolerance beside an unused 2.6e6 USD/h
+    candidate: the whole MILP called 0.3 USD/h optimal where 0.0004 exists."""
+    w0 = pd.DataFrame({"hardware": ["hw001", "hw003"], "price_per_hour_usd": [0.1, 0.0001],
+                       "latency_p99_ms": [6.763, 10.301], "throughput_qps": [740.4744315498285, 597.4894259567218],
+                       "devices": [1, 2], "cfg_variant": [0, 0]})
+    w1 = pd.DataFrame({"hardware": ["hw001", "hw003"], "price_per_hour_usd": [0.0, 2635800.0],
+                       "latency_p99_ms": [6.395, 15.415], "throughput_qps": [399.75774514159747, 161.1003325521228],
+                       "devices": [1, 1], "cfg_variant": [0, 0]})
+    items = [(Requirements(constraints={"latency_p99_ms": 22.775827888837114, "throughput_qps": 1985.2234449783894},
+                           top_k=1), w0),
+             (Requirements(constraints={"latency_p99_ms": 17.844657319265142, "throughput_qps": 596.129259922246},
+                           top_k=1), w1)]
+    for method in ("auto", "milp"):
+        assert plan(items, method=method).cost_per_hour_usd == pytest.approx(0.0004, rel=1e-9), method
