@@ -22,8 +22,10 @@ workload an option with r_w <= UB - LB + slack, UB the objective of any feasible
 completed with every such option (Priced.within) and the master solved as an integer program
 over it with the requested solver: its optimum is the plan's, and its tie-break (worst p99, then
 capacity, then replicas, workload by workload with the others held, as milp.py's) picks from
-complete sets. Where that set is too large or time runs out, the caller's MILP answers, warm
-started from the best plan found and with the Lagrangian bound for its reported gap.
+complete sets. Where no feasible plan is known and the pool holds none (the LP's optimum is
+fractional), options join by reduced cost under a growing threshold until the master finds one,
+and its objective is then the UB. Where that set is too large or time runs out, the caller's MILP
+answers, warm started from the best plan found and with the Lagrangian bound for its reported gap.
 """
 
 from __future__ import annotations
@@ -148,12 +150,14 @@ def solve(ws: list[Workload], objective: str, shared_inv: Mapping[str, float], b
             lp = _lp(pool, len(ws), caps, limit)
             if lp is None:
                 break  # the pool's LP is infeasible (no incumbent) or HiGHS failed: the MILP answers
-            value, pi, beta, mu = lp
+            value, pi, beta, mu, overrun = lp
             least, added = [], 0
             own_at = [math.inf] * len(ws)
             for c in pool.cols:
                 own_at[c.w] = min(own_at[c.w], pool.at(c, pi, beta))
             for w in range(len(ws)):
+                if time.perf_counter() >= deadline:
+                    break  # a round priced in part gives no bound: the bound so far stands
                 v = pool.values(w, pi, beta)
                 own = own_at[w]
                 found = priced[w].cheapest(v, own)
@@ -164,6 +168,8 @@ def solve(ws: list[Workload], objective: str, shared_inv: Mapping[str, float], b
                 least.append(m)
                 if m < mu[w] - 1e-9 * max(1.0, abs(mu[w])):
                     added += pool.add_box(w, priced[w].boxes[cfg], y[None, :])
+            if len(least) < len(ws):
+                break
             lb = float(sum(least) - pi @ caps - (beta * limit if limit is not None else 0.0))
             if best is None or lb > best[0]:
                 best = (lb, pi, beta, least)
@@ -171,28 +177,42 @@ def solve(ws: list[Workload], objective: str, shared_inv: Mapping[str, float], b
                 break
         if best is None:
             return out
-        out.lower = best[0]
-        first = _master(pool, caps, limit, solver, deadline)
-        if first is None:
+        lb, pi, beta, least = best
+        out.lower = lb
+        at = [pool.values(w, pi, beta) for w in range(len(ws))]
+
+        def complete(spare: float) -> bool:
+            """Adds every option whose reduced cost is at most `spare`; False when time ran out."""
+            room = MAX_COLUMNS - len(pool.cols)
+            for w in range(len(ws)):
+                if time.perf_counter() >= deadline:
+                    return False
+                bound = least[w] + spare + _slack(least[w] + spare)
+                for cfg, box in priced[w].within(at[w], bound, limit=max(room, 0)):
+                    room -= pool.add_box(w, priced[w].boxes[cfg], box["y"])
+            return True
+
+        # Where the pool holds no integer plan (the LP's optimum is fractional and no feasible plan
+        # was known), options are added by reduced cost, a threshold growing tenfold from 1e-4 of
+        # the bound, until one does: what it then costs bounds the threshold that proves it.
+        # An LP that still overruns a shared limit says no plan may exist: the MILP decides.
+        if overrun > 1e-6:
             return out
+        first = _master(pool, caps, limit, solver, deadline)
+        scale = max(abs(lb), 1e-9)
+        spare = 1e-5 * scale
+        while first is None:
+            spare *= 10
+            if spare > scale or not complete(spare):
+                return out
+            first = _master(pool, caps, limit, solver, deadline)
         out.upper = sum(pool.cols[k].obj for k in first)
         out.incumbent = _incumbent(pool, first)
-        lb, pi, beta, least = best
         spare = out.upper - lb + _slack(out.upper)
-        usable: list[set[str]] = []
-        for w in range(len(ws)):
-            v = pool.values(w, pi, beta)
-            usable.append({priced[w].names[g] for g in np.flatnonzero(
-                priced[w].bounds(v) <= least[w] + spare + _slack(least[w] + spare))})
-        out.usable = usable
-        room = MAX_COLUMNS - len(pool.cols)
-        for w in range(len(ws)):
-            if time.perf_counter() >= deadline:
-                return out
-            v = pool.values(w, pi, beta)
-            bound = least[w] + spare + _slack(least[w] + spare)
-            for cfg, box in priced[w].within(v, bound, limit=max(room, 0)):
-                room -= pool.add_box(w, priced[w].boxes[cfg], box["y"])
+        out.usable = [{priced[w].names[g] for g in np.flatnonzero(
+            priced[w].bounds(at[w]) <= least[w] + spare + _slack(least[w] + spare))} for w in range(len(ws))]
+        if not complete(spare):
+            return out
         final = _master(pool, caps, limit, solver, deadline, tie_break=True)
     except TooLarge:
         return out
@@ -211,9 +231,10 @@ def _incumbent(pool: Pool, chosen: list[int]) -> list[dict[tuple[str, str], int]
 
 
 def _lp(pool: Pool, n_w: int, caps: np.ndarray, limit: float | None
-        ) -> tuple[float, np.ndarray, float, np.ndarray] | None:
-    """The master's LP relaxation over the pool: its value, π (per shared hardware), β and the
-    workloads' duals μ; None when it has no solution."""
+        ) -> tuple[float, np.ndarray, float, np.ndarray, float] | None:
+    """The master's LP relaxation over the pool: its value, π (per shared hardware), β, the
+    workloads' duals μ and how far it overruns the shared limits (Phase I); None when it has no
+    solution."""
     cols = pool.cols
     k = len(cols)
     obj = np.array([c.obj for c in cols])
@@ -239,7 +260,7 @@ def _lp(pool: Pool, n_w: int, caps: np.ndarray, limit: float | None
     duals = np.maximum(duals, 0.0)
     pi = duals[:len(caps)]
     beta = float(duals[len(caps)]) if limit is not None else 0.0
-    return float(res.fun), pi, beta, np.asarray(res.eqlin.marginals)
+    return float(res.fun), pi, beta, np.asarray(res.eqlin.marginals), float(np.asarray(res.x)[k:].sum())
 
 
 def _master(pool: Pool, caps: np.ndarray, limit: float | None, solver: str, deadline: float,

@@ -256,3 +256,38 @@ def test_a_price_of_millions_elsewhere_does_not_blur_cents_in_the_whole_milp():
                            top_k=1), w1)]
     for method in ("auto", "milp"):
         assert plan(items, method=method).cost_per_hour_usd == pytest.approx(0.0004, rel=1e-9), method
+
+
+def _twelve_workloads():
+    rng = np.random.default_rng(99)
+    items = []
+    for _ in range(12):
+        cands = random_candidates(rng, 6, 25)
+        slo = float(cands["latency_p99_ms"].median())
+        cap = cands[cands["latency_p99_ms"] <= slo].groupby("cfg_variant")["throughput_qps"].sum().max() * 3
+        items.append((Requirements(constraints={"throughput_qps": float(cap * 0.15), "latency_p99_ms": slo}, top_k=1),
+                      cands))
+    return items, {f"hw{h:03d}": 3 for h in range(6)}
+
+
+def test_a_plan_whose_lp_optimum_is_fractional_is_still_proven():
+    """Twelve workloads on 3 devices of each of 6 types: the greedy placement gets stuck, and the
+    options column generation priced hold no integer plan, though the LP bound is the optimum.
+    Options are then added by reduced cost under a growing threshold until the master finds a
+    plan (it used to give way to the MILP, 1.1 s)."""
+    items, inventory = _twelve_workloads()
+    fast = plan(items, inventory=inventory)
+    whole = plan(items, inventory=inventory, method="milp")
+    assert fast.status == whole.status == "optimal" and fast.solver == columns.COLUMN
+    assert fast.cost_per_hour_usd == pytest.approx(whole.cost_per_hour_usd, rel=1e-9)
+    _within_limits(fast, items, inventory, None)
+
+
+@pytest.mark.parametrize("limit_s", [0.02, 0.2])
+def test_a_short_time_limit_gives_a_plan_within_the_limits_or_says_it_ran_out(limit_s):
+    items, inventory = _twelve_workloads()
+    p = plan(items, inventory=inventory, time_limit_s=limit_s)
+    assert p.status in ("optimal", "time_limit", "infeasible"), p.reason
+    if p.workloads and p.workloads[0] is not None:
+        _within_limits(p, items, inventory, None)
+        assert p.gap is not None and p.gap >= 0 and (p.status != "optimal" or p.gap == 0)
