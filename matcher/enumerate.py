@@ -6,7 +6,7 @@ which already holds inventory, budget and power for one candidate alone). Per co
 is a box of prod(ub_h + 1) replica vectors, and the joint rows (demand C1, one replica C1b,
 budgets C8/C9, power C10) are checks on each vector. So:
 
-* a configuration's objective is at least LB_c (`lower_bound`) = max(min_h v_h, D·min_h v_h/T_h) (v = price or
+* a configuration's objective is at least LB_c (`Priced.bounds`) = max(min_h v_h, D·min_h v_h/T_h) (v = price or
   power per replica: the fractional cover of the demand), so configurations are visited in LB
   order and the visit stops once LB_c exceeds the best objective found (with the stage tolerance);
 * each visited box is enumerated whole with numpy, its infeasible vectors dropped, and only those
@@ -77,7 +77,7 @@ def _box(wl: Workload, ix: np.ndarray, objective: str, values: np.ndarray | None
     return _vectors(wl, ix, grids, objective, values)
 
 
-def _per_replica(wl: Workload, objective: str, values: np.ndarray | None) -> np.ndarray:
+def per_replica(wl: Workload, objective: str, values: np.ndarray | None = None) -> np.ndarray:
     """What one replica of each candidate adds to the objective searched: `values` where given
     (columns.py prices the shared limits into it), else power (energy) or price."""
     if values is not None:
@@ -88,7 +88,7 @@ def _per_replica(wl: Workload, objective: str, values: np.ndarray | None) -> np.
 def _vectors(wl: Workload, ix: np.ndarray, grids: np.ndarray, objective: str,
              values: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The feasible ones of `grids` (replica vectors of one configuration) and their stage values;
-    "obj" is the objective searched (`_per_replica`)."""
+    "obj" is the objective searched (`per_replica`)."""
     c = wl.req.constraints
     thr, price = wl.thr[ix], wl.price[ix]
     power = wl.power_or_0[ix]
@@ -137,7 +137,7 @@ def _box_pruned(wl: Workload, ix: np.ndarray, objective: str, bound: float,
     c = wl.req.constraints
     thr, price, ub = wl.thr[ix], wl.price[ix], wl.ub[ix].astype(int)
     power = wl.power_or_0[ix]
-    v = _per_replica(wl, objective, values)[ix]
+    v = per_replica(wl, objective, values)[ix]
     need = wl.demand * (1 - TOL) if wl.demand > 0 else 0.0
     budget = min((x for x in (c.budget_per_hour_usd,
                               c.budget_total_usd / c.duration_h if c.budget_total_usd is not None
@@ -176,7 +176,7 @@ def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.nda
     """The objective of one feasible vector of the box (cheapest per sample/s first, rounded up),
     plus the stage slack, or inf: a first bound for _box_pruned. A vector an earlier option's cut
     (C13) forbids is no bound for what the cut leaves."""
-    v = _per_replica(wl, objective, values)[ix]
+    v = per_replica(wl, objective, values)[ix]
     thr, ub = wl.thr[ix], wl.ub[ix].astype(int)
     y = np.zeros(len(ix), dtype=np.int64)
     left = wl.demand * (1 - TOL)
@@ -196,24 +196,13 @@ def _greedy_bound(wl: Workload, ix: np.ndarray, objective: str, cut: list[np.nda
     return best + _slack(best)
 
 
-def lower_bound(wl: Workload, ix: np.ndarray, objective: str) -> float:
-    v = wl.power[ix] if objective == "energy" else wl.price[ix]
-    v = np.nan_to_num(v, nan=0.0)
-    lb = float(v.min())
-    if wl.demand > 0:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            per = np.where(wl.thr[ix] > 0, v / wl.thr[ix], math.inf)
-        lb = max(lb, wl.demand * (1 - TOL) * float(per.min()))
-    return lb
-
-
 def solve_enumerated(wl: Workload, *, objective: str, k: int,
                      deadline: float = math.inf) -> tuple[list[dict[int, int]], bool]:
     """Up to k options (position within wl -> replicas), best first ([] when none is feasible), and
     whether the deadline cut the search short (the options are then the best found, not proven)."""
     priced = Priced(wl, objective)
     boxes = priced.boxes
-    lbs = dict(zip(priced.names, priced.bounds(_per_replica(wl, objective, None)).tolist(), strict=True))
+    lbs = dict(zip(priced.names, priced.bounds(per_replica(wl, objective, None)).tolist(), strict=True))
     order = sorted(boxes, key=lambda cfg: (lbs[cfg], int(boxes[cfg][0])))
     cache: dict[str, dict[str, np.ndarray]] = {}
     supports: list[np.ndarray] = []  # positions used by each earlier option (C13)
@@ -284,7 +273,7 @@ def _rank(pool: list[tuple[str, dict[str, np.ndarray]]], objective: str) -> tupl
 class Priced:
     """One workload's options at per-replica values other than its own prices (columns.py prices
     the shared inventory and budget into them): the configurations' boxes and a lower bound per
-    configuration (`lower_bound` at those values), computed for all configurations at once."""
+    configuration at those values, computed for all configurations at once."""
 
     def __init__(self, wl: Workload, objective: str):
         self.wl, self.objective = wl, objective
@@ -296,7 +285,9 @@ class Priced:
         self.small = {c: float(np.prod(wl.ub[ix].astype(float) + 1.0)) <= MAX_VECTORS for c, ix in self.boxes.items()}
 
     def bounds(self, values: np.ndarray) -> np.ndarray:
-        """lower_bound of every configuration at `values` (non-negative), in self.names' order."""
+        """Per configuration, in self.names' order, a lower bound on its options' objective at
+        `values` (non-negative): max(least value, D x least value per sample/s), the fractional
+        cover of the demand."""
         wl, n = self.wl, len(self.names)
         least = np.full(n, math.inf)
         np.minimum.at(least, self.group, values)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from matcher import columns
 from matcher.diagnose import binding, diagnose, diagnose_plan
-from matcher.enumerate import ENUMERATION, TooLarge, applicable, config_boxes, lower_bound, solve_enumerated
+from matcher.enumerate import ENUMERATION, Priced, TooLarge, applicable, per_replica, solve_enumerated
 from matcher.metrics import Columns
 from matcher.milp import Mode, build, unknown_solver
 from matcher.requirements import Requirements
@@ -239,7 +239,7 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
       what the earlier ones left, or column generation's best plan if cheaper, gives an upper
       bound UB and the MILP's warm start, and column generation's Lagrangian bound raises LB. In an
       optimal plan workload w spends at most opt_w + (UB - Σ opt), so a configuration whose own
-      lower bound (enumerate.lower_bound) exceeds that is never used, by any optimal plan or its
+      lower bound (enumerate.Priced.bounds) exceeds that is never used, by any optimal plan or its
       tie-break: it is dropped from the MILP, as is one whose reduced cost already exceeds UB - LB."""
     if objective not in ("cost", "energy") or not single_config:
         return _Presolved(ws)
@@ -271,7 +271,8 @@ def _plan_presolve(workloads: Sequence[tuple[Requirements, pd.DataFrame]], ws: l
     keep = []
     for w, (wl, v) in enumerate(zip(ws, value, strict=True)):
         limit = v + spare + 1e-7 * max(1.0, abs(v + spare))
-        lbs = {cfg: lower_bound(wl, ix, objective) for cfg, ix in config_boxes(wl).items()}
+        priced = Priced(wl, objective)
+        lbs = dict(zip(priced.names, priced.bounds(per_replica(wl, objective)).tolist(), strict=True))
         usable = cg.usable[w] if cg.usable is not None else set(lbs)
         keep.append(wl.take(np.array([lbs[c] <= limit and c in usable for c in wl.cfg], dtype=bool)))
     return _Presolved(keep, lower, incumbent=incumbent)
