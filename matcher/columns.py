@@ -41,7 +41,7 @@ import pulp
 from scipy.optimize import linprog
 from scipy.sparse import csr_matrix
 
-from matcher.enumerate import Priced, TooLarge
+from matcher.enumerate import Priced, TooLarge, per_replica
 from matcher.milp import solver_command
 from matcher.screen import Workload
 from matcher.solution import TOL
@@ -107,9 +107,9 @@ class Pool:
         use = np.zeros(len(self.hardware))
         slots = self.slot[w][idx]
         np.add.at(use, slots[slots >= 0], (n * wl.devices[idx])[slots >= 0])
-        per = np.nan_to_num(wl.power[idx], nan=0.0) if self.objective == "energy" else wl.price[idx]
+        per = per_replica(wl, self.objective)[idx]
         self.cols.append(Column(w, key, float(n @ per), float(n @ wl.price[idx]),
-                                float(np.nan_to_num(wl.lat[idx], nan=math.inf).max()), float(n @ wl.thr[idx]),
+                                float(wl.lat_or_inf[idx].max()), float(n @ wl.thr[idx]),
                                 int(n.sum()), use))
         self.seen.add((w, key))
         return True
@@ -121,7 +121,7 @@ class Pool:
     def values(self, w: int, pi: np.ndarray, beta: float) -> np.ndarray:
         """Per candidate of w, what one replica adds at prices π, β."""
         wl = self.ws[w]
-        base = np.nan_to_num(wl.power, nan=0.0) if self.objective == "energy" else wl.price
+        base = per_replica(wl, self.objective)
         slots = self.slot[w]
         extra = np.where(slots >= 0, pi[np.maximum(slots, 0)] * wl.devices, 0.0) if len(pi) else 0.0
         return base + extra + beta * wl.price
