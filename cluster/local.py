@@ -102,11 +102,14 @@ def is_loopback(address: str) -> bool:
 
 
 def _process_start(pid: int) -> float | None:
-    """When process `pid` started (seconds since the epoch), or None when it does not exist."""
+    """When process `pid` started (seconds since the epoch), or None when it does not exist or
+    has exited: a child that exited but that its parent has not reaped yet (a zombie, as the
+    daemon is to a process that ran both `up` and `down`) is gone, not running."""
     import psutil
 
     try:
-        return psutil.Process(pid).create_time()
+        proc = psutil.Process(pid)
+        return None if proc.status() == psutil.STATUS_ZOMBIE else proc.create_time()
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return None
 
@@ -355,6 +358,14 @@ def up(catalog_path: str | None = None, dashboard_port: int | None = 8265, timeo
     raise ClusterError(f"the cluster did not come up in {timeout_s:.0f} s; see {STATE_DIR / 'cluster.log'}")
 
 
+def _reap(pid: int) -> None:
+    """Collect the exit status of the daemon when this process started it (else a no-op)."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
+
+
 def down(timeout_s: float = 60) -> bool:
     """Stop the daemon's cluster. Returns False when none was running."""
     info = read_state()
@@ -365,6 +376,7 @@ def down(timeout_s: float = 60) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not _is_same_process(info.pid, info.pid_started):
+            _reap(info.pid)
             return True
         time.sleep(0.3)
     if _is_same_process(info.pid, info.pid_started):

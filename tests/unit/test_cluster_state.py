@@ -53,6 +53,25 @@ def test_another_users_state_is_ignored(state_file, stranger):
     assert local.read_state().pid == stranger.pid  # the same process, same start time, same user: ours
 
 
+def test_a_daemon_that_exited_unreaped_is_gone_and_down_reaps_it(state_file):
+    """The daemon is a child of the process that ran `up`: once it exits it is a zombie until
+    reaped, which must read as gone (it once made `down` wait out its whole 60 s timeout)."""
+    import psutil
+
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])
+    while psutil.Process(exited.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.05)
+    assert local._process_start(exited.pid) is None
+    exited.wait()
+
+    daemon = subprocess.Popen([sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, "
+                               "lambda *a: exit(0)); time.sleep(60)"])
+    state_file.write_text(json.dumps(asdict(_info(daemon.pid, local._process_start(daemon.pid)))))
+    assert local.down(timeout_s=60) is True
+    with pytest.raises(ChildProcessError):  # down collected its exit status: no zombie is left behind
+        os.waitpid(daemon.pid, os.WNOHANG)
+
+
 def test_old_state_files_without_identity_are_ignored(state_file):
     state_file.write_text(json.dumps({"address": "x", "dashboard_url": "y", "temp_dir": "t",
                                       "service_discovery_file": "s", "profiles": [], "pid": os.getpid()}))
