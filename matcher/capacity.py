@@ -12,6 +12,11 @@ shows at that load. LoadGen's Server scenario at several offered rates (Poisson 
   the heaviest point measured;
 * per repeat, then the lowest over repeats sizes the replicas (the bound) and the median is the
   point estimate: the run-to-run spread is in the answer's band, not hidden in a median;
+* with an `slo_confidence` c, the bound is instead a one-sided prediction bound for a fresh run:
+  the worst of n repeats is beaten by the next run about once in n + 1, far more often than an SLO
+  allows. Capacities are taken as log-normal with a spread common to one hardware type (pooled over
+  its configurations, so 8 configurations x 3 repeats give 16 degrees of freedom, not 2), and the
+  bound is exp(mean log - t(c, df) * s * sqrt(1 + 1/n)), never above the worst repeat;
 * derated by the requirement's `max_utilization`;
 * a candidate whose lightest measured load already breaks the SLO keeps that latency, so the
   screen removes it and the diagnosis reports it as the best achievable;
@@ -38,6 +43,7 @@ from matcher.metrics import CURVE_STATS, DEFAULT_LATENCY
 CURVES = "server_curves"  # candidate column: JSON list of curves, one per measured repeat
 FROM_CURVE = "Server curve"
 CURVE_QUERIES = "curve_queries"  # at_slo's column: the fewest queries of a Server run the capacity rests on
+CAPACITY_BOUND = "capacity_bound"  # at_slo's column: how the capacity's conservative side was set
 Bounds = Mapping[str, float]  # latency statistic or TTFT / TPOT (metrics.CURVE_STATS) -> its bound, ms
 
 
@@ -205,10 +211,13 @@ def _column(df: pd.DataFrame, name: str) -> np.ndarray:
     return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype=float, copy=True)
 
 
-def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: float = 1.0) -> pd.DataFrame:
+def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: float = 1.0,
+           confidence: float | None = None) -> pd.DataFrame:
     """A copy of the candidate table with each replica's throughput the capacity at the latency
     bounds (where a curve was measured), derated by `max_utilization`, and its latency statistics
-    those at that load (worst repeat; `_point` the median; NaN for one the curve does not record)."""
+    those at that load (worst repeat; `_point` the median; NaN for one the curve does not record).
+    `confidence`: the capacity is the prediction bound for a fresh run (module docstring), not the
+    worst repeat."""
     if not isinstance(bounds, Mapping):
         bounds = {} if bounds is None else {DEFAULT_LATENCY: float(bounds)}
     out = cands.copy()
@@ -226,6 +235,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     source = out["latency_source"].astype(object).to_numpy(copy=True) if "latency_source" in out.columns \
         else np.array([""] * len(out), dtype=object)
     queries = np.full(len(out), np.nan)
+    sized: dict[int, np.ndarray] = {}  # row -> its capacity at the bounds, one per repeat
     for i, cell in enumerate(out[CURVES].to_numpy()):
         curves = curves_of(cell)
         if not curves:
@@ -245,15 +255,55 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
             # Some repeat breaks a bound at its lightest load: the replica cannot be promised it.
             source[i] = f"{FROM_CURVE} (above the bound at the lightest load measured)"
             continue
-        rates = np.array([r.rate for r in read], dtype=float)
-        tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
+        sized[i] = np.array([r.rate for r in read], dtype=float)
         source[i] = FROM_CURVE
         counts = [r.queries for r in read]
         queries[i] = np.nan if None in counts else min(c for c in counts if c is not None)
+    hardware = out["hardware"].astype(str).to_numpy() if "hardware" in out.columns else np.array([""] * len(out))
+    lower, how = (prediction_bounds(sized, hardware, confidence) if confidence is not None
+                  else ({i: r.min() for i, r in sized.items()}, {}))
+    for i, rates in sized.items():
+        tput[i], tput_point[i] = lower[i] * max_utilization, float(np.median(rates)) * max_utilization
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
     for s in CURVE_STATS:
         if s in out.columns or not np.isnan(lat[s]).all():
             out[s], out[f"{s}_point"] = lat[s], lat_point[s]
     out["latency_source"] = source
     out[CURVE_QUERIES] = queries
+    if confidence is not None:
+        out[CAPACITY_BOUND] = [how.get(i, "") for i in range(len(out))]
     return out
+
+
+def prediction_bounds(sized: Mapping[int, np.ndarray], hardware: np.ndarray,
+                      confidence: float) -> tuple[dict[int, float], dict[int, str]]:
+    """Per row, the rate a fresh run sustains with probability `confidence` (one-sided, log-normal,
+    the log spread pooled over the rows of the same hardware, else over every row), and how it was
+    set. A row whose hardware and table hold one repeat each has no spread to bound: it keeps its
+    single run, and says so."""
+    from scipy.stats import t as student_t  # scipy is heavy to import; only this path needs it
+
+    def pooled(rows: Sequence[int]) -> tuple[float, int]:
+        logs = [np.log(sized[i]) for i in rows if sized[i].size > 1]
+        df = sum(v.size - 1 for v in logs)
+        return (math.sqrt(sum(float(((v - v.mean()) ** 2).sum()) for v in logs) / df) if df else math.nan), df
+
+    everywhere = pooled(list(sized))
+    lower, how = {}, {}
+    for hw in sorted({hardware[i] for i in sized}):
+        rows = [i for i in sized if hardware[i] == hw]
+        (s, df), scope = pooled(rows), f"{hw}'s configurations"
+        if df == 0:
+            (s, df), scope = everywhere, "every configuration measured"
+        for i in rows:
+            rates = sized[i]
+            if df == 0:
+                lower[i] = float(rates.min())
+                how[i] = "one repeat: no spread to set a prediction bound from (measure repeats)"
+                continue
+            n = rates.size
+            bound = math.exp(float(np.log(rates).mean()) - float(student_t.ppf(confidence, df)) * s * math.sqrt(1 + 1 / n))
+            lower[i] = min(bound, float(rates.min()))
+            how[i] = (f"capacity at the SLO: {confidence:.4g} lower prediction bound for a fresh run from {n} "
+                      f"repeat{'s' if n != 1 else ''} (log-normal, spread {s:.0%} pooled over {scope}, {df} d.o.f.)")
+    return lower, how

@@ -21,7 +21,7 @@ from matcher.candidates import (
     quality_columns,
     validate_candidates,
 )
-from matcher.capacity import CURVE_QUERIES, FROM_CURVE, at_slo
+from matcher.capacity import CAPACITY_BOUND, CURVE_QUERIES, FROM_CURVE, at_slo
 from matcher.errors import RequirementsError
 from matcher.metrics import (
     LATENCY,
@@ -160,7 +160,7 @@ def _predicted(nums: _Numbers, pos: list[int], n: np.ndarray) -> tuple[dict[str,
         out[m.name] = _f(combine(point))
         if has_band.any():
             out[f"{m.name}_bound"] = _f(combine(bound))
-            methods = nums.text("band_method", pos)
+            methods = (m.name == "throughput_qps" and nums.text(CAPACITY_BOUND, pos)) or nums.text("band_method", pos)
             band[m.name] = {"point": out[m.name], "bound": out[f"{m.name}_bound"], "side": m.side,
                             "method": methods[0] if methods else "model bound"}
         else:
@@ -228,12 +228,12 @@ def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> 
     """Say when an option's capacity at a percentile bound rests on Server runs too short to
     measure that percentile: a p99 of 60 queries is their slowest, and moves between runs by more
     than any headroom (the SLO check against a held-out repeat, docs/performance.md)."""
+    out = [] if req.slo_confidence is not None or not curve_bounds(req.constraints) else fresh_run_notes(nums, options)
     quantiles = {s: q for s in curve_bounds(req.constraints) if (q := _quantile(s)) is not None}
     if not quantiles:
-        return []
+        return out
     worst = max(quantiles, key=lambda s: quantiles[s])
     need = math.ceil(TAIL_QUERIES / (1.0 - quantiles[worst]) - 1e-9)
-    out = []
     for opt in options:
         counts = nums.col(CURVE_QUERIES, list(opt.replicas))
         counts = counts[~np.isnan(counts)]
@@ -242,6 +242,21 @@ def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> 
                        f"{int(counts.min())} queries; that percentile needs about {need} to be more than the slowest "
                        f"few, and varies between runs below that: measure longer "
                        f"(loadgen.server_curve_min_queries >= {need}) before relying on it")
+    return out
+
+
+def fresh_run_notes(nums: _Numbers, options: Sequence[Option]) -> list[str]:
+    """Say what sizing from the worst measured repeat promises: a fresh run of the same
+    configuration falls below the worst of n exchangeable runs about once in n + 1."""
+    out = []
+    for opt in options:
+        pos = list(opt.replicas)
+        sources, repeats = nums.cells("latency_source", pos), nums.col("repeats", pos)
+        n = [int(r) for src, r in zip(sources, repeats, strict=True) if src == FROM_CURVE and r == r]
+        if n:
+            out.append(f"option #{opt.rank}: its capacity at the latency bound is the worst of {min(n)} measured "
+                       f"repeat{'s' if min(n) != 1 else ''}, which a fresh run falls below about 1 time in {min(n) + 1}; "
+                       "set slo_confidence (e.g. 0.95) to size for a fresh run with that probability")
     return out
 
 
@@ -258,7 +273,7 @@ def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
     """The candidates as this request sizes them: each replica's throughput is its capacity at the
     request's latency (and TTFT / TPOT) bounds where a rate curve was measured, derated by
     max_utilization (capacity.py); an LLM replica's tokens/s follows (tokens.py)."""
-    return with_token_capacity(at_slo(cands, curve_bounds(req.constraints), req.max_utilization))
+    return with_token_capacity(at_slo(cands, curve_bounds(req.constraints), req.max_utilization, req.slo_confidence))
 
 
 def check_statistics(req: Requirements, cands: pd.DataFrame, field: str = "constraints") -> None:

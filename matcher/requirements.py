@@ -145,6 +145,12 @@ class Requirements(BaseModel):
         description=f"Plan each replica for at most this share of its capacity at the SLO ({MIN_UTILIZATION}..1; "
         "headroom for bursts beyond Poisson arrivals). Default 1: the capacity read off a measured Server curve "
         "is already the highest rate whose p99 met the bound in every repeat (docs/matcher.md, capacity at the SLO).")
+    slo_confidence: float | None = Field(
+        None, ge=0.5, le=0.9999, strict=True,
+        description="Size replicas measured on a Server curve so that a fresh run of the same configuration keeps "
+        "the latency bounds with this probability (one-sided prediction bound over the repeats, log-normal, spread "
+        "pooled per hardware type; docs/matcher.md, capacity at the SLO). Unset: the worst measured repeat, which "
+        "the next run beats about once in repeats + 1.")
 
 
 class Plan(BaseModel):

@@ -77,6 +77,8 @@ def main() -> int:
     ap.add_argument("--demands", type=int, default=6)
     ap.add_argument("--max-utilization", type=float, nargs="*", default=[1.0, 0.8],
                     help="benchmatch's max_utilization values to show (each its own row)")
+    ap.add_argument("--slo-confidence", type=float, nargs="*", default=[0.9, 0.99],
+                    help="benchmatch's slo_confidence values to show (each its own row, max_utilization 1)")
     a = ap.parse_args()
     rows = read_results_or_exit(a.results)
     rows = rows[(rows["status"] == "ok") & (rows["task"] == "infer")]
@@ -93,6 +95,7 @@ def main() -> int:
     slos = np.geomspace(np.quantile(all_p99, 0.05), np.quantile(all_p99, 0.8), a.slos)
     demands = np.geomspace(np.median(all_cap), 6 * max(all_cap), a.demands)
     rules = {**{f"curve@{u:g}": f"{RULES['curve']}, max_utilization {u:g}" for u in a.max_utilization},
+             **{f"curve#{c:g}": f"{RULES['curve']}, slo_confidence {c:g}" for c in a.slo_confidence},
              "today": RULES["today"]}
     stats = {r: {"answered": 0, "broken": 0, "regret": []} for r in rules}
     judged = skipped = 0
@@ -117,9 +120,10 @@ def main() -> int:
                 judged += 1
                 best_cost = best["options"][0]["cost_per_hour_usd"]
                 for rule in rules:
-                    cands = tables[rule.split("@")[0]]
-                    util = float(rule.split("@")[1]) if "@" in rule else 1.0
-                    ans = recommend({**req, "max_utilization": util}, cands).model_dump()
+                    cands = tables[rule.split("@")[0].split("#")[0]]
+                    extra = ({"max_utilization": float(rule.split("@")[1])} if "@" in rule
+                             else {"slo_confidence": float(rule.split("#")[1])} if "#" in rule else {})
+                    ans = recommend({**req, **extra}, cands).model_dump()
                     if not ans["feasible"]:
                         continue
                     s = stats[rule]

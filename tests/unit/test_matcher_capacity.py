@@ -11,7 +11,7 @@ import pytest
 
 from cluster.hardware import HardwareSpec
 from matcher.candidates import candidates_from_results
-from matcher.capacity import capacity_at
+from matcher.capacity import capacity_at, prediction_bounds
 from matcher.recommend import recommend
 
 # The issue's case: a batch-8 replica whose MultiStream p99 is 10.9 ms and whose Offline throughput
@@ -80,6 +80,55 @@ def test_the_worst_repeat_sizes_and_max_utilization_adds_headroom():
     assert full["predicted"]["throughput_qps_bound"] == pytest.approx(min(caps) * full["hardware"]["box"])
     headroom = recommend({**req, "max_utilization": 0.7}, cands).model_dump()["options"][0]
     assert headroom["hardware"]["box"] == int(np.ceil(3000 / (0.7 * min(caps))))
+
+
+def test_the_prediction_bound_pools_the_spread_per_hardware_and_never_exceeds_the_worst_repeat():
+    rates = {0: np.array([100.0, 110.0, 90.0]), 1: np.array([50.0, 55.0, 52.0]), 2: np.array([10.0, 12.0])}
+    hw = np.array(["a", "a", "b"])
+    lower, how = prediction_bounds(rates, hw, 0.95)
+    logs = [np.log(rates[0]), np.log(rates[1])]
+    s = np.sqrt(sum(((v - v.mean()) ** 2).sum() for v in logs) / 4)  # a's 2 x 3 repeats: 4 d.o.f.
+    from scipy.stats import t
+    assert lower[0] == pytest.approx(np.exp(logs[0].mean() - t.ppf(0.95, 4) * s * np.sqrt(1 + 1 / 3)))
+    assert all(lower[i] <= rates[i].min() for i in rates)
+    assert "4 d.o.f." in how[0] and "1 d.o.f." in how[2]  # b pools its own single configuration
+    assert prediction_bounds(rates, hw, 0.99)[0][0] < lower[0]  # more confidence, a lower bound
+    single, said = prediction_bounds({0: np.array([100.0]), 1: np.array([50.0])}, np.array(["a", "b"]), 0.99)
+    assert single == {0: 100.0, 1: 50.0} and "no spread" in said[0]
+
+
+def test_a_fresh_run_beats_the_prediction_bound_as_often_as_its_confidence_says():
+    """Under the model (log-normal capacities, a spread common to the hardware), the bound from 3
+    repeats of 8 configurations is broken by a fresh run in about 1 - confidence of draws, while the
+    worst of 3 repeats is broken about once in 4."""
+    rng = np.random.default_rng(7)
+    broken = {"bound": 0, "worst": 0}
+    trials = 400
+    for _ in range(trials):
+        centres = rng.uniform(3, 8, size=8)
+        rates = {i: np.exp(c + 0.2 * rng.standard_normal(3)) for i, c in enumerate(centres)}
+        lower, _ = prediction_bounds(rates, np.array(["a"] * 8), 0.9)
+        fresh = np.exp(centres + 0.2 * rng.standard_normal(8))
+        broken["bound"] += int((fresh < np.array([lower[i] for i in range(8)])).sum())
+        broken["worst"] += int((fresh < np.array([rates[i].min() for i in range(8)])).sum())
+    share = {k: v / (8 * trials) for k, v in broken.items()}
+    assert 0.07 < share["bound"] < 0.13, share
+    assert 0.21 < share["worst"] < 0.29, share
+
+
+def test_slo_confidence_sizes_from_the_prediction_bound_and_says_so():
+    cands = candidates_from_results(_rows(with_curve=True), CATALOG)
+    req = {"constraints": {"latency_p99_ms": 20, "throughput_qps": 3000}, "top_k": 1}
+    worst_answer, sure_answer = recommend(req, cands), recommend({**req, "slo_confidence": 0.99}, cands)
+    assert any("worst of 3 measured repeats" in n and "1 time in 4" in n for n in worst_answer.notes)
+    assert not any("slo_confidence" in n for n in sure_answer.notes)
+    worst, sure = worst_answer.model_dump()["options"][0], sure_answer.model_dump()["options"][0]
+    assert sure["hardware"]["box"] > worst["hardware"]["box"]
+    band = sure["band"]["throughput_qps"]
+    assert "0.99 lower prediction bound" in band["method"] and "3 repeats" in band["method"]
+    assert worst["band"]["throughput_qps"]["method"].startswith("measured: worst of 3")
+    with pytest.raises(Exception, match="slo_confidence"):
+        recommend({**req, "slo_confidence": 0.3}, cands)
 
 
 def test_flagged_rows_never_count_as_measured():
