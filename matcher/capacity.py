@@ -12,11 +12,14 @@ shows at that load. LoadGen's Server scenario at several offered rates (Poisson 
   the heaviest point measured;
 * per repeat, then the lowest over repeats sizes the replicas (the bound) and the median is the
   point estimate: the run-to-run spread is in the answer's band, not hidden in a median;
-* with an `slo_confidence` c, the bound is instead a one-sided prediction bound for a fresh run:
-  the worst of n repeats is beaten by the next run about once in n + 1, far more often than an SLO
-  allows. Capacities are taken as log-normal with a spread common to one hardware type (pooled over
-  its configurations, so 8 configurations x 3 repeats give 16 degrees of freedom, not 2), and the
-  bound is exp(mean log - t(c, df) * s * sqrt(1 + 1/n)), never above the worst repeat;
+* with an `slo_confidence` c, the bound is instead set for a fresh run: the worst of n repeats is
+  beaten by the next run about once in n + 1, far more often than an SLO allows. The noise is in
+  the latency measured at a load, not in the capacity read off it (a threshold crossing of a flat
+  curve jumps between runs), so the bound is on latency: at each load the repeats measured, each
+  bounded statistic's log is taken as normal with a spread common to one hardware type (pooled
+  over its configurations: 8 configurations x 3 repeats give 16 degrees of freedom, not 2); its
+  one-sided prediction bound exp(mean + t(c, df) * s * sqrt(1 + 1/n)), never below the worst
+  repeat, must stay within the SLO up to the capacity, walked up as one curve is;
 * derated by the requirement's `max_utilization`;
 * a candidate whose lightest measured load already breaks the SLO keeps that latency, so the
   screen removes it and the diagnosis reports it as the best achievable;
@@ -235,11 +238,11 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     source = out["latency_source"].astype(object).to_numpy(copy=True) if "latency_source" in out.columns \
         else np.array([""] * len(out), dtype=object)
     queries = np.full(len(out), np.nan)
-    sized: dict[int, np.ndarray] = {}  # row -> its capacity at the bounds, one per repeat
-    for i, cell in enumerate(out[CURVES].to_numpy()):
-        curves = curves_of(cell)
-        if not curves:
-            continue
+    how = np.full(len(out), "", dtype=object)
+    parsed = {i: c for i, cell in enumerate(out[CURVES].to_numpy()) if (c := curves_of(cell))}
+    hardware = out["hardware"].astype(str).to_numpy() if "hardware" in out.columns else np.array([""] * len(out))
+    spreads = latency_spreads(parsed, hardware, bounds) if confidence is not None and bounds else {}
+    for i, curves in parsed.items():
         read = [read_curve(c, bounds) for c in curves]
         lacks = sorted({s for r in read for s in r.lacks})
         if lacks:
@@ -251,19 +254,34 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
             have = len(vals) == len(read) and bool(vals)
             lat[s][i] = max(vals) if have else np.nan
             lat_point[s][i] = float(np.median(vals)) if have else np.nan
+        spread = spreads.get(hardware[i]) or spreads.get(_EVERY)
+        if confidence is not None and bounds:
+            if spread is None:
+                how[i] = "one repeat: no spread to set a prediction bound from (measure repeats); worst repeat used"
+            else:
+                bound = read_bound(curves, bounds, confidence, spread)
+                for s, v in bound.latency.items():
+                    lat[s][i] = v
+                if bound.rate is None:
+                    source[i] = f"{FROM_CURVE} (above the bound at the lightest load measured, at confidence {confidence:g})"
+                    continue
+                tput[i] = bound.rate * max_utilization
+                tput_point[i] = float(np.median([r.rate for r in read if r.rate is not None] or [np.nan])) * max_utilization
+                source[i], queries[i] = FROM_CURVE, np.nan if bound.queries is None else bound.queries
+                scope = spread.scope if spread.scope == _EVERY else f"{spread.scope}'s configurations"
+                how[i] = (f"capacity at the SLO: latency bounded for a fresh run with probability {confidence:g} "
+                          f"({len(curves)} repeats, log-normal, spread {max(spread.s.values()):.0%} pooled over "
+                          f"{scope}, {spread.df} d.o.f.)")
+                continue
         if any(r.rate is None for r in read):
             # Some repeat breaks a bound at its lightest load: the replica cannot be promised it.
             source[i] = f"{FROM_CURVE} (above the bound at the lightest load measured)"
             continue
-        sized[i] = np.array([r.rate for r in read], dtype=float)
+        rates = np.array([r.rate for r in read], dtype=float)
+        tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
         source[i] = FROM_CURVE
         counts = [r.queries for r in read]
         queries[i] = np.nan if None in counts else min(c for c in counts if c is not None)
-    hardware = out["hardware"].astype(str).to_numpy() if "hardware" in out.columns else np.array([""] * len(out))
-    lower, how = (prediction_bounds(sized, hardware, confidence) if confidence is not None
-                  else ({i: r.min() for i, r in sized.items()}, {}))
-    for i, rates in sized.items():
-        tput[i], tput_point[i] = lower[i] * max_utilization, float(np.median(rates)) * max_utilization
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
     for s in CURVE_STATS:
         if s in out.columns or not np.isnan(lat[s]).all():
@@ -271,39 +289,90 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     out["latency_source"] = source
     out[CURVE_QUERIES] = queries
     if confidence is not None:
-        out[CAPACITY_BOUND] = [how.get(i, "") for i in range(len(out))]
+        out[CAPACITY_BOUND] = how
     return out
 
 
-def prediction_bounds(sized: Mapping[int, np.ndarray], hardware: np.ndarray,
-                      confidence: float) -> tuple[dict[int, float], dict[int, str]]:
-    """Per row, the rate a fresh run sustains with probability `confidence` (one-sided, log-normal,
-    the log spread pooled over the rows of the same hardware, else over every row), and how it was
-    set. A row whose hardware and table hold one repeat each has no spread to bound: it keeps its
-    single run, and says so."""
+_EVERY = "every configuration measured"
+
+
+@dataclass(frozen=True)
+class Spread:
+    """The run-to-run spread of log latency at a given load, pooled over configurations."""
+
+    s: dict[str, float]  # bounded statistic -> pooled standard deviation of its log
+    df: int
+    scope: str
+
+
+def _aligned(curves: Sequence[Sequence[dict[str, Any]]], need: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+    """The loads every repeat measured up to (the union of their points, up to the lightest of
+    their heaviest: never extrapolated) and, per statistic, each repeat's log value there (linear
+    between its points; below its lightest point, that point's value)."""
+    pts = [_points(c, need) for c in curves]
+    if not all(pts):
+        return None
+    top = min(p[-1][0] for p in pts)
+    grid = np.unique([q for p in pts for q, _, _ in p if q <= top * (1 + 1e-12)])
+    logs = {}
+    for s in need:
+        rows = []
+        for p in pts:
+            qs = np.array([q for q, _, _ in p])
+            vs = np.array([max(st[s], 1e-12) for _, st, _ in p])
+            rows.append(np.log(np.interp(grid, qs, vs)))
+        logs[s] = np.vstack(rows)
+    return grid, logs
+
+
+def latency_spreads(parsed: Mapping[int, list[list[dict[str, Any]]]], hardware: np.ndarray,
+                    bounds: Bounds) -> dict[str, Spread]:
+    """Per hardware type (and `_EVERY`, over all of them), the pooled spread of each bounded
+    statistic's log between repeats of one configuration at the same load. A configuration of n
+    repeats adds n - 1 degrees of freedom (its loads are not independent draws, so they add none)."""
+    need = list(bounds)
+    acc: dict[str, tuple[dict[str, float], int]] = {}
+    for i, curves in parsed.items():
+        if len(curves) < 2 or any(not any(isinstance(p.get(s), int | float) for p in c) for c in curves for s in need):
+            continue
+        got = _aligned(curves, need)
+        if got is None:
+            continue
+        _, logs = got
+        df = len(curves) - 1
+        for key in (hardware[i], _EVERY):
+            ss, dof = acc.get(key, ({s: 0.0 for s in need}, 0))
+            # The median over loads: near saturation one repeat's knee comes earlier and its log
+            # latency jumps, but there the curve is steep, so that spread moves the capacity little;
+            # the mean let the knee set the spread of the flat part (quickstart: 0.75 against 0.4).
+            acc[key] = ({s: ss[s] + df * float(np.median(logs[s].var(axis=0, ddof=1))) for s in need}, dof + df)
+    return {key: Spread({s: math.sqrt(v / dof) for s, v in ss.items()}, dof, key) for key, (ss, dof) in acc.items() if dof}
+
+
+def read_bound(curves: Sequence[Sequence[dict[str, Any]]], bounds: Bounds, confidence: float, spread: Spread) -> Reading:
+    """The highest load at which a fresh run's latency stays within every bound with probability
+    `confidence`: per statistic, the one-sided prediction bound exp(mean log + t(c, df) s
+    sqrt(1 + 1/n)) over the n repeats at each load (never below the worst repeat), walked up from
+    the lightest load as `read_curve` walks one curve."""
     from scipy.stats import t as student_t  # scipy is heavy to import; only this path needs it
 
-    def pooled(rows: Sequence[int]) -> tuple[float, int]:
-        logs = [np.log(sized[i]) for i in rows if sized[i].size > 1]
-        df = sum(v.size - 1 for v in logs)
-        return (math.sqrt(sum(float(((v - v.mean()) ** 2).sum()) for v in logs) / df) if df else math.nan), df
-
-    everywhere = pooled(list(sized))
-    lower, how = {}, {}
-    for hw in sorted({hardware[i] for i in sized}):
-        rows = [i for i in sized if hardware[i] == hw]
-        (s, df), scope = pooled(rows), f"{hw}'s configurations"
-        if df == 0:
-            (s, df), scope = everywhere, "every configuration measured"
-        for i in rows:
-            rates = sized[i]
-            if df == 0:
-                lower[i] = float(rates.min())
-                how[i] = "one repeat: no spread to set a prediction bound from (measure repeats)"
-                continue
-            n = rates.size
-            bound = math.exp(float(np.log(rates).mean()) - float(student_t.ppf(confidence, df)) * s * math.sqrt(1 + 1 / n))
-            lower[i] = min(bound, float(rates.min()))
-            how[i] = (f"capacity at the SLO: {confidence:.4g} lower prediction bound for a fresh run from {n} "
-                      f"repeat{'s' if n != 1 else ''} (log-normal, spread {s:.0%} pooled over {scope}, {df} d.o.f.)")
-    return lower, how
+    need = list(bounds)
+    got = _aligned(curves, need)
+    if got is None:
+        return Reading(None)
+    grid, logs = got
+    n = len(curves)
+    k = float(student_t.ppf(confidence, spread.df))
+    upper = {s: np.maximum(np.exp(v.mean(axis=0) + k * spread.s[s] * math.sqrt(1 + 1 / n)), np.exp(v.max(axis=0)))
+             for s, v in logs.items()}
+    fails = np.array([any(upper[s][g] > bounds[s] for s in need) for g in range(grid.size)])
+    first = int(np.argmax(fails)) if fails.any() else grid.size
+    queries = min((_fewest(_points(c, need)) or 0) for c in curves) or None
+    if first == 0:
+        return Reading(None, {s: float(upper[s][0]) for s in need}, queries=queries)
+    if first == grid.size:
+        return Reading(float(grid[-1]), {s: float(upper[s][-1]) for s in need}, queries=queries)
+    a, b = first - 1, first
+    t = min((bounds[s] - upper[s][a]) / (upper[s][b] - upper[s][a]) for s in need if upper[s][b] > bounds[s])
+    return Reading(float(grid[a] + t * (grid[b] - grid[a])),
+                   {s: float(upper[s][a] + t * (upper[s][b] - upper[s][a])) for s in need}, queries=queries)

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
@@ -21,7 +22,8 @@ from matcher.candidates import (
     quality_columns,
     validate_candidates,
 )
-from matcher.capacity import CAPACITY_BOUND, CURVE_QUERIES, FROM_CURVE, at_slo
+from matcher.capacity import CAPACITY_BOUND, CURVE_QUERIES, CURVES, FROM_CURVE, at_slo
+from matcher.diagnose import apply_relaxations, set_field
 from matcher.errors import RequirementsError
 from matcher.metrics import (
     LATENCY,
@@ -36,7 +38,7 @@ from matcher.metrics import (
     metric_values,
 )
 from matcher.requirements import Plan, Requirements, parse_plan, parse_requirements
-from matcher.solution import Diagnosis, Fix, Option, Status
+from matcher.solution import Diagnosis, Fix, Option, PlanSolution, Relaxation, Status
 from matcher.solve import plan as solve_plan
 from matcher.solve import solve
 from matcher.tokens import check_units, solver_view, usd_per_million_tokens, with_token_capacity
@@ -248,15 +250,20 @@ def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> 
 def fresh_run_notes(nums: _Numbers, options: Sequence[Option]) -> list[str]:
     """Say what sizing from the worst measured repeat promises: a fresh run of the same
     configuration falls below the worst of n exchangeable runs about once in n + 1."""
-    out = []
+    by_repeats: dict[int, list[int]] = {}
     for opt in options:
         pos = list(opt.replicas)
         sources, repeats = nums.cells("latency_source", pos), nums.col("repeats", pos)
         n = [int(r) for src, r in zip(sources, repeats, strict=True) if src == FROM_CURVE and r == r]
         if n:
-            out.append(f"option #{opt.rank}: its capacity at the latency bound is the worst of {min(n)} measured "
-                       f"repeat{'s' if min(n) != 1 else ''}, which a fresh run falls below about 1 time in {min(n) + 1}; "
-                       "set slo_confidence (e.g. 0.95) to size for a fresh run with that probability")
+            by_repeats.setdefault(min(n), []).append(opt.rank)
+    out = []
+    for n, ranks in sorted(by_repeats.items()):
+        which = f"option #{ranks[0]}: its" if len(ranks) == 1 else \
+            f"options {', '.join(f'#{r}' for r in ranks)}: their"
+        out.append(f"{which} capacity at the latency bound is the worst of {n} measured repeat{'s' if n != 1 else ''}, "
+                   f"which a fresh run falls below about 1 time in {n + 1}; set slo_confidence (e.g. 0.95) to size "
+                   "for a fresh run with that probability")
     return out
 
 
@@ -274,6 +281,65 @@ def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
     request's latency (and TTFT / TPOT) bounds where a rate curve was measured, derated by
     max_utilization (capacity.py); an LLM replica's tokens/s follows (tokens.py)."""
     return with_token_capacity(at_slo(cands, curve_bounds(req.constraints), req.max_utilization, req.slo_confidence))
+
+
+# Rounds of completing a fix (each may add the constraint the previous relaxation uncovered), and
+# the most fixes carried from one round to the next.
+_FIX_ROUNDS, _FIXES = 3, 6
+
+
+def _in_request_words(fix: Sequence[Relaxation], demands: dict[int | None, str | None]) -> list[Relaxation]:
+    """The solver meets every demand as throughput_qps, in the unit the request stated
+    (tokens.solver_view): a relaxation of it goes to the field the request used."""
+    out = []
+    for r in fix:
+        for w, name in demands.items():
+            solver = "constraints.throughput_qps" if w is None else f"workloads.{w}.constraints.throughput_qps"
+            if name not in (None, "throughput_qps") and r.field == solver:
+                r = replace(r, field=solver.replace("throughput_qps", name))
+        out.append(r)
+    return out
+
+
+def sized_fixes(d: Diagnosis, answer: Callable[[list[Relaxation]], tuple[bool, Diagnosis | None]]) -> Diagnosis:
+    """The diagnosis's fixes, each checked by answering the relaxed request. The elastic model
+    relaxes a latency bound with capacities read at the requested bound; read again at the relaxed
+    one (a Server curve gives a tighter bound a lower capacity) the budget or the demand can
+    block in turn. Such a fix is completed with what the relaxed request's own diagnosis asks
+    (each field keeping the value the user asked for as `from`), or dropped when it cannot be:
+    every listed fix makes the request feasible. `answer(fix)`: whether the request with `fix`
+    applied is feasible, and its diagnosis when not."""
+    out: list[Fix] = []
+    added: list[str] = []
+    todo = [list(fix) for fix in d.fixes]
+    for _ in range(_FIX_ROUNDS):
+        later = []
+        for joint in todo:
+            ok, again = answer(joint)
+            if ok:
+                out.append(tuple(joint))
+                continue
+            for more in (again.fixes if again is not None else ())[:_FIXES]:
+                grown, fields = list(joint), {r.field: k for k, r in enumerate(joint)}
+                for r in more:
+                    if r.field in fields:  # relaxed further: `from` stays what the user asked for
+                        first = grown[fields[r.field]]
+                        grown[fields[r.field]] = replace(r, required=first.required, constraint=first.constraint)
+                    else:
+                        grown.append(r)
+                        added.append(r.constraint)
+                later.append(grown)
+        todo = later[:_FIXES]
+        if not todo or len(out) >= _FIXES:
+            break
+    if not out:
+        return Diagnosis(d.blocking, d.message + "; no relaxation found that makes it feasible once capacities are "
+                         "read off the Server curves at the relaxed bounds", ())
+    msg = d.message
+    if added:
+        msg += (f" (read off the Server curves at the relaxed latency, the capacity is lower: the fixes also relax "
+                f"{', '.join(sorted(set(added)))})")
+    return Diagnosis(d.blocking, msg, out[0], tuple(out[1:]))
 
 
 def check_statistics(req: Requirements, cands: pd.DataFrame, field: str = "constraints") -> None:
@@ -324,13 +390,21 @@ def recommend(
     A time-limited solve that found options returns them with `diagnosis.message` saying that
     optimality was not proven (blocking and relaxations empty)."""
     req = parse_requirements(req)
-    cands = candidates if validated else validate_candidates(candidates)
-    check_statistics(req, cands)
-    cands = sized(cands, req)
+    unsized = candidates if validated else validate_candidates(candidates)
+    check_statistics(req, unsized)
+    cands = sized(unsized, req)
     check_inventory(req.inventory, cands)
     sreq, scands = solver_view(req, cands)
     columns = Columns(cands)
     sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s, columns=columns)
+    if not sol.options and sol.diagnosis is not None and sol.diagnosis.fixes and CURVES in unsized.columns:
+        def answer(fix: list[Relaxation]) -> tuple[bool, Diagnosis | None]:
+            relaxed = apply_relaxations(req, _in_request_words(fix, {None: req.constraints.demand_field}))
+            again = solve(*solver_view(relaxed, sized(unsized, relaxed)), single_config=single_config, solver=solver,
+                          time_limit_s=time_limit_s)
+            return bool(again.options), again.diagnosis
+
+        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer))
     cfg_cols = config_columns(cands)
     nums = _Numbers(cands, columns)
     options = [_option_out(o, nums, cfg_cols) for o in sol.options]
@@ -453,14 +527,29 @@ def recommend_plan(
     tables = [validate_candidates(t, where=f"candidates of workloads[{i}]") for i, t in enumerate(tables)]
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         check_statistics(req, t, field=f"workloads.{i}.constraints")
+    unsized = tables
     tables = [sized(t, req) for t, req in zip(tables, plan.workloads, strict=True)]
     for i, (req, t) in enumerate(zip(plan.workloads, tables, strict=True)):
         check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     check_inventory(plan.inventory, tables)
-    sol = solve_plan([solver_view(req, t) for req, t in zip(plan.workloads, tables, strict=True)],
-                     inventory=plan.inventory,
-                     budget_per_hour_usd=plan.budget_per_hour_usd, objective=plan.objective,
-                     single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+
+    def placed_plan(p: Plan, views: list[tuple[Requirements, pd.DataFrame]]) -> PlanSolution:
+        return solve_plan(views, inventory=p.inventory, budget_per_hour_usd=p.budget_per_hour_usd,
+                          objective=p.objective, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+
+    sol = placed_plan(plan, [solver_view(req, t) for req, t in zip(plan.workloads, tables, strict=True)])
+    if (not all(o is not None for o in sol.workloads) and sol.diagnosis is not None and sol.diagnosis.fixes
+            and any(CURVES in t.columns for t in unsized)):
+        def answer(fix: list[Relaxation]) -> tuple[bool, Diagnosis | None]:
+            doc = plan.model_dump(exclude_unset=True)
+            for r in _in_request_words(fix, {i: w.constraints.demand_field for i, w in enumerate(plan.workloads)}):
+                set_field(doc, r.field, r.best_achievable)
+            relaxed = parse_plan(doc)
+            again = placed_plan(relaxed, [solver_view(req, sized(t, req))
+                                          for req, t in zip(relaxed.workloads, unsized, strict=True)])
+            return bool(again.workloads) and all(o is not None for o in again.workloads), again.diagnosis
+
+        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer))
     placed = [o is not None for o in sol.workloads]
     workloads = []
     tails: list[str] = []

@@ -222,6 +222,63 @@ def test_every_listed_fix_makes_the_plan_feasible(seed, n_workloads, shared_budg
         assert again.feasible, (doc, fix, again.diagnosis)
 
 
+def curve_table(rng: np.random.Generator):
+    """Measured candidates sized from Server curves: 2 hardware x 2 batch sizes x 3 repeats, each
+    curve flat then rising to saturation, each repeat off by its own factor."""
+    from cluster.hardware import HardwareSpec
+    from matcher.candidates import candidates_from_results
+
+    catalog = {h: HardwareSpec(name=h, accelerator_type="cpu", cpu_cores=2, price_per_hour_usd=p, price_source="test")
+               for h, p in (("small", float(rng.uniform(0.2, 1))), ("big", float(rng.uniform(1, 4))))}
+    rows = []
+    for h in catalog:
+        for b in (1, 8):
+            base, top = float(rng.uniform(1, 10)), float(rng.uniform(500, 5000))
+            for r in range(3):
+                f = float(np.exp(0.3 * rng.standard_normal()))
+                curve = [{"offered_qps": top * x, "completed_qps": top * x, "valid": True,
+                          "latency_p99_ms": base * f * (1 + 6 * x ** 3)} for x in (0.1, 0.3, 0.5, 0.7, 0.9)]
+                key = {"sweep_id": "s", "trial_id": f"{h}-{b}", "repeat": r, "asset": "a", "task": "infer",
+                       "status": "ok", "hardware": h, "cfg_batch_size": b, "accuracy": 0.9}
+                rows += [{**key, "scenario": "MultiStream", "latency_p99_ms": base * f},
+                         {**key, "scenario": "Offline", "throughput_samples_per_s": top},
+                         {**key, "scenario": "Server", "latency_p99_ms": base * f * 7,
+                          "server_curve": json.dumps(curve)}]
+    import pandas as pd
+
+    return candidates_from_results(pd.DataFrame(rows), catalog)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(seed=st.integers(0, 2**32 - 1), confidence=st.sampled_from([None, 0.9, 0.99]), plan_of=st.integers(0, 2))
+def test_every_listed_fix_holds_once_capacity_is_read_off_the_curves_again(seed, confidence, plan_of):
+    """A latency bound relaxed on a Server-curve table changes the capacity read off the curves:
+    a fix found with the capacities of the requested bound must still be enough at the relaxed one
+    (it once was not: the budget then blocked), for one workload and for a plan (plan_of > 0)."""
+    rng = np.random.default_rng(seed)
+    tables, docs = [], []
+    for _ in range(max(plan_of, 1)):
+        t = curve_table(rng)
+        doc = {"constraints": {"latency_p99_ms": float(rng.uniform(1, 40)), "throughput_qps": float(rng.uniform(100, 2e4)),
+                               "budget_per_hour_usd": float(rng.uniform(0.5, 20))}}
+        if confidence is not None:
+            doc["slo_confidence"] = confidence
+        tables.append(t)
+        docs.append(doc)
+    if plan_of:
+        request = {"workloads": [{k: v for k, v in d.items() if k != "top_k"} for d in docs],
+                   "budget_per_hour_usd": float(rng.uniform(1, 30))}
+        ans, again = recommend_plan(request, tables).model_dump(), lambda d: recommend_plan(d, tables)
+    else:
+        request = {**docs[0], "top_k": 1}
+        ans, again = recommend(request, tables[0]).model_dump(), lambda d: recommend(d, tables[0])
+    if ans["feasible"]:
+        return
+    for fix in ans["diagnosis"]["relaxations"]:
+        fixed = again(apply_fix(request, fix))
+        assert fixed.feasible, (request, fix, fixed.diagnosis)
+
+
 # ----------------------------------------------------------------------------------------------
 # #11 item 7: max_power_w alone; no solver paths in answers
 # ----------------------------------------------------------------------------------------------
