@@ -102,3 +102,15 @@ def test_file_errors_name_the_file_and_field(tmp_path):
         load_requirements(broken_yaml)
     with pytest.raises(RequirementsError, match="not found"):
         load_requirements(tmp_path / "missing.yaml")
+
+
+def test_every_shipped_requirements_file_is_valid():
+    from pathlib import Path
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2] / "configs"
+    files = [root / "requirements-quickstart.yaml", root / "examples" / "requirements-fresh-run.yaml"]
+    parsed = [parse_requirements(yaml.safe_load(f.read_text()), source=str(f)) for f in files]
+    assert parsed[1].slo_confidence == 0.9
+    assert parsed[1].constraints == parsed[0].constraints  # the same request, sized for a fresh run
