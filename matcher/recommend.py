@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any, Literal
@@ -301,23 +302,36 @@ def _in_request_words(fix: Sequence[Relaxation], demands: dict[int | None, str |
     return out
 
 
-def sized_fixes(d: Diagnosis, answer: Callable[[list[Relaxation]], tuple[bool, Diagnosis | None]]) -> Diagnosis:
+def _time_left(time_limit_s: float | None, started: float) -> float | None:
+    """What a request's time limit leaves for checking its fixes (at least a second)."""
+    return None if time_limit_s is None else max(time_limit_s - (time.perf_counter() - started), 1.0)
+
+
+def sized_fixes(d: Diagnosis, answer: Callable[[list[Relaxation], float | None], tuple[bool, Diagnosis | None]],
+                time_limit_s: float | None) -> Diagnosis:
     """The diagnosis's fixes, each checked by answering the relaxed request. The elastic model
     relaxes a latency bound with capacities read at the requested bound; read again at the relaxed
     one (a Server curve gives a tighter bound a lower capacity) the budget or the demand can
     block in turn. Such a fix is completed with what the relaxed request's own diagnosis asks
     (each field keeping the value the user asked for as `from`), or dropped when it cannot be:
-    every listed fix makes the request feasible. `answer(fix)`: whether the request with `fix`
-    applied is feasible, and its diagnosis when not."""
+    every listed fix makes the request feasible. `answer(fix, seconds)`: whether the request with
+    `fix` applied is feasible, and its diagnosis when not. Checking stops at `time_limit_s`; a
+    fix not checked by then is not listed."""
+    deadline = time.perf_counter() + (time_limit_s if time_limit_s is not None else math.inf)
     out: list[Fix] = []
-    added: list[str] = []
     todo = [list(fix) for fix in d.fixes]
+    timed_out = False
     for _ in range(_FIX_ROUNDS):
         later = []
         for joint in todo:
-            ok, again = answer(joint)
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                timed_out = True
+                break
+            ok, again = answer(joint, None if math.isinf(left) else left)
             if ok:
-                out.append(tuple(joint))
+                if tuple(joint) not in out:
+                    out.append(tuple(joint))
                 continue
             for more in (again.fixes if again is not None else ())[:_FIXES]:
                 grown, fields = list(joint), {r.field: k for k, r in enumerate(joint)}
@@ -327,18 +341,20 @@ def sized_fixes(d: Diagnosis, answer: Callable[[list[Relaxation]], tuple[bool, D
                         grown[fields[r.field]] = replace(r, required=first.required, constraint=first.constraint)
                     else:
                         grown.append(r)
-                        added.append(r.constraint)
                 later.append(grown)
         todo = later[:_FIXES]
-        if not todo or len(out) >= _FIXES:
+        if timed_out or not todo or len(out) >= _FIXES:
             break
     if not out:
-        return Diagnosis(d.blocking, d.message + "; no relaxation found that makes it feasible once capacities are "
-                         "read off the Server curves at the relaxed bounds", ())
+        why = "the time limit ended the check" if timed_out else "none was found"
+        return Diagnosis(d.blocking, f"{d.message}; no relaxation is listed: each must make the request feasible once "
+                         f"capacities are read off the Server curves at the relaxed bounds, and {why}", ())
+    asked = {r.constraint for fix in d.fixes for r in fix}
+    added = sorted({r.constraint for fix in out for r in fix} - asked)
     msg = d.message
     if added:
         msg += (f" (read off the Server curves at the relaxed latency, the capacity is lower: the fixes also relax "
-                f"{', '.join(sorted(set(added)))})")
+                f"{', '.join(added)})")
     return Diagnosis(d.blocking, msg, out[0], tuple(out[1:]))
 
 
@@ -389,6 +405,7 @@ def recommend(
 
     A time-limited solve that found options returns them with `diagnosis.message` saying that
     optimality was not proven (blocking and relaxations empty)."""
+    started = time.perf_counter()
     req = parse_requirements(req)
     unsized = candidates if validated else validate_candidates(candidates)
     check_statistics(req, unsized)
@@ -398,13 +415,13 @@ def recommend(
     columns = Columns(cands)
     sol = solve(sreq, scands, single_config=single_config, solver=solver, time_limit_s=time_limit_s, columns=columns)
     if not sol.options and sol.diagnosis is not None and sol.diagnosis.fixes and CURVES in unsized.columns:
-        def answer(fix: list[Relaxation]) -> tuple[bool, Diagnosis | None]:
+        def answer(fix: list[Relaxation], seconds: float | None) -> tuple[bool, Diagnosis | None]:
             relaxed = apply_relaxations(req, _in_request_words(fix, {None: req.constraints.demand_field}))
             again = solve(*solver_view(relaxed, sized(unsized, relaxed)), single_config=single_config, solver=solver,
-                          time_limit_s=time_limit_s)
+                          time_limit_s=seconds)
             return bool(again.options), again.diagnosis
 
-        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer))
+        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer, _time_left(time_limit_s, started)))
     cfg_cols = config_columns(cands)
     nums = _Numbers(cands, columns)
     options = [_option_out(o, nums, cfg_cols) for o in sol.options]
@@ -521,6 +538,7 @@ def recommend_plan(
     notes: list[str] | None = None,
 ) -> PlanRecommendation:
     """Place every workload of `plan` at once; tables[i] holds workload i's candidates."""
+    started = time.perf_counter()
     plan = parse_plan(plan)
     if len(tables) != len(plan.workloads):
         raise ValueError(f"{len(plan.workloads)} workloads but {len(tables)} candidate tables")
@@ -533,23 +551,23 @@ def recommend_plan(
         check_inventory(req.inventory, t, field=f"workloads.{i}.inventory")
     check_inventory(plan.inventory, tables)
 
-    def placed_plan(p: Plan, views: list[tuple[Requirements, pd.DataFrame]]) -> PlanSolution:
+    def placed_plan(p: Plan, views: list[tuple[Requirements, pd.DataFrame]], seconds: float | None) -> PlanSolution:
         return solve_plan(views, inventory=p.inventory, budget_per_hour_usd=p.budget_per_hour_usd,
-                          objective=p.objective, single_config=single_config, solver=solver, time_limit_s=time_limit_s)
+                          objective=p.objective, single_config=single_config, solver=solver, time_limit_s=seconds)
 
-    sol = placed_plan(plan, [solver_view(req, t) for req, t in zip(plan.workloads, tables, strict=True)])
+    sol = placed_plan(plan, [solver_view(req, t) for req, t in zip(plan.workloads, tables, strict=True)], time_limit_s)
     if (not all(o is not None for o in sol.workloads) and sol.diagnosis is not None and sol.diagnosis.fixes
             and any(CURVES in t.columns for t in unsized)):
-        def answer(fix: list[Relaxation]) -> tuple[bool, Diagnosis | None]:
+        def answer(fix: list[Relaxation], seconds: float | None) -> tuple[bool, Diagnosis | None]:
             doc = plan.model_dump(exclude_unset=True)
             for r in _in_request_words(fix, {i: w.constraints.demand_field for i, w in enumerate(plan.workloads)}):
                 set_field(doc, r.field, r.best_achievable)
             relaxed = parse_plan(doc)
             again = placed_plan(relaxed, [solver_view(req, sized(t, req))
-                                          for req, t in zip(relaxed.workloads, unsized, strict=True)])
+                                          for req, t in zip(relaxed.workloads, unsized, strict=True)], seconds)
             return bool(again.workloads) and all(o is not None for o in again.workloads), again.diagnosis
 
-        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer))
+        sol = replace(sol, diagnosis=sized_fixes(sol.diagnosis, answer, _time_left(time_limit_s, started)))
     placed = [o is not None for o in sol.workloads]
     workloads = []
     tails: list[str] = []

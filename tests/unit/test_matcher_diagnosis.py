@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +357,28 @@ def test_a_constant_objective_does_not_break_the_next_solve(solver):
     s = solve(Requirements(constraints={"throughput_qps": 300}, top_k=3), free, solver=solver)
     assert s.status == "optimal" and len(s.options) == 3, s.reason
     assert not math.isnan(s.options[0].cost_per_hour_usd)
+
+
+def test_a_fix_is_completed_by_what_the_relaxed_request_still_needs_or_dropped():
+    from matcher.recommend import sized_fixes
+    from matcher.solution import Diagnosis, Relaxation
+
+    lat = Relaxation("latency_p99_ms", "constraints.latency_p99_ms", 5.0, 8.4, "p99 unreachable")
+    budget = Relaxation("budget_per_hour_usd", "constraints.budget_per_hour_usd", 4.0, 12.0, "budget short")
+    more_lat = Relaxation("latency_p99_ms", "constraints.latency_p99_ms", 8.4, 9.0, "p99 again")
+    first = Diagnosis(("latency_p99_ms",), "p99 unreachable", (lat,))
+    asked: list[list[str]] = []
+
+    def answer(fix, seconds):
+        asked.append([r.field for r in fix])
+        if len(fix) == 1:  # the latency alone: the budget blocks at the capacity read at 8.4 ms
+            return False, Diagnosis(("budget_per_hour_usd",), "budget short", (budget, more_lat))
+        return True, None
+
+    got = sized_fixes(first, answer, None)
+    assert got.relaxations == (replace(more_lat, required=5.0), budget)  # `from` stays the user's 5 ms
+    assert "also relax budget_per_hour_usd" in got.message and len(asked) == 2
+    never = sized_fixes(first, lambda fix, s: (False, Diagnosis((), "still infeasible", ())), None)
+    assert never.relaxations == () and "none was found" in never.message
+    late = sized_fixes(first, lambda fix, s: (_ for _ in ()).throw(AssertionError("not called")), 1e-9)
+    assert late.relaxations == () and "time limit" in late.message
