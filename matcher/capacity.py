@@ -42,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from matcher.metrics import CURVE_STATS, DEFAULT_LATENCY
+from matcher.requirements import MAX_THROUGHPUT_QPS as MAX_VALUE
 
 CURVES = "server_curves"  # candidate column: JSON list of curves, one per measured repeat
 FROM_CURVE = "Server curve"
@@ -67,20 +68,36 @@ class Reading:
 Point = tuple[float, dict[str, float], int | None]  # (rate, latency statistics, queries)
 
 
-def _points(curve: Sequence[dict[str, Any]], need: Sequence[str]) -> list[Point]:
+def _stat(v: Any) -> float | None:
+    """A latency statistic of a point: a number (not a bool); +inf (a run that never finished a
+    query in time) is kept as the largest value the matcher takes, NaN and text are not numbers."""
+    if isinstance(v, bool) or not isinstance(v, int | float) or math.isnan(v) or v < 0:
+        return None
+    return min(float(v), MAX_VALUE)
+
+
+def _points(curve: Sequence[Any], need: Sequence[str], partial: bool = False) -> list[Point]:
     """(rate, latency statistics, queries) of the points LoadGen ran long enough to count,
-    lightest first; a point must record every statistic in `need`. The rate is what was both
-    offered and completed: near saturation a replica completes less than offered."""
+    lightest first; a point must record every statistic in `need` (`partial`: any of them). The
+    rate is what was both offered and completed: near saturation a replica completes less than
+    offered. A point that is not a mapping, or whose rate is not a positive finite number, is no
+    point."""
     out = []
     for p in curve:
-        offered, done = p.get("offered_qps"), p.get("completed_qps")
-        if not p.get("valid", True) or offered is None:
+        if not isinstance(p, Mapping) or not p.get("valid", True):
             continue
-        stats = {s: float(v) for s in CURVE_STATS if isinstance(v := p.get(s), int | float) and math.isfinite(v)}
-        rate = min(float(offered), float(done)) if done is not None else float(offered)
-        if rate > 0 and all(s in stats for s in need):
+        offered, done = finite_number(p.get("offered_qps")), p.get("completed_qps")
+        if offered is None or isinstance(p.get("offered_qps"), bool):
+            continue
+        done = finite_number(done) if done is not None else offered
+        if done is None:
+            continue
+        stats = {s: v for s in CURVE_STATS if (v := _stat(p.get(s))) is not None}
+        rate = min(offered, done)
+        if rate > 0 and (any(s in stats for s in need) if partial and need else all(s in stats for s in need)):
             queries = p.get("queries")
-            out.append((rate, stats, int(queries) if isinstance(queries, int | float) and queries > 0 else None))
+            out.append((rate, stats, int(queries) if isinstance(queries, int | float) and not isinstance(queries, bool)
+                        and math.isfinite(queries) and queries > 0 else None))
     return sorted(out, key=lambda pt: pt[0])
 
 
@@ -89,18 +106,31 @@ def _fewest(points: Sequence[Point]) -> int | None:
     return None if not counts or None in counts else min(c for c in counts if c is not None)
 
 
+def _first_over(curve: Sequence[Any], bounds: Bounds, incomplete_only: bool = False) -> float:
+    """The lightest rate at which a point breaks a bound it records, even one that does not record
+    every bounded statistic (a saturated point may lack its median): no capacity reaches it."""
+    over = [q for q, stats, _ in _points(curve, list(bounds), partial=True)
+            if any(stats[s] > b for s, b in bounds.items() if s in stats)
+            and not (incomplete_only and all(s in stats for s in bounds))]
+    return min(over, default=math.inf)
+
+
 def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
     """The highest rate of one curve within every bound (module docstring); without bounds, the
     heaviest point measured."""
-    lacks = tuple(s for s in bounds if not any(isinstance(p.get(s), int | float) for p in curve))
+    lacks = tuple(s for s in bounds if not any(isinstance(p, Mapping) and _stat(p.get(s)) is not None for p in curve))
     if lacks:
         return Reading(None, lacks=lacks)
+    stop = _first_over(curve, bounds)
     pts = _points(curve, list(bounds))  # without bounds: the heaviest valid point, whatever it records
+    if stop < math.inf:  # a partial point breaking a bound is the first failure at its load
+        fail = next((p for p in _points(curve, list(bounds), partial=True) if p[0] == stop), None)
+        pts = [p for p in pts if p[0] < stop] + ([fail] if fail is not None else [])
     if not pts:
         return Reading(None)
 
     def over(stats: dict[str, float]) -> list[str]:
-        return [s for s, b in bounds.items() if stats[s] > b]
+        return [s for s, b in bounds.items() if s in stats and stats[s] > b]
 
     # Walk up from the lightest load and stop at the first point over a bound: a noisy point that
     # passes again above a failing one is not evidence that the heavier load is safe.
@@ -243,23 +273,35 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
     hardware = out["hardware"].astype(str).to_numpy() if "hardware" in out.columns else np.array([""] * len(out))
     spreads = latency_spreads(parsed, hardware, bounds) if confidence is not None and bounds else {}
     for i, curves in parsed.items():
-        read = [read_curve(c, bounds) for c in curves]
+        checks = bounds  # the bounds this candidate's curves can be read at
+        read = [read_curve(c, checks) for c in curves]
         lacks = sorted({s for r in read for s in r.lacks})
         if lacks:
-            # Keeps its Offline capacity and MultiStream latency: latency_notes says they were measured apart.
-            source[i] = f"{source[i] or 'MultiStream'} ({FROM_CURVE.lower()} records no {', '.join(lacks)})"
-            continue
+            checks = {s: b for s, b in bounds.items() if s not in lacks}
+            apart = f"{source[i] or 'MultiStream'} for {', '.join(lacks)} ({FROM_CURVE.lower()} records no {', '.join(lacks)})"
+            if not checks:
+                # Keeps its Offline capacity and MultiStream latency: latency_notes says they were measured apart.
+                source[i] = apart
+                continue
+            # Sized from the curve at the bounds it records, the rest checked on figures measured
+            # apart: never more capacity than the curve alone gives (latency_notes says which).
+            read = [read_curve(c, checks) for c in curves]
+        else:
+            apart = ""
         for s in CURVE_STATS:
+            if s in lacks:
+                continue
             vals = [r.latency[s] for r in read if s in r.latency]
             have = len(vals) == len(read) and bool(vals)
             lat[s][i] = max(vals) if have else np.nan
             lat_point[s][i] = float(np.median(vals)) if have else np.nan
-        spread = spreads.get(hardware[i]) or spreads.get(_EVERY)
-        if confidence is not None and bounds:
+        spread = next((sp for key in (hardware[i], _EVERY) if (sp := spreads.get(key)) is not None
+                       and all(s in sp.s for s in checks)), None)
+        if confidence is not None and checks:
             if spread is None:
                 how[i] = "one repeat: no spread to set a prediction bound from (measure repeats); worst repeat used"
             else:
-                bound = read_bound(curves, bounds, confidence, spread)
+                bound = read_bound(curves, checks, confidence, spread)
                 for s, v in bound.latency.items():
                     lat[s][i] = v
                 if bound.rate is None:
@@ -267,11 +309,11 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
                     continue
                 tput[i] = bound.rate * max_utilization
                 tput_point[i] = float(np.median([r.rate for r in read if r.rate is not None] or [np.nan])) * max_utilization
-                source[i], queries[i] = FROM_CURVE, np.nan if bound.queries is None else bound.queries
+                source[i], queries[i] = f"{apart}; {FROM_CURVE} for the rest" if apart else FROM_CURVE, np.nan if bound.queries is None else bound.queries
                 scope = spread.scope if spread.scope == _EVERY else f"{spread.scope}'s configurations"
                 how[i] = (f"capacity at the SLO: latency bounded for a fresh run with probability {confidence:g} "
-                          f"({len(curves)} repeats, log-normal, spread {max(spread.s.values()):.0%} pooled over "
-                          f"{scope}, {spread.df} d.o.f.)")
+                          f"({len(curves)} repeats, log-normal, log spread {max(spread.s[c] for c in checks):.2f} pooled over "
+                          f"{scope}, {min(spread.df[c] for c in checks)} d.o.f.)")
                 continue
         if any(r.rate is None for r in read):
             # Some repeat breaks a bound at its lightest load: the replica cannot be promised it.
@@ -279,7 +321,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
             continue
         rates = np.array([r.rate for r in read], dtype=float)
         tput[i], tput_point[i] = rates.min() * max_utilization, float(np.median(rates)) * max_utilization
-        source[i] = FROM_CURVE
+        source[i] = f"{apart}; {FROM_CURVE} for the rest" if apart else FROM_CURVE
         counts = [r.queries for r in read]
         queries[i] = np.nan if None in counts else min(c for c in counts if c is not None)
     out["throughput_qps"], out["throughput_qps_point"] = tput, tput_point
@@ -301,19 +343,26 @@ class Spread:
     """The run-to-run spread of log latency at a given load, pooled over configurations."""
 
     s: dict[str, float]  # bounded statistic -> pooled standard deviation of its log
-    df: int
+    df: dict[str, int]  # bounded statistic -> its degrees of freedom
     scope: str
 
 
-def _aligned(curves: Sequence[Sequence[dict[str, Any]]], need: Sequence[str]) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
+def _aligned(curves: Sequence[Sequence[dict[str, Any]]], bounds: Bounds) -> tuple[np.ndarray, dict[str, np.ndarray]] | None:
     """The loads every repeat measured up to (the union of their points, up to the lightest of
-    their heaviest: never extrapolated) and, per statistic, each repeat's log value there (linear
-    between its points; below its lightest point, that point's value)."""
+    their heaviest: never extrapolated; below any load where a repeat's point broke a bound it
+    records) and, per bounded statistic, each repeat's log value there (linear between its points;
+    below its lightest point, that point's value)."""
+    need = list(bounds)
     pts = [_points(c, need) for c in curves]
     if not all(pts):
         return None
     top = min(p[-1][0] for p in pts)
-    grid = np.unique([q for p in pts for q, _, _ in p if q <= top * (1 + 1e-12)])
+    # A point that breaks a bound but does not record every bounded statistic cannot be aligned:
+    # no load from it on is a candidate (complete points that break a bound are walked as usual).
+    stop = min(_first_over(c, bounds, incomplete_only=True) for c in curves)
+    grid = np.unique([q for p in pts for q, _, _ in p if q <= top * (1 + 1e-12) and q < stop])
+    if not grid.size:
+        return None
     logs = {}
     for s in need:
         rows = []
@@ -328,25 +377,28 @@ def _aligned(curves: Sequence[Sequence[dict[str, Any]]], need: Sequence[str]) ->
 def latency_spreads(parsed: Mapping[int, list[list[dict[str, Any]]]], hardware: np.ndarray,
                     bounds: Bounds) -> dict[str, Spread]:
     """Per hardware type (and `_EVERY`, over all of them), the pooled spread of each bounded
-    statistic's log between repeats of one configuration at the same load. A configuration of n
-    repeats adds n - 1 degrees of freedom (its loads are not independent draws, so they add none)."""
-    need = list(bounds)
-    acc: dict[str, tuple[dict[str, float], int]] = {}
+    statistic's log between repeats of one configuration at the same load, over the configurations
+    whose curves record it. A configuration of n repeats adds n - 1 degrees of freedom (its loads
+    are not independent draws, so they add none)."""
+    acc: dict[str, dict[str, tuple[float, int]]] = {}
     for i, curves in parsed.items():
-        if len(curves) < 2 or any(not any(isinstance(p.get(s), int | float) for p in c) for c in curves for s in need):
+        if len(curves) < 2:
             continue
-        got = _aligned(curves, need)
-        if got is None:
-            continue
-        _, logs = got
-        df = len(curves) - 1
-        for key in (hardware[i], _EVERY):
-            ss, dof = acc.get(key, ({s: 0.0 for s in need}, 0))
+        for stat, b in bounds.items():
+            got = _aligned(curves, {stat: b})
+            if got is None:
+                continue
+            df = len(curves) - 1
             # The median over loads: near saturation one repeat's knee comes earlier and its log
             # latency jumps, but there the curve is steep, so that spread moves the capacity little;
             # the mean let the knee set the spread of the flat part (quickstart: 0.75 against 0.4).
-            acc[key] = ({s: ss[s] + df * float(np.median(logs[s].var(axis=0, ddof=1))) for s in need}, dof + df)
-    return {key: Spread({s: math.sqrt(v / dof) for s, v in ss.items()}, dof, key) for key, (ss, dof) in acc.items() if dof}
+            var = float(np.median(got[1][stat].var(axis=0, ddof=1)))
+            for key in (hardware[i], _EVERY):
+                ss, dof = acc.setdefault(key, {}).get(stat, (0.0, 0))
+                acc[key][stat] = (ss + df * var, dof + df)
+    return {key: Spread({st: math.sqrt(ss / dof) for st, (ss, dof) in stats.items()},
+                        {st: dof for st, (_, dof) in stats.items()}, key)
+            for key, stats in acc.items() if stats}
 
 
 def read_bound(curves: Sequence[Sequence[dict[str, Any]]], bounds: Bounds, confidence: float, spread: Spread) -> Reading:
@@ -357,13 +409,15 @@ def read_bound(curves: Sequence[Sequence[dict[str, Any]]], bounds: Bounds, confi
     from scipy.stats import t as student_t  # scipy is heavy to import; only this path needs it
 
     need = list(bounds)
-    got = _aligned(curves, need)
+    got = _aligned(curves, bounds)
     if got is None:
         return Reading(None)
     grid, logs = got
     n = len(curves)
-    k = float(student_t.ppf(confidence, spread.df))
-    upper = {s: np.maximum(np.exp(v.mean(axis=0) + k * spread.s[s] * math.sqrt(1 + 1 / n)), np.exp(v.max(axis=0)))
+    k = {s: float(student_t.ppf(confidence, spread.df[s])) for s in need}
+    # In logs, capped at the largest value the matcher takes: 2 repeats at 0.9999 give t = 3,183.
+    upper = {s: np.exp(np.minimum(np.maximum(v.mean(axis=0) + k[s] * spread.s[s] * math.sqrt(1 + 1 / n), v.max(axis=0)),
+                                  math.log(MAX_VALUE)))
              for s, v in logs.items()}
     fails = np.array([any(upper[s][g] > bounds[s] for s in need) for g in range(grid.size)])
     first = int(np.argmax(fails)) if fails.any() else grid.size

@@ -216,9 +216,14 @@ def latency_notes(cands: pd.DataFrame, options: list[OptionOut]) -> list[str]:
     for o in measured:
         src = sorted({str(x) for hw, x in pairs if hw in o.hardware and not is_blank(x)
                       and not str(x).startswith(FROM_CURVE)})
-        if src:
-            out.append(f"option #{o.rank}: its latency comes from {', '.join(src)} and its capacity from Offline, measured "
+        partly = [x.split(f"; {FROM_CURVE} for the rest")[0] for x in src if f"; {FROM_CURVE} for the rest" in x]
+        whole = [x for x in src if f"; {FROM_CURVE} for the rest" not in x]
+        if whole:
+            out.append(f"option #{o.rank}: its latency comes from {', '.join(whole)} and its capacity from Offline, measured "
                        "apart: the latency at the load it is sized for was not measured (add loadgen.server_curve)")
+        if partly:
+            out.append(f"option #{o.rank}: its capacity is read off its Server curve at the bounds the curve records; "
+                       f"its latency comes from {', '.join(partly)}, measured apart from the load it is sized for")
     return out
 
 
@@ -231,7 +236,12 @@ def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> 
     """Say when an option's capacity at a percentile bound rests on Server runs too short to
     measure that percentile: a p99 of 60 queries is their slowest, and moves between runs by more
     than any headroom (the SLO check against a held-out repeat, docs/performance.md)."""
-    out = [] if req.slo_confidence is not None or not curve_bounds(req.constraints) else fresh_run_notes(nums, options)
+    if not curve_bounds(req.constraints):
+        out = []
+    elif req.slo_confidence is None:
+        out = fresh_run_notes(nums, options)
+    else:
+        out = confidence_notes(nums, options, req.slo_confidence)
     quantiles = {s: q for s in curve_bounds(req.constraints) if (q := _quantile(s)) is not None}
     if not quantiles:
         return out
@@ -245,6 +255,25 @@ def tail_notes(req: Requirements, nums: _Numbers, options: Sequence[Option]) -> 
                        f"{int(counts.min())} queries; that percentile needs about {need} to be more than the slowest "
                        f"few, and varies between runs below that: measure longer "
                        f"(loadgen.server_curve_min_queries >= {need}) before relying on it")
+    return out
+
+
+def confidence_notes(nums: _Numbers, options: Sequence[Option], confidence: float) -> list[str]:
+    """Say which options slo_confidence could not size: those without a Server curve, and those
+    whose repeats give no spread."""
+    out = []
+    for opt in options:
+        pos = list(opt.replicas)
+        sources = [str(x) for x in nums.cells("latency_source", pos)]
+        bounds = [str(x) for x in nums.cells(CAPACITY_BOUND, pos) if not is_blank(x)]
+        if any(not src.startswith(FROM_CURVE) and f"; {FROM_CURVE} for the rest" not in src for src in sources):
+            out.append(f"option #{opt.rank}: slo_confidence {confidence:g} sizes capacities read off Server curves, and "
+                       "this option's capacity was not measured on one: it is the figure it has, not a bound for a "
+                       "fresh run")
+        elif any(b.startswith("one repeat") for b in bounds):
+            out.append(f"option #{opt.rank}: slo_confidence {confidence:g} could not be applied: its curves give no "
+                       "spread (one repeat, and no configuration measured with repeats to pool one from); its capacity "
+                       "is the single run (measure repeats)")
     return out
 
 

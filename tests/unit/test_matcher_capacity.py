@@ -96,8 +96,8 @@ def test_the_spread_is_pooled_per_hardware_and_the_bound_never_beats_the_worst_r
     spreads = latency_spreads(runs, np.array(["a", "a", "b"]), {"latency_p99_ms": 4.0})
     logs = [np.log([1.0, 1.2, 0.9]), np.log([1.1, 0.95, 1.0])]
     expected = np.sqrt(sum(v.var(ddof=1) * 2 for v in logs) / 4)  # a: 2 configurations x 3 repeats, 4 d.o.f.
-    assert spreads["a"].df == 4 and spreads["a"].s["latency_p99_ms"] == pytest.approx(expected)
-    assert spreads["b"].df == 1 and spreads["every configuration measured"].df == 5
+    assert spreads["a"].df["latency_p99_ms"] == 4 and spreads["a"].s["latency_p99_ms"] == pytest.approx(expected)
+    assert spreads["b"].df["latency_p99_ms"] == 1 and spreads["every configuration measured"].df["latency_p99_ms"] == 5
     bound = read_bound(runs[0], {"latency_p99_ms": 4.0}, 0.9, spreads["a"])
     worst = min(read_curve(c, {"latency_p99_ms": 4.0}).rate for c in runs[0])
     assert bound.rate < worst and bound.latency["latency_p99_ms"] == pytest.approx(4.0)
@@ -189,3 +189,66 @@ def test_a_plan_says_which_workloads_p99_rests_on_short_runs():
     assert ans.feasible
     assert [n for n in ans.notes if n.startswith("workload 0: its capacity at the latency_p99_ms bound rests on "
                                                    "Server runs of as few as 40 queries")]
+
+
+def _table(curves_per_repeat, scenarios=("MultiStream", "Offline", "Server")):
+    rows = []
+    for r, curve in enumerate(curves_per_repeat):
+        base = {"sweep_id": "s", "trial_id": "box-1", "repeat": r, "asset": "enc", "task": "infer", "status": "ok",
+                "hardware": "box", "cfg_batch_size": 8, "accuracy": 0.9}
+        rows += [{**base, "scenario": "MultiStream", "latency_p99_ms": 1.0, "latency_p50_ms": 0.8},
+                 {**base, "scenario": "Offline", "throughput_samples_per_s": 5000.0},
+                 {**base, "scenario": "Server", "latency_p99_ms": 90.0, "server_curve": json.dumps(curve)}]
+    return candidates_from_results(pd.DataFrame(rows), CATALOG)
+
+
+@pytest.mark.parametrize("confidence", [None, 0.9])
+def test_malformed_and_saturated_points_neither_crash_nor_add_capacity(confidence):
+    good = [{"offered_qps": q, "completed_qps": q, "latency_p99_ms": p} for q, p in ((100, 2.0), (300, 4.0))]
+    odd = [1, "x", None, {"offered_qps": "fast", "latency_p99_ms": 1.0}, {"offered_qps": [1], "latency_p99_ms": 1.0},
+           {"offered_qps": float("inf"), "latency_p99_ms": 1.0}, {"offered_qps": 400, "latency_p99_ms": True}]
+    saturated = {"offered_qps": 200, "completed_qps": 200, "latency_p99_ms": float("inf")}
+    req = {"constraints": {"latency_p99_ms": 10, "throughput_qps": 1000}, "top_k": 1}
+    if confidence:
+        req["slo_confidence"] = confidence
+    ans = recommend(req, _table([good + odd + [saturated]] * 2 + [good + [saturated]])).model_dump()
+    # The point that never finished in time breaks the bound: no replica is sized past 200/s.
+    (opt,) = ans["options"]
+    assert opt["hardware"]["box"] * 200 >= 1000
+    json.dumps(ans, allow_nan=False)
+
+
+def test_a_point_lacking_a_statistic_still_breaks_the_bound_it_records():
+    curve = [{"offered_qps": 100, "latency_p99_ms": 2.0, "latency_p50_ms": 1.0},
+             {"offered_qps": 200, "latency_p99_ms": 50.0},  # saturated: no median recorded
+             {"offered_qps": 300, "latency_p99_ms": 5.0, "latency_p50_ms": 2.0}]  # a lucky point past it
+    assert read_curve(curve, {"latency_p99_ms": 10.0, "latency_p50_ms": 5.0}).rate < 200
+
+
+def test_a_bound_the_curve_lacks_never_trades_the_curve_for_offline_capacity():
+    curve = [{"offered_qps": q, "completed_qps": q, "latency_p99_ms": p} for q, p in ((100, 2.0), (500, 30.0))]
+    cands = _table([curve] * 3)
+    req = {"constraints": {"latency_p99_ms": 10, "throughput_qps": 2000}, "top_k": 1}
+    alone = recommend(req, cands)
+    both = recommend({**req, "constraints": {**req["constraints"], "latency_p50_ms": 50}}, cands)
+    assert both.options[0].hardware == alone.options[0].hardware  # not 1 replica at the Offline 5,000/s
+    assert any("read off its Server curve at the bounds the curve records" in n for n in both.notes)
+
+
+def test_two_repeats_at_high_confidence_give_a_diagnosis_not_a_solver_failure():
+    runs = [[{"offered_qps": q, "completed_qps": q, "latency_p99_ms": f * (2 + q / 100)} for q in (100, 300, 500)]
+            for f in (1.0, 1.3)]
+    ans = recommend({"constraints": {"latency_p99_ms": 20, "throughput_qps": 3000}, "top_k": 1,
+                     "slo_confidence": 0.9999}, _table(runs)).model_dump()
+    assert not ans["feasible"] and ans["diagnosis"]["relaxations"], ans["diagnosis"]
+    assert "could not be solved" not in ans["diagnosis"]["message"]
+    json.dumps(ans, allow_nan=False)
+
+
+def test_slo_confidence_says_which_options_it_could_not_size():
+    one = recommend({"constraints": {"latency_p99_ms": 20, "throughput_qps": 100}, "top_k": 1, "slo_confidence": 0.9},
+                    _table([[{"offered_qps": 100, "latency_p99_ms": 2.0}]]))
+    assert any("could not be applied" in n for n in one.notes)
+    plain = recommend({"constraints": {"latency_p99_ms": 20, "throughput_qps": 100}, "top_k": 1,
+                       "slo_confidence": 0.9}, candidates_from_results(_rows(with_curve=False), CATALOG))
+    assert any("not a bound for a fresh run" in n for n in plain.notes)
