@@ -76,29 +76,37 @@ def _stat(v: Any) -> float | None:
     return min(float(v), MAX_VALUE)
 
 
-def _points(curve: Sequence[Any], need: Sequence[str], partial: bool = False) -> list[Point]:
-    """(rate, latency statistics, queries) of the points LoadGen ran long enough to count,
-    lightest first; a point must record every statistic in `need` (`partial`: any of them). The
-    rate is what was both offered and completed: near saturation a replica completes less than
-    offered. A point that is not a mapping, or whose rate is not a positive finite number, is no
-    point."""
-    out = []
+class _Parsed(list):
+    """A curve's usable points, parsed once (every statistic each records), lightest first."""
+
+
+def _parse(curve: Sequence[Any]) -> _Parsed:
+    """(rate, latency statistics, queries) of the points LoadGen ran long enough to count. The rate
+    is what was both offered and completed: near saturation a replica completes less than offered.
+    A point that is not a mapping, or whose rate is not a positive finite number, is no point."""
+    if isinstance(curve, _Parsed):
+        return curve
+    out = _Parsed()
     for p in curve:
-        if not isinstance(p, Mapping) or not p.get("valid", True):
+        if not isinstance(p, Mapping) or not p.get("valid", True) or isinstance(p.get("offered_qps"), bool):
             continue
         offered, done = finite_number(p.get("offered_qps")), p.get("completed_qps")
-        if offered is None or isinstance(p.get("offered_qps"), bool):
-            continue
         done = finite_number(done) if done is not None else offered
-        if done is None:
+        if offered is None or done is None or min(offered, done) <= 0:
             continue
-        stats = {s: v for s in CURVE_STATS if (v := _stat(p.get(s))) is not None}
-        rate = min(offered, done)
-        if rate > 0 and (any(s in stats for s in need) if partial and need else all(s in stats for s in need)):
-            queries = p.get("queries")
-            out.append((rate, stats, int(queries) if isinstance(queries, int | float) and not isinstance(queries, bool)
-                        and math.isfinite(queries) and queries > 0 else None))
-    return sorted(out, key=lambda pt: pt[0])
+        queries = p.get("queries")
+        out.append((min(offered, done), {s: v for s in CURVE_STATS if (v := _stat(p.get(s))) is not None},
+                    int(queries) if isinstance(queries, int | float) and not isinstance(queries, bool)
+                    and math.isfinite(queries) and queries > 0 else None))
+    out.sort(key=lambda pt: pt[0])
+    return out
+
+
+def _points(curve: Sequence[Any], need: Sequence[str], partial: bool = False) -> list[Point]:
+    """The curve's points (`_parse`) that record every statistic in `need` (`partial`: any)."""
+    if partial and need:
+        return [p for p in _parse(curve) if any(s in p[1] for s in need)]
+    return [p for p in _parse(curve) if all(s in p[1] for s in need)]
 
 
 def _fewest(points: Sequence[Point]) -> int | None:
@@ -118,7 +126,8 @@ def _first_over(curve: Sequence[Any], bounds: Bounds, incomplete_only: bool = Fa
 def read_curve(curve: Sequence[dict[str, Any]], bounds: Bounds) -> Reading:
     """The highest rate of one curve within every bound (module docstring); without bounds, the
     heaviest point measured."""
-    lacks = tuple(s for s in bounds if not any(isinstance(p, Mapping) and _stat(p.get(s)) is not None for p in curve))
+    curve = _parse(curve)
+    lacks = tuple(s for s in bounds if not any(s in stats for _, stats, _ in curve))
     if lacks:
         return Reading(None, lacks=lacks)
     stop = _first_over(curve, bounds)
@@ -269,7 +278,7 @@ def at_slo(cands: pd.DataFrame, bounds: Bounds | float | None, max_utilization: 
         else np.array([""] * len(out), dtype=object)
     queries = np.full(len(out), np.nan)
     how = np.full(len(out), "", dtype=object)
-    parsed = {i: c for i, cell in enumerate(out[CURVES].to_numpy()) if (c := curves_of(cell))}
+    parsed = {i: [_parse(c) for c in cs] for i, cell in enumerate(out[CURVES].to_numpy()) if (cs := curves_of(cell))}
     hardware = out["hardware"].astype(str).to_numpy() if "hardware" in out.columns else np.array([""] * len(out))
     spreads = latency_spreads(parsed, hardware, bounds) if confidence is not None and bounds else {}
     for i, curves in parsed.items():
