@@ -315,7 +315,7 @@ def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
 
 # Rounds of completing a fix (each may add the constraint the previous relaxation uncovered), and
 # the most fixes carried from one round to the next.
-_FIX_ROUNDS, _FIXES = 3, 6
+_FIX_ROUNDS, _FIXES = 6, 6
 
 
 def _in_request_words(fix: Sequence[Relaxation], demands: dict[int | None, str | None]) -> list[Relaxation]:
