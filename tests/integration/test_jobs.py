@@ -104,11 +104,12 @@ def test_ray_job_submit_runs_the_readme_sweep_and_again_with_resume(cluster_up, 
 
 
 def test_every_job_driver_lands_on_the_cluster_it_was_submitted_to(cluster_up, other_ray, tmp_path):
-    """Five submissions while another Ray instance runs: each driver sees our cluster's GCS, which the
-    placement error for hardware no node has names."""
+    """Three submissions while another Ray instance runs: each driver sees our cluster's GCS, which the
+    placement error for hardware no node has names. (Five until 2026-12-02; three keep the check
+    repeated for 20 s less of the suite, which was past its 15 minutes.)"""
     sweep = tmp_path / "gpu.yaml"
     sweep.write_text("name: gpu\nasset: digits-mlp\nhardware: [aws-g5.xlarge]\n")
-    for i in range(5):
+    for i in range(3):
         proc = _submit(cluster_up, str(sweep), "--results", str(tmp_path / "r"), timeout=300)
         out = proc.stdout + proc.stderr
         assert proc.returncode != 0 and "aws-g5.xlarge" in out, out[-3000:]
