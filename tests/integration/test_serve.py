@@ -330,10 +330,16 @@ def test_unreadable_models_make_replicas_not_ready_then_heal(service: Service) -
             return all(service.get("/healthz").status_code == 503 for _ in range(6))  # both replicas
 
         _wait_until(not_ready_everywhere, 30, "/healthz 503 on every replica")
-        h = service.get("/healthz").json()
+        # A replica whose reload is in flight on another thread (Serve's own health check) answers
+        # from the snapshot it has until the reload lands (serve/snapshot.py): wait for the 503,
+        # then read what it says.
+        # (A response is falsy when it is an error: each is wrapped in a tuple.)
+        (h,) = _wait_until(lambda: (r := service.get("/healthz")).status_code == 503 and (r,), 10, "/healthz 503")
+        h = h.json()
         assert h["status"] == "not ready" and any("models/modelset.json" in p for p in h["problems"]), h
-        r = service.post("/recommend", {"asset": "synthetic-mlp"})
-        assert r.status_code == 503 and r.json()["kind"] == "NotReady", r.text
+        (r,) = _wait_until(lambda: (a := service.post("/recommend", {"asset": "synthetic-mlp"})).status_code == 503
+                           and (a,), 10, "/recommend 503")
+        assert r.json()["kind"] == "NotReady", r.text
         assert "models/modelset.json" in r.json()["detail"] and str(service.models) not in r.text
     finally:
         fixed = service.models.with_name("modelset.fixed")
