@@ -318,17 +318,17 @@ def sized(cands: pd.DataFrame, req: Requirements) -> pd.DataFrame:
 _FIX_ROUNDS, _FIXES = 6, 6
 
 
+def _demand_field(w: int | None, name: str) -> str:
+    """Where workload w's (None: the single request's) demand `name` sits in the request."""
+    return f"constraints.{name}" if w is None else f"workloads.{w}.constraints.{name}"
+
+
 def _in_request_words(fix: Sequence[Relaxation], demands: dict[int | None, str | None]) -> list[Relaxation]:
     """The solver meets every demand as throughput_qps, in the unit the request stated
     (tokens.solver_view): a relaxation of it goes to the field the request used."""
-    out = []
-    for r in fix:
-        for w, name in demands.items():
-            solver = "constraints.throughput_qps" if w is None else f"workloads.{w}.constraints.throughput_qps"
-            if name not in (None, "throughput_qps") and r.field == solver:
-                r = replace(r, field=solver.replace("throughput_qps", name))
-        out.append(r)
-    return out
+    moved = {_demand_field(w, "throughput_qps"): _demand_field(w, name)
+             for w, name in demands.items() if name in _DEMAND_UNITS}
+    return [replace(r, field=moved[r.field]) if r.field in moved else r for r in fix]
 
 
 def _time_left(time_limit_s: float | None, started: float) -> float | None:
@@ -478,11 +478,11 @@ def _renamed_demand(d: DiagnosisOut | None, demands: dict[int | None, str | None
         if name not in _DEMAND_UNITS:
             continue
         unit = _DEMAND_UNITS[name]
+        pairs.append((_demand_field(w, "throughput_qps"), _demand_field(w, name), unit))
         if w is None:
-            pairs += [("constraints.throughput_qps", f"constraints.{name}", unit), ("throughput_qps", name, unit)]
+            pairs.append(("throughput_qps", name, unit))
         else:
-            pairs += [(f"workloads.{w}.constraints.throughput_qps", f"workloads.{w}.constraints.{name}", unit),
-                      (f"workloads[{w}].throughput_qps", f"workloads[{w}].{name}", unit),
+            pairs += [(f"workloads[{w}].throughput_qps", f"workloads[{w}].{name}", unit),
                       (f"workloads[{w}]: throughput_qps", f"workloads[{w}]: {name}", unit)]
     if d is None or not pairs:
         return d
