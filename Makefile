@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[dev,highs]'
+	$(BIN)/python -m pip install -q -c constraints-dev.txt -e '.[dev,highs,haproxy]'
 	touch $(STAMP)
 
 venv: $(STAMP)

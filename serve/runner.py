@@ -52,20 +52,31 @@ def run_service(
     catalog_path: str | None = None,
     app_args: dict[str, Any] | None = None,
     out: TextIO | None = None,
+    balancer_port: int | None = None,
 ) -> str:
     """Deploy the benchmatch app and return its URL; with `blocking`, serve until Ctrl-C and then
     shut down what this call started. `address=None` starts a fresh local Ray instance (a bare
-    ray.init() could attach to a stale cluster); otherwise attach to that address."""
+    ray.init() could attach to a stale cluster); otherwise attach to that address. `balancer_port`
+    also starts a loopback HAProxy there, in front of the replicas' own ports (serve/balancer.py)."""
     import ray
     from ray import serve
 
     from serve.app import build_app
 
     out = out or sys.stdout
+    if balancer_port is not None:
+        from serve.balancer import BalancerError
+
+        if not blocking:
+            raise BalancerError("balancer_port: the balancer lives as long as the call that starts it; "
+                                "run the service blocking (as `benchmatch serve` does)")
+        if balancer_port == port:
+            raise BalancerError(f"--balancer-port {balancer_port} is the service's own --port; choose another")
     url = _serve_url(host, port)
     if blocking:  # SIGTERM stops the service at any point, also while it still connects
         _sigterm_as_interrupt()
     started_ray = deployed = False
+    balancer = None
     try:
         started_ray = _connect(address)
         if blocking:  # again: ray.init installs a native handler that prints stack traces on SIGTERM
@@ -77,7 +88,11 @@ def run_service(
         deployed = True
         url = _serve_url(host, port)
         print(f"benchmatch service: {url}  (OpenAPI: {url}/docs)", file=out)
-        _print_direct_urls(out)
+        direct = _print_direct_urls(out)
+        if balancer_port:
+            balancer = _start_balancer(host, balancer_port, direct)
+            print(f"  HAProxy in front of the replicas' own ports (no proxy hop, retry on another replica): "
+                  f"{balancer.url}", file=out)
         print(f"  try: {_curl_example(url, _first_asset(url))}", file=out)
         if not blocking:
             return url
@@ -89,6 +104,8 @@ def run_service(
             raise
         print("stopping benchmatch service", file=out, flush=True)
     finally:
+        if balancer is not None:
+            balancer.stop()
         if blocking:
             _ignore_sigterm()  # a second SIGTERM (a service manager, `timeout`) must not cut the stop short
             if started_ray:
@@ -98,7 +115,22 @@ def run_service(
     return url
 
 
-def _print_direct_urls(out: TextIO) -> None:
+def _start_balancer(host: str, port: int, direct: list[str]) -> Any:
+    from serve.balancer import Balancer, BalancerError, BalancerSettings
+    from serve.direct_ingress import replica_urls
+
+    if not direct:
+        raise BalancerError("--balancer-port needs the replicas' own ports (direct ingress), and Serve lists none: "
+                            "unset BENCHMATCH_DIRECT_INGRESS=0, or on a cluster set RAY_SERVE_ENABLE_DIRECT_INGRESS=1 "
+                            "on its nodes")
+    # A short timeout: the watcher holds the balancer's lock while it asks the controller.
+    balancer = Balancer(BalancerSettings(host=host, port=port), lambda: replica_urls(APP_NAME, timeout_s=3.0))
+    balancer.start()
+    balancer.watch()
+    return balancer
+
+
+def _print_direct_urls(out: TextIO) -> list[str]:
     from serve.direct_ingress import replica_urls
 
     # The controller learns the replicas' ports on its next control-loop tick after they start.
@@ -109,6 +141,7 @@ def _print_direct_urls(out: TextIO) -> None:
     if urls:
         print(f"  replicas' own ports (direct ingress: no proxy hop, no retry on another replica): "
               f"{', '.join(urls)}", file=out)
+    return urls
 
 
 def _connect(address: str | None) -> bool:

@@ -97,7 +97,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
     # Always pass the folder: the service picks models up when they appear (`benchmatch train` later).
     run_service(results_uri=a.results, models_dir=a.models or default_models_dir(a.results),
                 candidates_csv=a.candidates, host=a.host, port=a.port, address=a.address,
-                catalog_path=a.catalog)
+                catalog_path=a.catalog, balancer_port=a.balancer_port)
     return 0
 
 
@@ -146,6 +146,9 @@ def register(sub: Any, parents: list[argparse.ArgumentParser], fmt: type[argpars
     v.add_argument("--candidates", help="CSV of your own candidates; skips results and models")
     v.add_argument("--host", default="127.0.0.1", help="HTTP host to bind; anything but loopback exposes the service")
     v.add_argument("--port", type=int, default=8000, help="HTTP port")
+    v.add_argument("--balancer-port", type=int, metavar="PORT",
+                   help="also serve through HAProxy on this port (same host), in front of the replicas' own "
+                        "ports: no proxy hop, a request retried on another replica (needs the haproxy extra)")
     v.add_argument("--address", help="Ray cluster to deploy on, e.g. 127.0.0.1:6379 or the address `cluster up` "
                                      "printed (default: a private local Ray instance on loopback)")
     v.set_defaults(fn=cmd_serve)

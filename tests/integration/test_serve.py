@@ -35,6 +35,7 @@ from cluster.hardware import load_catalog  # noqa: E402
 from matcher.workspace import Sources, Workspace  # noqa: E402
 from serve import direct_ingress  # noqa: E402
 from serve.app import APP_NAME, DEPLOYMENT_NAME, build_app  # noqa: E402
+from serve.balancer import Balancer, BalancerSettings  # noqa: E402
 from serve.jsonable import jsonable  # noqa: E402
 from serve.proxy_guard import enable as enable_proxy_guard  # noqa: E402
 from tests.fixtures.service_data import ASSETS, HARDWARE, write_synthetic_store  # noqa: E402
@@ -282,13 +283,22 @@ def test_openapi_lists_the_routes(service: Service) -> None:
 
 
 def test_new_results_are_picked_up_without_restart(service: Service) -> None:
+    from results.store import ResultsStore
+
     write_synthetic_store(service.store, assets=("synthetic-late",), repeats=1)
+    files = len(ResultsStore(str(service.store)).files())
+    fresh: set[int] = set()  # pids of replicas that answered from the whole new store
 
     def all_replicas_see_it() -> bool:
-        # Requests are spread over the replicas: several answers in a row must all list it.
-        return all("synthetic-late" in service.get("/healthz").json()["data"]["assets"] for _ in range(6))
+        # Requests are spread over the replicas, not evenly: "n answers in a row" can all come from
+        # one replica (a CI run once passed that way while the other still had no new asset). A
+        # replica may also have reloaded half-way through the write, so it must hold every file.
+        body = service.get("/healthz").json()
+        if "synthetic-late" in body["data"]["assets"] and body["data"]["result_files"] == files:
+            fresh.add(body["pid"])
+        return len(fresh) >= REPLICAS
 
-    _wait_until(all_replicas_see_it, 20, "the new asset on every replica")
+    _wait_until(all_replicas_see_it, 30, "the whole new store on every replica", every=0.1)
     r = service.post("/recommend", {"asset": "synthetic-late", "constraints": {"throughput_qps": 100}})
     assert r.status_code == 200 and r.json()["feasible"], r.text
 
@@ -523,10 +533,12 @@ def _sigkill_and_wait(pid: int) -> None:
     raise AssertionError(f"process {pid} still alive 30 s after SIGKILL")
 
 
-def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
-    """20 clients sending back to back; one of the two replicas' processes SIGKILLed. A request
-    sent after it died must be answered by the survivor, and so must those that were in flight on
-    it (the proxy guard sends them again): no request fails."""
+def test_replica_killed_under_load_keeps_answering(service: Service, balancer: Balancer) -> None:
+    """20 clients sending back to back, 10 through Serve's proxy and 10 through the HAProxy
+    balancer; one of the two replicas' processes SIGKILLed. A request sent after it died must be
+    answered by the survivor, and so must those that were in flight on it (the proxy guard and
+    HAProxy send them again): no request fails on either path, and the balancer takes the
+    replacement replica in."""
     names = _replica_actor_names()
     assert len(names) == REPLICAS, names
     victim = ray.get_actor(names[0], namespace="serve")
@@ -537,18 +549,22 @@ def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
 
     def load(worker: int) -> None:
         http = requests.Session()
+        url, path = (service.url, "proxy") if worker % 2 else (balancer.url, "balancer")
         n = 0
         while not stop.is_set():
             n += 1  # vary the body so that some requests solve and some hit the cache
             body = {"asset": "synthetic-mlp", "constraints": {"throughput_qps": 100 + (n % 7) * 100}}
             sent = time.monotonic()
             try:
-                r = http.post(service.url + "/recommend", json=body, timeout=TIMEOUT)
-                key = "ok" if r.status_code == 200 else f"http {r.status_code}"
+                r = http.post(url + "/recommend", json=body, timeout=TIMEOUT)
+                key = "ok" if r.status_code == 200 else f"{path}: http {r.status_code}"
             except requests.RequestException as exc:
-                key = f"error {type(exc).__name__}"
+                key = f"{path}: error {type(exc).__name__}"
             log.append((sent, time.monotonic(), key))
+            if key == "ok":
+                answered[path] += 1
 
+    answered: Counter[str] = Counter()
     threads = [threading.Thread(target=load, args=(i,), daemon=True) for i in range(20)]
     for t in threads:
         t.start()
@@ -568,8 +584,10 @@ def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
             return len(now) == REPLICAS and bool(now - set(names)) and _running_replicas() == REPLICAS
 
         _wait_until(replaced, 120, "Serve to replace the killed replica", every=0.5)
-        ok_after_recovery = sum(k == "ok" for _, _, k in log)
-        _wait_until(lambda: sum(k == "ok" for _, _, k in log) >= ok_after_recovery + 20, 60, "answers after recovery")
+        _wait_until(lambda: balancer.servers == _direct_urls(), 30, "the balancer to list the new replica's port")
+        ok_after_recovery = dict(answered)
+        _wait_until(lambda: all(answered[p] >= ok_after_recovery.get(p, 0) + 10 for p in ("proxy", "balancer")), 60,
+                    "answers on both paths after recovery")
     finally:
         stop.set()
         for t in threads:
@@ -577,8 +595,9 @@ def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
     failed = [(s, d, k) for s, d, k in log if k != "ok"]
     in_flight = [(s, d, k) for s, d, k in log if s < marks["dead"] and d > marks["kill"]]
     after_death = [f for f in failed if f[0] >= marks["dead"]]
-    print(f"\nreplica SIGKILLed under 20 clients: {len(log)} requests, {len(in_flight)} in flight when it died, "
-          f"{len(failed)} failed {Counter(k for _, _, k in failed)}")
+    print(f"\nreplica SIGKILLed under 20 clients: {len(log)} requests ({dict(answered)} answered), "
+          f"{len(in_flight)} in flight when it died, {len(failed)} failed {Counter(k for _, _, k in failed)}; "
+          f"balancer reloads {balancer.reloads}")
     assert in_flight, "no request was in flight: the kill tested nothing"
     assert not after_death, f"requests sent after the replica died failed: {after_death}"
     assert not failed, f"requests in flight on the dead replica were not answered by the survivor: {failed}"
@@ -592,6 +611,62 @@ def test_replica_killed_under_load_keeps_answering(service: Service) -> None:
 def _direct_urls() -> list[str]:
     return _wait_until(lambda: (u := direct_ingress.replica_urls(APP_NAME)) and len(u) == REPLICAS and u, 60,
                        "both replicas' own ports")
+
+
+@pytest.fixture(scope="module")
+def balancer(service: Service) -> Iterator[Balancer]:
+    """`benchmatch serve --balancer-port`'s HAProxy in front of the replicas' own ports."""
+    _direct_urls()
+    b = Balancer(BalancerSettings(port=_free_port(), request_timeout_s=2.0, check_interval_s=0.5),
+                 lambda: direct_ingress.replica_urls(APP_NAME))
+    b.start()
+    b.watch(0.5)
+    yield b
+    b.stop()
+
+
+def test_the_balancer_answers_as_the_proxy_from_every_replica(service: Service, balancer: Balancer) -> None:
+    """One loopback address in front of both replicas' own ports: the proxy's answer, from each
+    replica in turn, and nothing listening beyond loopback."""
+    import psutil
+
+    assert balancer.servers == _direct_urls()
+    listening = {c.laddr.ip for c in psutil.net_connections("inet")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == balancer.settings.port}
+    assert listening == {"127.0.0.1"}, listening
+    body = {"asset": "synthetic-mlp", "constraints": {"latency_p99_ms": 20, "throughput_qps": 2000}}
+    via_proxy = service.post("/recommend", body)
+    via_balancer = requests.post(balancer.url + "/recommend", json=body, timeout=TIMEOUT)
+    assert via_balancer.status_code == 200, via_balancer.text
+    assert _without_timing(via_balancer.json()) == _without_timing(via_proxy.json())
+    bad = requests.post(balancer.url + "/recommend", json={"asset": "synthetic-mlp", "objective": "fastest?"},
+                        timeout=TIMEOUT)
+    assert bad.status_code == 422 and bad.json()["kind"] == service.post(
+        "/recommend", {"asset": "synthetic-mlp", "objective": "fastest?"}).json()["kind"]
+    http = requests.Session()
+    pids = {http.get(balancer.url + "/healthz", timeout=TIMEOUT).json()["pid"] for _ in range(20)}
+    assert len(pids) == REPLICAS, pids
+
+
+def test_slow_clients_through_the_balancer_never_reach_a_replica(service: Service, balancer: Balancer) -> None:
+    """HAProxy holds a request until all of it is in: slow bodies and headers get its 408 at the
+    balancer's deadline, while legitimate requests are answered meanwhile."""
+    head = (b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000\r\n\r\n")
+    bodies = SlowClients("127.0.0.1", balancer.settings.port, 100, head, b" " * 1000)
+    headers = SlowClients("127.0.0.1", balancer.settings.port, 20,
+                          b"POST /recommend HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: ", b"a" * 1000)
+    try:
+        time.sleep(1.0)
+        statuses = [requests.post(balancer.url + "/recommend", json={"asset": "synthetic-mlp"},
+                                  timeout=TIMEOUT).status_code for _ in range(20)]
+        assert statuses == [200] * 20, Counter(statuses)
+        slow_answers = bodies.answers() + headers.answers()
+    finally:
+        bodies.close()
+        headers.close()
+    outcomes = Counter(a.split(b"\r\n", 1)[0].decode(errors="replace")[:12] or "closed silently" for a in slow_answers)
+    assert outcomes == Counter({"HTTP/1.1 408": 120}), outcomes
 
 
 def test_each_replica_answers_on_its_own_loopback_port(service: Service) -> None:

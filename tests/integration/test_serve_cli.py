@@ -89,20 +89,29 @@ def _printed(tmp_path: Path, pattern: str, timeout: float = 60) -> re.Match:
 
 
 def test_serve_on_its_own_ray_listens_on_loopback_only_and_stops_on_sigterm(tmp_path):
-    """Also: the replica's own port (direct ingress) that it prints answers as the proxy does."""
-    proc, url = _serve(tmp_path)
+    """Also: the replica's own port (direct ingress) and the HAProxy balancer (`--balancer-port`)
+    that it prints answer as the proxy does, HAProxy's sockets are on loopback too (it is a child
+    of the serve process), and it stops with the service."""
+    balancer_port = local.free_port()
+    proc, url = _serve(tmp_path, "--balancer-port", str(balancer_port))
     try:
         hardware = requests.get(f"{url}/hardware", timeout=30)
         assert hardware.status_code == 200
         direct = _printed(tmp_path, r"replicas' own ports \(direct ingress[^)]*\): (http://127\.0\.0\.1:\d+)").group(1)
         assert requests.get(f"{direct}/hardware", timeout=30).json() == hardware.json()
+        balancer = _printed(tmp_path, r"HAProxy in front of the replicas' own ports[^:]*: (http://127\.0\.0\.1:\d+)").group(1)
+        assert balancer == f"http://127.0.0.1:{balancer_port}"
+        assert requests.get(f"{balancer}/hardware", timeout=30).json() == hardware.json()
         sockets = _listening(proc.pid)
+        assert ("127.0.0.1", balancer_port) in sockets, sockets
         assert sockets, "no listening socket found for the serve process tree"
         exposed = sorted(s for s in sockets if s[0] not in LOOPBACK)
         assert not exposed, f"listening beyond loopback: {exposed}"
     finally:
         code = _stop(proc)
     assert code == 0, "".join(p.read_text()[-2000:] for p in tmp_path.glob("serve-*.log"))
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{balancer_port}/healthz", timeout=5)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,10 @@ Figures, each beside its baseline:
     and the time until the p99 of each second's requests is under the SLO again (goal < 10 s);
   * the first requests a replica answers: p99 of 14 concurrent first requests to a replica that
     has just replaced a killed one, against 2x the p99 of 14 concurrent requests to a warm one.
+Each Serve figure is taken on every path a client can use: Serve's proxy, a replica's own port
+(direct ingress) and the HAProxy balancer in front of the replicas' own ports (serve/balancer.py,
+`benchmatch serve --balancer-port`; `--no-balancer` leaves it out), and the kill under 20 clients
+back to back is run through the proxy and through the balancer.
 The proxy runs serve/proxy_guard.py, as `benchmatch serve`'s does. The data is synthetic
 (tests/fixtures/service_data.py): the figures are about the service, not about hardware.
 """
@@ -485,6 +489,8 @@ def main() -> None:
                     help="Serve's proxy as it comes, without serve/proxy_guard.py (the baseline run)")
     ap.add_argument("--no-direct", action="store_true",
                     help="replicas without their own HTTP port (serve/direct_ingress.py off): the proxy only")
+    ap.add_argument("--no-balancer", action="store_true",
+                    help="leave out the HAProxy balancer in front of the replicas' own ports (serve/balancer.py)")
     ap.add_argument("--json", help="also write the figures to this file")
     ap.add_argument("--uvicorn-server", nargs=2, metavar=("PORT", "RESULTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -533,8 +539,9 @@ def main() -> None:
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
     kills: list[dict[str, Any]] = []
     rows: list[tuple[str, dict[str, float]]] = []
-    fleet: dict[float, dict[str, Any]] = {}
+    fleet: dict[tuple[str, float], dict[str, Any]] = {}
     cold: dict[str, Any] | None = None
+    balancer = None
     try:
         sport = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": sport})
@@ -549,6 +556,12 @@ def main() -> None:
             if not direct:
                 raise RuntimeError("direct ingress is on but Serve names no replica port")
             urls["Serve direct"] = direct[0]
+            if not args.no_balancer:
+                from serve.balancer import Balancer, BalancerSettings
+
+                balancer = Balancer(BalancerSettings(port=_free_port()), lambda: replica_urls(APP_NAME))
+                urls["Serve HAProxy"] = balancer.start()
+                balancer.watch(1.0)  # as `benchmatch serve` does
         if proc:
             urls["uvicorn"] = f"http://127.0.0.1:{port}"
         for url in urls.values():
@@ -573,12 +586,17 @@ def main() -> None:
             _wait_until_replicas(2)
             _wait_ready(serve_url)
             sequential(serve_url + "/recommend", 40, fresh=False)  # both replicas warm
-            for think in (0.0, 1.0):
-                fleet[think] = kill_under_clients(serve_url, KILL_CLIENTS, 30.0 if args.quick else 45.0, 5.0, think)
-                print(f"kill, 1 of 2 replicas, pause {think:g} s: {fleet[think]}", flush=True)
+            runs = [("proxy", serve_url, 0.0), ("proxy", serve_url, 1.0)]
+            if balancer is not None:
+                runs.append(("HAProxy", balancer.url, 0.0))
+            for path, url, think in runs:
+                fleet[(path, think)] = kill_under_clients(url, KILL_CLIENTS, 30.0 if args.quick else 45.0, 5.0, think)
+                print(f"kill, 1 of 2 replicas, {path}, pause {think:g} s: {fleet[(path, think)]}", flush=True)
                 _wait_until_replicas(2)
-                sequential(serve_url + "/recommend", 40, fresh=False)  # the new replica warm too
+                sequential(url + "/recommend", 40, fresh=False)  # the new replica warm too
     finally:
+        if balancer is not None:
+            balancer.stop()
         if proc:
             proc.terminate()
             proc.wait(timeout=30)
@@ -603,9 +621,9 @@ def main() -> None:
               f"{k['failures'] or ''}, slowest {_fmt(k['max_latency_ms'], ' ms')}")
     if fleet or cold:
         print(f"\n{'figure (issue #11)':<64} {'measured':>10} {'baseline':>10}")
-    for think, k in fleet.items():
+    for (path, think), k in fleet.items():
         load = "back to back" if think == 0 else f"pausing ~{think:g} s"
-        print(f"{f'1 of 2 replicas killed, 20 clients {load}: failed requests':<64} {k['failed']:>10} "
+        print(f"{f'1 of 2 replicas killed, 20 clients {load}, {path}: failed':<64} {k['failed']:>10} "
               f"{k['in_flight_at_death']:>10}   (baseline: requests in flight when it died)")
         print(f"{'  of them sent after the replica was dead':<64} {k['failed_sent_after_death']:>10} {0:>10}")
         print(f"{'  time until the p99 (5 s windows) < 100 ms for good (s)':<64} "
@@ -620,7 +638,8 @@ def main() -> None:
     if args.json:
         Path(args.json).write_text(json.dumps({
             "rows": [{"figure": n, **v} for n, v in rows], "kills": kills,
-            "replica_killed_under_clients": fleet, "first_requests": cold}, indent=2, default=str))
+            "replica_killed_under_clients": {f"{p}, pause {t:g} s": k for (p, t), k in fleet.items()},
+            "first_requests": cold}, indent=2, default=str))
 
 
 def ratios(urls: dict[str, str], args: argparse.Namespace) -> list[tuple[str, dict[str, float]]]:
